@@ -1,0 +1,1 @@
+"""The wire contract every skylift process shares (see `api` for the method catalogue)."""

@@ -1,0 +1,189 @@
+"""The wire contract: every RPC method, who may call it, and the shape of its params and result.
+
+This module is the single source of truth shared by the SDK (`skylift._client`), the control plane
+(`skylift.server`), the worker agent (`skylift.worker`) and the container runtime
+(`skylift._runtime`). All values are msgpack-native (dict, list, str, int, float, bool, None,
+bytes). Pickled user data (arguments, results, exceptions) travels as opaque `bytes` the control
+plane never unpickles.
+
+Roles (fixed by `hello`):
+  client     SDK in a user program or the CLI (admin token)
+  container  the runtime inside one container (per-container token); may also call CLIENT methods,
+             so functions can call other functions, use Dicts, etc.
+  worker     a worker agent (admin token in the embedded default)
+
+Object ids are prefixed like Modal's: ap- app, fu- function, fc- function call, in- input,
+ta- task (container), im- image, wo- worker, en- environment.
+
+-----------------------------------------------------------------------------------------------
+hello {token, role, version, task_id?, worker_id?} -> {server_version, server_id}
+
+== client methods ==============================================================================
+server.status {} -> {version, pid, started_at, url, workers: [WorkerInfo], apps_running}
+server.shutdown {} -> {}                      (admin; stops the embedded platform)
+
+app.create {name?, environment, state: "ephemeral"|"detached", description?} -> {app_id}
+app.deploy_begin {name, environment} -> {app_id}     get-or-create the deployed app by name
+app.publish {app_id, state: "ephemeral"|"detached"|"deployed", function_ids: {tag: fu-id},
+             tag?: str, commit_info?: str} -> {version: int, app_id}
+app.heartbeat {app_id} -> {}                  ephemeral apps die ~APP_HEARTBEAT_TIMEOUT after the last one
+app.disconnect {app_id, reason?} -> {}        ends an ephemeral app: stops its containers, fails pending inputs
+app.stop {app_id?, name?, environment} -> {app_id}
+app.list {environment} -> {apps: [{app_id, name, state, environment, created_at, stopped_at,
+                                    version, n_containers, description}]}
+app.history {name, environment} -> {versions: [{version, deployed_at, tag, commit_info, function_tags}]}
+app.lookup {name, environment} -> {app_id, state, function_tags: [str]}     NotFound if absent/stopped
+app.logs {app_id, after_seq: int, timeout: float, limit?: int}
+     -> {entries: [LogEntry], next_seq: int, app_state: str}   long-polls up to timeout for new entries
+
+function.create {app_id, definition: FunctionDefinition} -> {function_id}
+     For deployed apps the server reuses the id of the function with the same tag (stable from_name).
+function.get {app_name, tag, environment, version?: int} -> {function_id, definition: FunctionDefinition}
+function.stats {function_id} -> {backlog, num_total_runners, num_running_inputs, input_headroom}
+function.update_autoscaler {function_id, min_containers?, max_containers?, buffer_containers?,
+                            scaledown_window?} -> {autoscaler: AutoscalerSettings}
+
+image.build {image: ImageDefinition, force_build?: bool} -> {image_id, status}
+     Registers the image (id = hash of its layer chain) and starts building it on a worker if it is
+     not built. status: "ready" | "building" | "failed".
+image.status {image_id, log_offset: int, timeout: float}
+     -> {status, logs: [str], next_offset, error?: str}           long-polls while building
+
+blob.missing {hashes: [sha256hex]} -> {missing: [sha256hex]}
+blob.put {sha256, data: bytes} -> {}          server verifies the hash
+blob.get {sha256} -> {data: bytes}
+
+call.start {function_id, params?: bytes, inputs: [InputItem], invocation: "sync"|"async",
+            kind: "unary"|"map"|"generator", parent_input_id?: str, more_inputs?: bool}
+     -> {call_id, input_ids: [str]}
+     "async" (spawn, spawn_map) inputs are durable before the answer. `params` is the deterministic
+     encoding of Cls parameters (each distinct value is its own container pool). With
+     more_inputs=True (map), further inputs follow with call.put_inputs and the call is open until
+     call.close_inputs.
+call.put_inputs {call_id, inputs: [InputItem], start_index: int} -> {input_ids}
+call.close_inputs {call_id, total: int} -> {}
+call.get_outputs {call_id, timeout: float, max?: int, clear: bool, start_index?: int}
+     -> {outputs: [Output], done: bool}
+     Long-polls until at least one output is available, then returns every ready one (up to max).
+     clear=True (sync .remote/.map) deletes returned outputs; clear=False (FunctionCall.get) keeps
+     them for OUTPUT_TTL. done=True when every input of a closed call has returned.
+call.run {function_id, params?, input: InputItem, timeout: float, parent_input_id?}
+     -> {call_id, output?: Output}          fast path for .remote(): start + wait in one round trip;
+                                           no `output` if `timeout` passed first (keep polling)
+call.get_gen_items {call_id, start: int, timeout: float}
+     -> {items: [bytes], next: int, done: bool, output?: Output}     generator calls: streamed items;
+                                           when done, `output` is the final status (failure etc.)
+call.cancel {call_id, terminate_containers?: bool} -> {}
+call.info {call_id} -> {call_id, function_id, state, num_inputs, created_at}   NotFound / expired
+
+== container methods ===========================================================================
+container.init {} -> {task_id, function_id, app_id, app_name, environment, definition,
+                      params?: bytes, function_ids: {tag: fu-id}}        the container's own task
+container.ready {} -> {}                                   @enter hooks done; inputs may flow
+container.init_failed {error: str, traceback: str} -> {}   import/@enter crashed; pending inputs fail
+container.get_inputs {max: int, timeout: float}
+     -> {inputs: [LeasedInput], stop: bool}
+     Long-polls; returns up to `max` leased inputs. stop=True: drain, run @exit, exit 0.
+container.put_outputs {outputs: [ContainerOutput]} -> {}
+container.put_gen_items {input_id, attempt, start: int, items: [bytes]} -> {}
+container.heartbeat {running_input_ids: [str]} -> {cancel_input_ids: [str], stop: bool}
+     Renews the leases of running inputs.
+
+== worker methods ==============================================================================
+worker.register {worker_id?, hostname, resources: {cpu, memory_mb, gpus: {type: count}},
+                 labels: {k: v}, runtimes: [str]} -> {worker_id}
+worker.poll {timeout: float} -> {commands: [WorkerCommand]}        long-poll
+worker.report {events: [TaskEvent]} -> {}
+worker.logs {entries: [{task_id, stream: "stdout"|"stderr"|"system", text, ts}]} -> {}
+worker.image_progress {image_id, logs: [str], status?: "ready"|"failed", error?: str} -> {}
+
+== shapes =====================================================================================
+InputItem        {args: bytes, method?: str}   args = cloudpickle((args, kwargs)); method for Cls
+LeasedInput      {input_id, call_id, index, attempt, args: bytes, method?: str, kind: str}
+Output           {index, input_id, status, data?: bytes, exc_type?, exc_message?, traceback?,
+                  python_version?, library_versions?: {name: ver}}
+ContainerOutput  {input_id, attempt, status, data?, exc_type?, exc_message?, traceback?,
+                  python_version?, library_versions?}
+  status: "success" | "failure" (user exception; data = pickled exception if picklable) |
+          "timeout" | "terminated" (container died/cancelled) | "init_failure" | "internal_failure"
+LogEntry         {seq, ts, task_id, function_tag, stream, text}
+WorkerCommand    {op: "start_task", task: TaskSpec} | {op: "stop_task", task_id, kill: bool}
+                 | {op: "build_image", image_id, image: ImageDefinition}
+TaskSpec         {task_id, token, app_id, function_id, function_tag, image_id, server_url,
+                  env: {k: v}, resources: {cpu, memory, gpu}, mounts: [Mount], definition}
+TaskEvent        {task_id, state: "running" | "exited", exit_code?: int, message?: str}
+
+FunctionDefinition {
+  tag: str                       "f" or "Model" for a class service function
+  module: str | None             importable module name (None when serialized)
+  qualname: str                  name in the module
+  serialized: bytes | None       cloudpickle of the function/class when serialized=True
+  is_class: bool, methods: {name: {is_generator: bool}}
+  is_generator: bool
+  image_id: str
+  mounts: [Mount]                user source (include_source), add_local_*(copy=False)
+  resources: {cpu, memory, gpu, ephemeral_disk}
+  timeout: int, startup_timeout: int | None
+  retries: {max_retries, backoff_coefficient, initial_delay, max_delay} | None
+  autoscaler: AutoscalerSettings
+  concurrency: {max_inputs, target_inputs} | None
+  batching: {max_batch_size, wait_ms} | None
+  single_use_containers: bool
+  schedule: {kind: "period"|"cron", ...} | None
+  enable_memory_snapshot: bool, region, cloud, block_network: bool
+  secret_ids: [str], volume_ids: {path: id}, env: {k: v}
+  web: dict | None               reserved for web endpoints
+  experimental_options: dict
+}
+AutoscalerSettings {min_containers: int, max_containers: int | None, buffer_containers: int,
+                    scaledown_window: int}
+Mount            {remote_path, files: [{path: relative, sha256, mode}]}   contents in blob store
+ImageDefinition  {layers: [Layer]}    base first; a layer's id = hash(parent id, step, file hashes)
+Layer            {step: str, args: dict, files: [{path, sha256, mode}], force_build: bool}
+                 step is one of: debian_slim, pip_install, uv_pip_install, run_commands, env,
+                 workdir, add_local_file, add_local_dir, apt_install, run_function, from_registry,
+                 from_dockerfile
+"""
+
+from __future__ import annotations
+
+PROTOCOL_VERSION = 1
+
+ROLE_CLIENT = "client"
+ROLE_CONTAINER = "container"
+ROLE_WORKER = "worker"
+
+# Heartbeats and leases. A container heartbeats every HEARTBEAT_INTERVAL; a leased input whose
+# container missed LEASE_SECONDS of heartbeats is handed out again (at-least-once).
+HEARTBEAT_INTERVAL = 5.0
+LEASE_SECONDS = 30.0
+APP_HEARTBEAT_INTERVAL = 5.0
+APP_HEARTBEAT_TIMEOUT = 30.0
+
+# Long-poll ceilings: a client never holds a request open longer than this, so proxies and
+# restarts never strand it.
+MAX_POLL_SECONDS = 55.0
+
+# Spawned calls' outputs are kept this long (Modal: 7 days).
+OUTPUT_TTL_SECONDS = 7 * 24 * 3600
+
+# Largest pickled argument or result (Modal documents 100 MB).
+MAX_PAYLOAD_BYTES = 100 * 1024 * 1024
+
+DEFAULT_ENVIRONMENT = "main"
+DEFAULT_TIMEOUT = 300
+DEFAULT_SCALEDOWN_WINDOW = 60
+
+# Output statuses
+STATUS_SUCCESS = "success"
+STATUS_FAILURE = "failure"
+STATUS_TIMEOUT = "timeout"
+STATUS_TERMINATED = "terminated"
+STATUS_INIT_FAILURE = "init_failure"
+STATUS_INTERNAL_FAILURE = "internal_failure"
+
+# Environment variables handed to every container.
+ENV_SERVER_URL = "SKYLIFT_SERVER_URL"
+ENV_TASK_ID = "SKYLIFT_TASK_ID"
+ENV_TASK_TOKEN = "SKYLIFT_TASK_TOKEN"
+ENV_IS_REMOTE = "MODAL_IS_REMOTE"

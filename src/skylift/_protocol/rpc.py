@@ -1,0 +1,344 @@
+"""Multiplexed request/response over one persistent connection.
+
+Every skylift process (SDK client, container runtime, worker agent) talks to the control plane
+through one `RpcClient` connection; many requests are in flight at once, matched by id. This
+avoids per-call HTTP-client overhead on the hot path (design §6).
+
+Messages (see `framing`):
+
+    request   {"i": id, "m": method, "p": params}
+    response  {"i": id, "r": result}
+    error     {"i": id, "e": {"code": code, "message": text}}
+
+The first request on a connection must be `hello` (see `api.HELLO`), which authenticates the peer
+and fixes its role. Long waits (outputs, inputs, logs) are long-polls: the request simply stays
+open until there is something to answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+from . import framing
+
+
+class ErrorCode:
+    """Wire error codes; the SDK maps each to one `skylift.exception` class at one boundary."""
+
+    INVALID = "invalid"
+    NOT_FOUND = "not_found"
+    AUTH = "auth"
+    CONFLICT = "conflict"
+    TIMEOUT = "timeout"
+    RESOURCE_EXHAUSTED = "resource_exhausted"
+    UNAVAILABLE = "unavailable"
+    CANCELLED = "cancelled"
+    INTERNAL = "internal"
+
+
+class RpcError(Exception):
+    """An error answered by the peer (or raised by a handler, to be answered)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"RpcError({self.code!r}, {self.message!r})"
+
+
+class ConnectionLost(Exception):
+    """The connection to the peer closed while requests were outstanding."""
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where a control plane listens: `tcp://host:port` or `unix:///path/to/socket`."""
+
+    scheme: str
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    @classmethod
+    def parse(cls, url: str) -> Address:
+        parsed = urlparse(url)
+        if parsed.scheme == "unix":
+            if not parsed.path:
+                raise ValueError(f"server URL {url!r} names no socket path; use unix:///path/to/socket")
+            return cls("unix", path=parsed.path)
+        if parsed.scheme in ("tcp", "skylift"):
+            if not parsed.hostname or not parsed.port:
+                raise ValueError(f"server URL {url!r} needs a host and a port, e.g. tcp://127.0.0.1:7410")
+            return cls("tcp", host=parsed.hostname, port=parsed.port)
+        raise ValueError(f"server URL {url!r} has an unknown scheme; use tcp://host:port or unix:///path")
+
+    def __str__(self) -> str:
+        if self.scheme == "unix":
+            return f"unix://{self.path}"
+        return f"tcp://{self.host}:{self.port}"
+
+
+async def open_stream(address: Address) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    limit = framing.MAX_FRAME_BYTES + 1024
+    if address.scheme == "unix":
+        return await asyncio.open_unix_connection(address.path, limit=limit)
+    reader, writer = await asyncio.open_connection(address.host, address.port, limit=limit)
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return reader, writer
+
+
+class RpcClient:
+    """One connection, many concurrent requests. Create with `await RpcClient.connect(...)`."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._closed: BaseException | None = None
+        self._read_task = asyncio.get_running_loop().create_task(self._read_loop())
+        self.hello: dict[str, Any] = {}
+
+    @classmethod
+    async def connect(cls, address: Address | str, hello: dict[str, Any]) -> RpcClient:
+        """Connect and authenticate; `hello` holds token, role and version (see `api.HELLO`)."""
+        if isinstance(address, str):
+            address = Address.parse(address)
+        reader, writer = await open_stream(address)
+        client = cls(reader, writer)
+        try:
+            client.hello = await client.call("hello", hello)
+        except BaseException:
+            await client.close()
+            raise
+        return client
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        if self._closed is not None:
+            raise ConnectionLost(f"connection closed: {self._closed}")
+        request_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            self._writer.write(framing.encode({"i": request_id, "m": method, "p": params or {}}))
+            if self._writer.transport.get_write_buffer_size() > 1 << 20:
+                await self._writer.drain()
+            return await future
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def _read_loop(self) -> None:
+        reason: BaseException = ConnectionLost("server closed the connection")
+        try:
+            while True:
+                message = await framing.read_frame(self._reader)
+                if message is None:
+                    break
+                future = self._pending.get(message.get("i", -1))
+                if future is None or future.done():
+                    continue
+                if "e" in message:
+                    err = message["e"]
+                    future.set_exception(RpcError(err.get("code", ErrorCode.INTERNAL), err.get("message", "")))
+                else:
+                    future.set_result(message.get("r"))
+        except (OSError, framing.FrameError) as exc:
+            reason = ConnectionLost(str(exc))
+        except asyncio.CancelledError:
+            reason = ConnectionLost("connection closed by this side")
+        finally:
+            self._closed = reason
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(ConnectionLost(str(reason)))
+            self._writer.close()
+
+    async def close(self) -> None:
+        self._read_task.cancel()
+        try:
+            await self._read_task
+        except (asyncio.CancelledError, Exception):
+            pass
+        try:
+            await self._writer.wait_closed()
+        except Exception:
+            pass
+
+
+# --------------------------------------------------------------------------------------------
+# Server side
+
+
+@dataclass
+class Session:
+    """One authenticated connection, as the server sees it."""
+
+    role: str = ""
+    identity: str = ""  # task id for containers, worker id for workers, "" for clients
+    info: dict[str, Any] = field(default_factory=dict)
+    peer: str = ""
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+Handler = Callable[[Session, dict[str, Any]], Awaitable[Any]]
+Authenticate = Callable[[Session, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class RpcServer:
+    """Accepts connections and dispatches requests to handlers by method name.
+
+    `authenticate(session, hello_params)` must fill in `session.role` (or raise `RpcError(AUTH)`);
+    `handlers[method] = (handler, roles)` lists which roles may call each method.
+    """
+
+    def __init__(
+        self,
+        authenticate: Authenticate,
+        handlers: dict[str, tuple[Handler, frozenset[str]]],
+        on_disconnect: Callable[[Session], Awaitable[None]] | None = None,
+    ) -> None:
+        self._authenticate = authenticate
+        self._handlers = handlers
+        self._on_disconnect = on_disconnect
+        self._servers: list[asyncio.base_events.Server] = []
+        self._connections: set[asyncio.Task[None]] = set()
+
+    async def listen(self, address: Address) -> Address:
+        """Start listening; returns the bound address (port 0 picks a free port)."""
+        limit = framing.MAX_FRAME_BYTES + 1024
+        if address.scheme == "unix":
+            if os.path.exists(address.path):
+                os.unlink(address.path)
+            server = await asyncio.start_unix_server(self._serve, address.path, limit=limit)
+            os.chmod(address.path, 0o600)
+            bound = address
+        else:
+            server = await asyncio.start_server(self._serve, address.host, address.port, limit=limit)
+            port = server.sockets[0].getsockname()[1]
+            bound = Address("tcp", host=address.host, port=port)
+        self._servers.append(server)
+        return bound
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        for task in list(self._connections):
+            task.cancel()
+        for server in self._servers:
+            try:
+                await asyncio.wait_for(server.wait_closed(), 2)
+            except (asyncio.TimeoutError, Exception):
+                pass
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        sock = writer.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        session = Session(peer=str(writer.get_extra_info("peername") or "unix"))
+        inflight: set[asyncio.Task[None]] = set()
+
+        def send(message: dict[str, Any]) -> None:
+            if writer.is_closing():
+                return
+            try:
+                writer.write(framing.encode(message))
+            except framing.FrameError as exc:
+                writer.write(framing.encode(
+                    {"i": message.get("i"), "e": {"code": ErrorCode.INTERNAL, "message": str(exc)}}))
+
+        async def run(request_id: Any, handler: Handler, params: dict[str, Any]) -> None:
+            try:
+                result = await handler(session, params)
+                send({"i": request_id, "r": result})
+            except RpcError as exc:
+                send({"i": request_id, "e": {"code": exc.code, "message": exc.message}})
+            except asyncio.CancelledError:
+                raise
+            except TypeError as exc:
+                send({"i": request_id, "e": {"code": ErrorCode.INVALID, "message": f"bad parameters: {exc}"}})
+            except Exception as exc:  # a handler bug must not take the connection down
+                import traceback
+
+                traceback.print_exc()
+                send({"i": request_id, "e": {"code": ErrorCode.INTERNAL, "message": f"{type(exc).__name__}: {exc}"}})
+            if writer.transport.get_write_buffer_size() > 1 << 20:
+                try:
+                    await writer.drain()
+                except (ConnectionError, OSError):
+                    pass
+
+        try:
+            while True:
+                try:
+                    message = await framing.read_frame(reader)
+                except framing.FrameError as exc:
+                    send({"i": None, "e": {"code": ErrorCode.INVALID, "message": f"malformed request: {exc}"}})
+                    break
+                if message is None:
+                    break
+                request_id = message.get("i")
+                method = message.get("m")
+                params = message.get("p", {})
+                if not isinstance(method, str) or not isinstance(params, dict):
+                    send({"i": request_id, "e": {"code": ErrorCode.INVALID,
+                                                 "message": "malformed request: needs a method name and a params map"}})
+                    continue
+                if not session.role:
+                    if method != "hello":
+                        send({"i": request_id, "e": {"code": ErrorCode.AUTH,
+                                                     "message": "the first request must be 'hello' with a token"}})
+                        break
+                    try:
+                        result = await self._authenticate(session, params)
+                    except RpcError as exc:
+                        send({"i": request_id, "e": {"code": exc.code, "message": exc.message}})
+                        break
+                    send({"i": request_id, "r": result})
+                    continue
+                entry = self._handlers.get(method)
+                if entry is None:
+                    send({"i": request_id, "e": {"code": ErrorCode.INVALID, "message": f"unknown method {method!r}"}})
+                    continue
+                handler, roles = entry
+                if session.role not in roles:
+                    send({"i": request_id, "e": {"code": ErrorCode.AUTH,
+                                                 "message": f"role {session.role!r} may not call {method!r}"}})
+                    continue
+                t = asyncio.get_running_loop().create_task(run(request_id, handler, params))
+                inflight.add(t)
+                t.add_done_callback(inflight.discard)
+        except (ConnectionError, OSError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        finally:
+            session.closed.set()
+            for t in list(inflight):
+                t.cancel()
+            if self._on_disconnect is not None and session.role:
+                try:
+                    await self._on_disconnect(session)
+                except Exception:
+                    import traceback
+
+                    traceback.print_exc()
+            writer.close()
+            self._connections.discard(task)
