@@ -1,0 +1,77 @@
+"""Methods with a blocking form and an `.aio` form, from one async implementation.
+
+    class Function:
+        @blocking
+        async def remote(self, *args, **kwargs): ...
+
+    f.remote(1)            # blocks
+    await f.remote.aio(1)  # awaits, from any event loop
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, Generic, TypeVar
+
+from ._client import iter_async, iter_sync, run_async, run_sync
+
+R = TypeVar("R")
+
+
+class _BoundBlocking(Generic[R]):
+    __slots__ = ("_fn", "_obj")
+
+    def __init__(self, fn: Callable[..., Coroutine[Any, Any, R]], obj: Any) -> None:
+        self._fn = fn
+        self._obj = obj
+
+    def __call__(self, *args: Any, **kwargs: Any) -> R:
+        return run_sync(self._fn(self._obj, *args, **kwargs))
+
+    async def aio(self, *args: Any, **kwargs: Any) -> R:
+        return await run_async(self._fn(self._obj, *args, **kwargs))
+
+
+class blocking(Generic[R]):  # noqa: N801 - used as a decorator
+    def __init__(self, fn: Callable[..., Coroutine[Any, Any, R]]) -> None:
+        self._fn = fn
+        self.__doc__ = fn.__doc__
+        self.__name__ = fn.__name__
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> _BoundBlocking[R]:
+        return _BoundBlocking(self._fn, obj)
+
+
+class _BoundIterating(Generic[R]):
+    __slots__ = ("_fn", "_obj")
+
+    def __init__(self, fn: Callable[..., AsyncIterator[R]], obj: Any) -> None:
+        self._fn = fn
+        self._obj = obj
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return iter_sync(self._fn(self._obj, *args, **kwargs))
+
+    def aio(self, *args: Any, **kwargs: Any) -> AsyncIterator[R]:
+        return iter_async(self._fn(self._obj, *args, **kwargs))
+
+
+class iterating(Generic[R]):  # noqa: N801 - used as a decorator
+    """Like `blocking`, for async generators: the blocking form returns a plain iterator."""
+
+    def __init__(self, fn: Callable[..., AsyncIterator[R]]) -> None:
+        self._fn = fn
+        self.__doc__ = fn.__doc__
+        self.__name__ = fn.__name__
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> _BoundIterating[R]:
+        return _BoundIterating(self._fn, obj)
+
+
+class blocking_classmethod(Generic[R]):  # noqa: N801
+    def __init__(self, fn: Callable[..., Coroutine[Any, Any, R]]) -> None:
+        self._fn = fn
+        self.__doc__ = fn.__doc__
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> _BoundBlocking[R]:
+        return _BoundBlocking(self._fn, objtype)

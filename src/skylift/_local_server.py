@@ -1,0 +1,135 @@
+"""Start, find and stop the embedded platform (control plane + one worker) under SKYLIFT_HOME.
+
+The SDK never imports the server: it starts `python -m skylift.server` as a detached process and
+talks to it over the protocol like any other client (design §2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .exception import ConnectionError
+
+START_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    url: str
+    unix_url: str
+    pid: int
+    version: str
+    token: str
+
+
+def read_info(home: Path) -> ServerInfo | None:
+    try:
+        meta = json.loads((home / "server.json").read_text())
+        token = (home / "token").read_text().strip()
+    except (OSError, ValueError):
+        return None
+    if not _pid_alive(int(meta.get("pid", 0))):
+        return None
+    return ServerInfo(meta["url"], meta.get("unix_url", meta["url"]), int(meta["pid"]), meta.get("version", ""), token)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child (possible in tests that started it) is not alive.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+@contextlib.contextmanager
+def _launch_lock(home: Path) -> Iterator[None]:
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / "launch.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def start(home: Path, *, extra_args: list[str] | None = None, quiet: bool = False) -> ServerInfo:
+    """Start the embedded platform unless one is running; return how to reach it."""
+    with _launch_lock(home):
+        info = read_info(home)
+        if info is not None:
+            return info
+        if not quiet:
+            print(f"skylift: starting the local platform in {home} ...", file=sys.stderr)
+        (home / "server.json").unlink(missing_ok=True)
+        log = open(home / "server.log", "ab")
+        env = dict(os.environ)
+        env.pop("SKYLIFT_SERVER_URL", None)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "skylift.server", "--home", str(home), *(extra_args or [])],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=env,
+        )
+        log.close()
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            info = read_info(home)
+            if info is not None and info.pid == proc.pid:
+                return info
+            if proc.poll() is not None:
+                raise ConnectionError(
+                    f"the local skylift platform exited with code {proc.returncode} while starting; "
+                    f"last lines of {home / 'server.log'}:\n{_tail(home / 'server.log')}")
+            time.sleep(0.02)
+        proc.kill()
+        raise ConnectionError(f"the local skylift platform did not start within {START_TIMEOUT:.0f} s; "
+                              f"see {home / 'server.log'}")
+
+
+def stop(home: Path, *, timeout: float = 15.0) -> bool:
+    """Stop the embedded platform; False if none was running."""
+    info = read_info(home)
+    if info is None:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(info.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _pid_alive(info.pid):
+        time.sleep(0.02)
+    if _pid_alive(info.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(info.pid, signal.SIGKILL)
+    (home / "server.json").unlink(missing_ok=True)
+    return True
+
+
+def status(home: Path) -> dict[str, Any] | None:
+    info = read_info(home)
+    if info is None:
+        return None
+    return {"url": info.url, "unix_url": info.unix_url, "pid": info.pid, "version": info.version, "home": str(home)}
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

@@ -1,0 +1,1 @@
+"""The `skylift` command line (mirrors `modal`): one module per command group."""

@@ -1,0 +1,79 @@
+"""Parse command-line arguments for a local entrypoint (or a function) from its signature, the way
+`modal run` does: `def main(n: int, name: str = "x", dry: bool = False)` takes `--n 3 --name y --dry`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ..exception import InvalidError
+
+
+def _click_type(annotation: Any, name: str) -> Any:
+    if annotation is inspect.Parameter.empty or annotation is str or annotation == "str":
+        return click.STRING
+    if annotation is int or annotation == "int":
+        return click.INT
+    if annotation is float or annotation == "float":
+        return click.FLOAT
+    if annotation is bool or annotation == "bool":
+        return click.BOOL
+    if annotation is datetime.datetime or annotation == "datetime.datetime":
+        return click.DateTime()
+    if typing.get_origin(annotation) is typing.Literal:
+        choices = typing.get_args(annotation)
+        if all(isinstance(c, str) for c in choices):
+            return click.Choice(list(choices))
+        if all(isinstance(c, int) for c in choices):
+            return click.Choice([str(c) for c in choices])
+    raise InvalidError(f"parameter {name!r} has type {annotation!r}, which can't come from the command line; "
+                       "use str, int, float, bool, datetime or a Literal of str/int")
+
+
+def parse_args(f: Callable[..., Any], argv: list[str], *, prog: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Turn argv into (args, kwargs) for `f`; `*args` in the signature takes argv verbatim."""
+    signature = inspect.signature(f)
+    try:
+        hints = typing.get_type_hints(f)
+    except Exception:
+        hints = {}
+    params = list(signature.parameters.values())
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return tuple(argv), {}
+    options: list[click.Parameter] = []
+    literal_ints: set[str] = set()
+    for p in params:
+        if p.kind in (p.VAR_KEYWORD,):
+            continue
+        annotation = hints.get(p.name, p.annotation)
+        ctype = _click_type(annotation, p.name)
+        if typing.get_origin(annotation) is typing.Literal and all(isinstance(c, int)
+                                                                    for c in typing.get_args(annotation)):
+            literal_ints.add(p.name)
+        flag = "--" + p.name.replace("_", "-")
+        if ctype is click.BOOL:
+            default = False if p.default is inspect.Parameter.empty else p.default
+            options.append(click.Option([f"{flag}/--no-{p.name.replace('_', '-')}", p.name], default=default))
+            continue
+        required = p.default is inspect.Parameter.empty
+        options.append(click.Option([flag, p.name], type=ctype, required=required,
+                                    default=None if required else p.default))
+    command = click.Command(prog, params=options, callback=lambda **kw: kw)
+    try:
+        kwargs = command.main(argv, prog_name=prog, standalone_mode=False)
+    except click.exceptions.Exit:
+        raise SystemExit(0) from None
+    except click.ClickException as exc:
+        raise InvalidError(f"{prog}: {exc.format_message()}") from None
+    if not isinstance(kwargs, dict):
+        raise SystemExit(0)
+    for name in literal_ints:
+        if kwargs.get(name) is not None:
+            kwargs[name] = int(kwargs[name])
+    return (), kwargs

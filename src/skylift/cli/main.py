@@ -1,0 +1,44 @@
+"""`skylift` entry point: the command groups, `--env`, and the one place that prints errors."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from .. import config
+from ..exception import Error
+from . import app_cmd, run, server_cmd
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Error as exc:
+            click.secho(f"Error: {exc}", fg="red", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.secho("Interrupted.", fg="yellow", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(config.version(), prog_name="skylift")
+def cli() -> None:
+    """skylift: run Python functions in the cloud you own (Modal's API, self-hosted)."""
+
+
+cli.add_command(run.run_cmd)
+cli.add_command(run.deploy_cmd)
+cli.add_command(app_cmd.app_group)
+cli.add_command(server_cmd.server_group)
+
+
+def main() -> None:
+    cli(prog_name="skylift")
+
+
+if __name__ == "__main__":
+    main()
