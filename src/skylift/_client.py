@@ -121,7 +121,7 @@ async def iter_async(agen: AsyncIterator[T]) -> AsyncIterator[T]:
     try:
         while True:
             try:
-                item = await run_async(agen.__anext__())  # type: ignore[arg-type]
+                item: T = await run_async(agen.__anext__())  # type: ignore[arg-type]
             except StopAsyncIteration:
                 return
             yield item

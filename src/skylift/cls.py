@@ -93,7 +93,7 @@ def instantiate_user_class(user_cls: type, params: dict[str, Any]) -> Any:
     has_own_init = any("__init__" in vars(k) for k in user_cls.__mro__ if k is not object)
     if has_own_init and not parameter_specs(user_cls):
         return user_cls(**params)
-    obj = user_cls.__new__(user_cls)
+    obj: Any = object.__new__(user_cls)
     for key, value in params.items():
         setattr(obj, key, value)
     return obj

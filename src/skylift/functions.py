@@ -126,8 +126,8 @@ class Function:
         async with self._hydrate_lock:
             if self._object_id is not None:
                 return
-            client = Client.from_env()
             if self._from_name is not None:
+                client = Client.from_env()
                 app_name, tag, env, version = self._from_name
                 params: dict[str, Any] = {"app_name": app_name, "tag": tag, "environment": config.environment_name(env)}
                 if version is not None:
@@ -140,6 +140,7 @@ class Function:
                 if base._definition is None:
                     raise ExecutionError(f"the definition of {base._name} is unknown; can't make a variant of it")
                 definition = merge_options(base._definition, self._overrides)
+                client = Client.from_env()
                 app_id = base._app.app_id if base._app is not None else None
                 got = await client.call("function.create", {"app_id": app_id or "", "definition": definition,
                                                             "variant_of": base.object_id})
@@ -147,7 +148,7 @@ class Function:
             elif config.in_container():
                 from ._container_layout import function_id_for
 
-                self._set_hydrated(await function_id_for(client, self._tag), None)
+                self._set_hydrated(await function_id_for(Client.from_env(), self._tag), None)
             else:
                 raise ExecutionError(
                     f"Function {self._name!r} is not running: call it inside `with app.run():`, from "

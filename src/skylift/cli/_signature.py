@@ -16,6 +16,9 @@ from ..exception import InvalidError
 
 
 def _click_type(annotation: Any, name: str) -> Any:
+    args = typing.get_args(annotation)
+    if args and type(None) in args and len(args) == 2:  # Optional[X] and X | None
+        annotation = next(a for a in args if a is not type(None))
     if annotation is inspect.Parameter.empty or annotation is str or annotation == "str":
         return click.STRING
     if annotation is int or annotation == "int":
@@ -62,8 +65,10 @@ def parse_args(f: Callable[..., Any], argv: list[str], *, prog: str) -> tuple[tu
             options.append(click.Option([f"{flag}/--no-{p.name.replace('_', '-')}", p.name], default=default))
             continue
         required = p.default is inspect.Parameter.empty
-        options.append(click.Option([flag, p.name], type=ctype, required=required,
-                                    default=None if required else p.default))
+        if required:
+            options.append(click.Option([flag, p.name], type=ctype, required=True))
+        else:
+            options.append(click.Option([flag, p.name], type=ctype, default=p.default))
     command = click.Command(prog, params=options, callback=lambda **kw: kw)
     try:
         kwargs = command.main(argv, prog_name=prog, standalone_mode=False)
