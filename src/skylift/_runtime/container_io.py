@@ -1,0 +1,106 @@
+"""The container's side of the wire: outputs and generator items, batched without delay.
+
+A lone output is sent the moment it is ready; outputs that finish while a send is in flight
+queue up and go together in the next one, so batching only ever groups what is already waiting.
+Generator items stream the same way, one in-flight `put_gen_items` per input, in order; an
+input's final output is sent only after all its items are acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable
+from typing import Any, Protocol
+
+# One put_outputs carries at most this many outputs or (about) this many payload bytes, so a
+# burst of large results never builds a frame near the framing limit.
+MAX_OUTPUTS_PER_BATCH = 100
+MAX_BATCH_BYTES = 16 * 1024 * 1024
+
+
+class Caller(Protocol):
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Awaitable[Any]: ...
+
+
+def _log(message: str) -> None:
+    print(f"skylift: {message}", file=sys.stderr, flush=True)
+
+
+def _size(output: dict[str, Any]) -> int:
+    data = output.get("data")
+    return len(data) if isinstance(data, bytes) else 0
+
+
+class OutputSender:
+    """Queues outputs and sends them with `container.put_outputs` as soon as the wire is free."""
+
+    def __init__(self, rpc: Caller) -> None:
+        self._rpc = rpc
+        self._queue: list[dict[str, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+        self.sent = 0
+
+    def put(self, output: dict[str, Any]) -> None:
+        self._queue.append(output)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch: list[dict[str, Any]] = []
+            size = 0
+            while self._queue and len(batch) < MAX_OUTPUTS_PER_BATCH:
+                item_size = _size(self._queue[0])
+                if batch and size + item_size > MAX_BATCH_BYTES:
+                    break
+                batch.append(self._queue.pop(0))
+                size += item_size
+            try:
+                await self._rpc.call("container.put_outputs", {"outputs": batch})
+                self.sent += len(batch)
+            except Exception as exc:  # the control plane refused them: nothing better to do than say so
+                _log(f"could not deliver {len(batch)} output(s): {exc!r}")
+
+    async def flush(self) -> None:
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
+
+class GenStream:
+    """The items of one generator input, streamed in order with `container.put_gen_items`."""
+
+    def __init__(self, rpc: Caller, input_id: str, attempt: int) -> None:
+        self._rpc = rpc
+        self.input_id = input_id
+        self.attempt = attempt
+        self._items: list[bytes] = []
+        self._next = 0
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def count(self) -> int:
+        return self._next + len(self._items)
+
+    def add(self, item: bytes) -> None:
+        self._items.append(item)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self._items:
+            batch: list[bytes] = []
+            size = 0
+            while self._items and (not batch or size + len(self._items[0]) <= MAX_BATCH_BYTES):
+                size += len(self._items[0])
+                batch.append(self._items.pop(0))
+            params = {"input_id": self.input_id, "attempt": self.attempt, "start": self._next, "items": batch}
+            self._next += len(batch)
+            try:
+                await self._rpc.call("container.put_gen_items", params)
+            except Exception as exc:
+                _log(f"could not deliver {len(batch)} generator item(s) of {self.input_id}: {exc!r}")
+
+    async def flush(self) -> None:
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)

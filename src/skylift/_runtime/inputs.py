@@ -1,0 +1,516 @@
+"""The input loop: lease inputs, run them with the right concurrency, send back outputs.
+
+One asyncio loop does all I/O (leases, heartbeats, outputs). Async user functions run as tasks
+on it; sync ones run in worker threads (as many as `max_inputs`) that take inputs from a queue,
+so prefetched inputs run back to back without a round trip to the control plane each.
+
+A cancelled input that is still queued, or running as an asyncio task, is terminated cleanly.
+One running in a thread gets `InputCancellation` raised inside it; if the thread doesn't notice
+within `CANCEL_GRACE_SECONDS` (it is blocked in C code), the container exits, as Modal's does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .._context import current_call_id_var, current_input_id_var
+from .._protocol import api
+from .._serialization import deserialize, failure_output, serialize, success_output
+from ..exception import InputCancellation, InvalidError
+from .container_io import Caller, GenStream, OutputSender
+from .user_code import Service, Target
+
+# How long a `get_inputs` long-poll may stay open; below the control plane's ceiling.
+POLL_SECONDS = api.MAX_POLL_SECONDS - 5
+# Prefetch a few inputs beyond the free slots, but only for functions whose inputs are quick:
+# for those a round trip per input dominates, while for slow ones prefetching would hold leases
+# that an idle container could run now.
+PREFETCH = 4
+FAST_INPUT_SECONDS = 0.05
+CANCEL_GRACE_SECONDS = 1.0
+
+
+def heartbeat_interval() -> float:
+    # Overridable so tests of cancellation don't wait 5 s for each heartbeat.
+    return float(os.environ.get("SKYLIFT_HEARTBEAT_INTERVAL") or api.HEARTBEAT_INTERVAL)
+
+
+class Input:
+    """One leased input and its progress."""
+
+    __slots__ = ("args", "attempt", "call_id", "cancelled", "done", "injected", "input_id", "job_size",
+                 "method", "started", "stream", "task", "thread_ident")
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self.input_id: str = raw["input_id"]
+        self.call_id: str | None = raw.get("call_id")
+        self.attempt: int = raw.get("attempt", 0)
+        self.args: bytes = raw["args"]
+        self.method: str | None = raw.get("method")
+        self.task: asyncio.Task[None] | None = None
+        self.thread_ident: int | None = None
+        self.stream: GenStream | None = None
+        self.started = 0.0
+        self.job_size = 1
+        self.cancelled = False
+        self.injected = False
+        self.done = False
+
+
+def _terminated(inp: Input) -> dict[str, Any]:
+    exc = InputCancellation(f"input {inp.input_id} was cancelled")
+    return failure_output(exc, status=api.STATUS_TERMINATED)
+
+
+def _strip_runtime_frames(exc: BaseException) -> BaseException:
+    """Start the traceback at the user's code: the runtime's own frames are noise to the user."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    if tb is not None:
+        exc.__traceback__ = tb
+    return exc
+
+
+def _failure(exc: BaseException) -> dict[str, Any]:
+    return failure_output(_strip_runtime_frames(exc))
+
+
+def _success(value: Any) -> dict[str, Any]:
+    try:
+        return success_output(value)
+    except Exception as exc:  # an unpicklable return value is the user's error, reported as theirs
+        return failure_output(exc)
+
+
+def _call_args(target: Target, batch: list[Input]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if len(batch) == 1 and target.batch is None:
+        args, kwargs = deserialize(batch[0].args, what="arguments")
+        return tuple(args), dict(kwargs)
+    # A batched function is called once with a list per parameter.
+    sig = inspect.signature(target.fn)
+    for p in sig.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise InvalidError(f"batched function {target.fn.__qualname__} can't take *args or **kwargs")
+    columns: dict[str, list[Any]] = {name: [] for name in sig.parameters}
+    for inp in batch:
+        args, kwargs = deserialize(inp.args, what="arguments")
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        for name, value in bound.arguments.items():
+            columns[name].append(value)
+    positional = tuple(columns.pop(name) for name, p in sig.parameters.items() if p.kind == p.POSITIONAL_ONLY)
+    return positional, columns
+
+
+def _outputs(target: Target, batch: list[Input], result: Any) -> list[dict[str, Any]]:
+    if target.batch is None:
+        return [_success(result)]
+    if not isinstance(result, list) or len(result) != len(batch):
+        got = f"a list of {len(result)}" if isinstance(result, list) else f"a {type(result).__name__}"
+        error = InvalidError(
+            f"batched function {target.fn.__qualname__} received {len(batch)} inputs and returned {got}; "
+            "it must return a list with one output per input, in order")
+        return [failure_output(error) for _ in batch]
+    return [_success(value) for value in result]
+
+
+class SyncPool:
+    """Worker threads for sync functions, started as needed up to `size`."""
+
+    def __init__(self, size: int, run: Callable[[Target, list[Input]], None]) -> None:
+        self._size = size
+        self._run = run
+        self._queue: queue.SimpleQueue[tuple[Target, list[Input]]] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0  # threads waiting for a job
+        self._queued = 0  # jobs no thread has taken yet
+        self._lock = threading.Lock()
+
+    def submit(self, target: Target, batch: list[Input]) -> None:
+        with self._lock:
+            self._queued += 1
+            if self._queued > self._idle and len(self._threads) < self._size:
+                thread = threading.Thread(target=self._main, name=f"skylift-input-{len(self._threads)}",
+                                          daemon=True)
+                self._threads.append(thread)
+                self._idle += 1
+                thread.start()
+        self._queue.put((target, batch))
+
+    def _main(self) -> None:
+        while True:
+            target, batch = self._queue.get()
+            with self._lock:
+                self._idle -= 1
+                self._queued -= 1
+            try:
+                self._run(target, batch)
+            except InputCancellation:
+                pass  # a cancellation that landed after its input had finished; nothing to do
+            finally:
+                with self._lock:
+                    self._idle += 1
+
+
+class InputLoop:
+    """Pulls inputs until told to stop, then drains what it holds."""
+
+    def __init__(self, rpc: Caller, service: Service, definition: dict[str, Any]) -> None:
+        self.rpc = rpc
+        self.service = service
+        self.loop = asyncio.get_running_loop()
+        concurrency = definition.get("concurrency") or {}
+        self.max_inputs = max(1, int(concurrency.get("max_inputs") or 1))
+        self.single_use = bool(definition.get("single_use_containers"))
+        self.batch_size = _batch_size(service, definition)
+        self.sender = OutputSender(rpc)
+        self.held: dict[str, Input] = {}
+        self.exit_code = 0
+        self.fatal = False
+        self.stopping = False
+        self._ewma: float | None = None
+        self._room = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._fatal = asyncio.Event()
+        self._fetch_task: asyncio.Task[None] | None = None
+        self._pool: SyncPool | None = None
+        self._slots = asyncio.Semaphore(self.max_inputs)
+        self._batchers: dict[str | None, _Batcher] = {}
+        self._lock = threading.Lock()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._accepted = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._fetch_task = self.loop.create_task(self._fetch_loop())
+        heartbeat = self.loop.create_task(self._heartbeat_loop())
+        try:
+            try:
+                await self._fetch_task
+            except asyncio.CancelledError:
+                if not self.stopping:
+                    raise
+            for batcher in self._batchers.values():
+                batcher.flush()
+            drained = self.loop.create_task(self._drained.wait())
+            fatal = self.loop.create_task(self._fatal.wait())
+            await asyncio.wait([drained, fatal], return_when=asyncio.FIRST_COMPLETED)
+            drained.cancel()
+            fatal.cancel()
+        finally:
+            heartbeat.cancel()
+        await self.sender.flush()
+
+    def stop(self) -> None:
+        """Lease no more inputs; `run` returns once those held are done."""
+        if self.stopping:
+            return
+        self.stopping = True
+        if self._fetch_task is not None and not self._fetch_task.done():
+            self._fetch_task.cancel()
+        self._room.set()
+
+    def _capacity(self) -> int:
+        if self.single_use:
+            return 1
+        base = self.max_inputs * self.batch_size
+        fast = self._ewma is not None and self._ewma < FAST_INPUT_SECONDS
+        return base + (PREFETCH if fast and self.batch_size == 1 else 0)
+
+    async def _fetch_loop(self) -> None:
+        while not self.stopping:
+            room = self._capacity() - len(self.held)
+            if room <= 0:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            response = await self.rpc.call("container.get_inputs", {"max": room, "timeout": POLL_SECONDS})
+            self._accept(response.get("inputs") or [])
+            if response.get("stop") or (self.single_use and self._accepted):
+                self.stopping = True
+
+    async def _heartbeat_loop(self) -> None:
+        interval = heartbeat_interval()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                response = await self.rpc.call("container.heartbeat", {"running_input_ids": list(self.held)})
+            except Exception as exc:
+                print(f"skylift: heartbeat failed: {exc!r}", file=sys.stderr, flush=True)
+                continue
+            if response.get("cancel_input_ids"):
+                self.cancel(response["cancel_input_ids"])
+            if response.get("stop"):
+                self.stop()
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def _accept(self, raws: list[dict[str, Any]]) -> None:
+        for raw in raws:
+            if raw["input_id"] in self.held:
+                continue  # a re-delivery of an input still running here (its lease lapsed)
+            inp = Input(raw)
+            self.held[inp.input_id] = inp
+            self._accepted += 1
+            self._drained.clear()
+            try:
+                target = self.service.target(inp.method)
+            except Exception as exc:
+                self._complete(inp, failure_output(exc))
+                continue
+            if target.batch is not None:
+                batcher = self._batchers.get(inp.method)
+                if batcher is None:
+                    batcher = self._batchers[inp.method] = _Batcher(self, target)
+                batcher.add(inp)
+            else:
+                self._dispatch(target, [inp])
+
+    def _dispatch(self, target: Target, batch: list[Input]) -> None:
+        for inp in batch:
+            inp.job_size = len(batch)
+        if target.is_async:
+            task = self.loop.create_task(self._run_async(target, batch))
+            for inp in batch:
+                inp.task = task
+        else:
+            if self._pool is None:
+                self._pool = SyncPool(self.max_inputs, self._run_sync)
+            self._pool.submit(target, batch)
+
+    async def _run_async(self, target: Target, batch: list[Input]) -> None:
+        outputs: list[dict[str, Any]]
+        try:
+            async with self._slots:
+                batch = [inp for inp in batch if not inp.done]
+                if not batch:
+                    return
+                first = batch[0]
+                first.started = time.monotonic()
+                current_input_id_var.set(first.input_id)
+                current_call_id_var.set(first.call_id)
+                args, kwargs = _call_args(target, batch)
+                if target.is_generator:
+                    await self._stream_async(target, first, args, kwargs)
+                    outputs = [_success(None) for _ in batch]
+                else:
+                    result = target.fn(*args, **kwargs)
+                    if inspect.isawaitable(result):
+                        result = await result
+                    outputs = _outputs(target, batch, result)
+        except asyncio.CancelledError:
+            outputs = [_terminated(inp) for inp in batch]
+        except BaseException as exc:
+            outputs = [_failure(exc) for _ in batch]
+        for inp, output in zip(batch, outputs, strict=True):
+            self._complete(inp, output)
+
+    async def _stream_async(self, target: Target, inp: Input, args: tuple[Any, ...],
+                            kwargs: dict[str, Any]) -> None:
+        stream = inp.stream = GenStream(self.rpc, inp.input_id, inp.attempt)
+        gen = target.fn(*args, **kwargs)
+        if inspect.isawaitable(gen):
+            gen = await gen
+        if hasattr(gen, "__aiter__"):
+            async for item in gen:
+                stream.add(serialize(item, what="generator item"))
+        else:
+            for item in gen:
+                stream.add(serialize(item, what="generator item"))
+
+    def _run_sync(self, target: Target, batch: list[Input]) -> None:
+        """Runs in a worker thread."""
+        with self._lock:
+            batch = [inp for inp in batch if not inp.cancelled and not inp.done]
+            ident = threading.get_ident()
+            for inp in batch:
+                inp.thread_ident = ident
+        if not batch:
+            return
+        first = batch[0]
+        first.started = time.monotonic()
+        current_input_id_var.set(first.input_id)
+        current_call_id_var.set(first.call_id)
+        outputs: list[dict[str, Any]]
+        try:
+            outputs = self._call_sync(target, batch)
+        except BaseException as exc:  # a cancellation that landed in this function's own code
+            outputs = [_failure(exc) for _ in batch]
+        finally:
+            while True:
+                try:
+                    self._detach(batch, ident)
+                    current_input_id_var.set(None)
+                    current_call_id_var.set(None)
+                    break
+                except InputCancellation:
+                    continue  # delivered just before _detach cleared it; it was for this input
+        self.loop.call_soon_threadsafe(self._complete_all, batch, outputs)
+
+    def _call_sync(self, target: Target, batch: list[Input]) -> list[dict[str, Any]]:
+        try:
+            args, kwargs = _call_args(target, batch)
+            result = target.fn(*args, **kwargs)
+            if target.is_generator:
+                self._stream_sync(batch[0], result)
+                return [_success(None) for _ in batch]
+            if inspect.isawaitable(result):
+                result = asyncio.run_coroutine_threadsafe(_await(result), self.loop).result()
+            return _outputs(target, batch, result)
+        except BaseException as exc:
+            return [_failure(exc) for _ in batch]
+
+    def _detach(self, batch: list[Input], ident: int) -> None:
+        """No cancellation can reach this thread for `batch` after this returns."""
+        with self._lock:
+            for inp in batch:
+                inp.thread_ident = None
+            if any(inp.injected for inp in batch):
+                _clear_async_exc(ident)
+
+    def _stream_sync(self, inp: Input, gen: Any) -> None:
+        stream = GenStream(self.rpc, inp.input_id, inp.attempt)
+        self.loop.call_soon_threadsafe(setattr, inp, "stream", stream)
+        if hasattr(gen, "__aiter__"):
+            async def drain() -> None:
+                async for item in gen:
+                    stream.add(serialize(item, what="generator item"))
+            asyncio.run_coroutine_threadsafe(drain(), self.loop).result()
+            return
+        for item in gen:
+            data = serialize(item, what="generator item")
+            self.loop.call_soon_threadsafe(stream.add, data)
+
+    def _complete_all(self, batch: list[Input], outputs: list[dict[str, Any]]) -> None:
+        for inp, output in zip(batch, outputs, strict=True):
+            self._complete(inp, output)
+
+    def _complete(self, inp: Input, output: dict[str, Any]) -> None:
+        if inp.done:
+            return
+        inp.done = True
+        if inp.cancelled and output.get("status") != api.STATUS_TERMINATED:
+            output = _terminated(inp)
+        output["input_id"] = inp.input_id
+        output["attempt"] = inp.attempt
+        if inp.started and inp.job_size == 1:
+            took = time.monotonic() - inp.started
+            self._ewma = took if self._ewma is None else 0.8 * self._ewma + 0.2 * took
+        if inp.stream is not None:
+            task = self.loop.create_task(self._after_stream(inp, inp.stream, output))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            return
+        self.sender.put(output)
+        self._release(inp)
+
+    async def _after_stream(self, inp: Input, stream: GenStream, output: dict[str, Any]) -> None:
+        await stream.flush()
+        self.sender.put(output)
+        self._release(inp)
+
+    def _release(self, inp: Input) -> None:
+        self.held.pop(inp.input_id, None)
+        self._room.set()
+        if not self.held:
+            self._drained.set()
+
+    # -- cancellation ---------------------------------------------------------------------
+
+    def cancel(self, input_ids: list[str]) -> None:
+        for input_id in input_ids:
+            inp = self.held.get(input_id)
+            if inp is None or inp.done:
+                continue
+            with self._lock:
+                inp.cancelled = True
+                ident = inp.thread_ident
+                interrupt = ident is not None and inp.job_size == 1
+                if ident is not None and interrupt:
+                    inp.injected = True
+                    _inject(ident, InputCancellation)
+            if inp.task is not None and inp.job_size == 1:
+                inp.task.cancel()
+            elif interrupt:
+                self.loop.call_later(CANCEL_GRACE_SECONDS, self._check_interrupted, inp)
+            else:
+                # Queued, forming a batch, or part of a running batch: the others go on.
+                self._complete(inp, _terminated(inp))
+
+    def _check_interrupted(self, inp: Input) -> None:
+        if inp.done:
+            return
+        print(f"skylift: input {inp.input_id} was cancelled but its thread did not stop within "
+              f"{CANCEL_GRACE_SECONDS:.0f} s (it is blocked outside Python); the container exits",
+              file=sys.stderr, flush=True)
+        self._complete(inp, _terminated(inp))
+        self.fatal = True
+        self.exit_code = 1
+        self.stopping = True
+        self._fatal.set()
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _batch_size(service: Service, definition: dict[str, Any]) -> int:
+    batching = definition.get("batching")
+    if batching:
+        return max(1, int(batching["max_batch_size"]))
+    if service.hooks is not None:
+        sizes = [pf.max_batch_size for pf in service.hooks.methods.values() if pf.max_batch_size]
+        if sizes:
+            return max(sizes)
+    return 1
+
+
+def _inject(thread_ident: int, exc_type: type[BaseException]) -> None:
+    import ctypes
+
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_ident), ctypes.py_object(exc_type))
+
+
+def _clear_async_exc(thread_ident: int) -> None:
+    import ctypes
+
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_ident), None)
+
+
+class _Batcher:
+    """Forms batches of one method's inputs: full, or `wait_ms` after the first one arrived."""
+
+    def __init__(self, owner: InputLoop, target: Target) -> None:
+        assert target.batch is not None
+        self.owner = owner
+        self.target = target
+        self.max_size, self.wait_ms = target.batch
+        self.pending: list[Input] = []
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, inp: Input) -> None:
+        self.pending.append(inp)
+        if len(self.pending) >= self.max_size:
+            self.flush()
+        elif self.timer is None:
+            self.timer = self.owner.loop.call_later(self.wait_ms / 1000, self.flush)
+
+    def flush(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        batch = [inp for inp in self.pending if not inp.done]
+        self.pending = []
+        if batch:
+            self.owner._dispatch(self.target, batch)
