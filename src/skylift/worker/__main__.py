@@ -1,0 +1,60 @@
+"""`python -m skylift.worker --server-url URL --token-file FILE --home DIR`: run a worker agent."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from .agent import STOP_GRACE_SECONDS, WorkerAgent
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m skylift.worker", description=__doc__)
+    parser.add_argument("--server-url", required=True, help="the control plane, tcp://host:port or unix:///path")
+    parser.add_argument("--token-file", required=True, type=Path, help="file holding the worker token")
+    parser.add_argument("--home", required=True, type=Path, help="directory for images, mounts and caches")
+    parser.add_argument("--worker-id", help="register under this id (the control plane assigns one otherwise)")
+    parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                        help="a label for placement, e.g. region=eu-west (repeatable)")
+    parser.add_argument("--stop-grace", type=float, default=STOP_GRACE_SECONDS,
+                        help="seconds a stopped container gets before SIGKILL")
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s worker %(levelname)s %(message)s")
+    labels = {}
+    for item in args.label:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"--label {item!r}: write it as KEY=VALUE", file=sys.stderr)
+            return 2
+        labels[key] = value
+    try:
+        token = args.token_file.read_text().strip()
+    except OSError as exc:
+        print(f"can't read the token file {args.token_file}: {exc}", file=sys.stderr)
+        return 2
+    args.home.mkdir(parents=True, exist_ok=True)
+
+    async def serve() -> None:
+        agent = WorkerAgent(args.server_url, token, args.home, labels=labels, worker_id=args.worker_id,
+                            stop_grace=args.stop_grace)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, agent.stop)
+        await agent.run()
+
+    asyncio.run(serve())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
