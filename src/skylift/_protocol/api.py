@@ -110,7 +110,10 @@ LogEntry         {seq, ts, task_id, function_tag, stream, text}
 WorkerCommand    {op: "start_task", task: TaskSpec} | {op: "stop_task", task_id, kill: bool}
                  | {op: "build_image", image_id, image: ImageDefinition}
 TaskSpec         {task_id, token, app_id, function_id, function_tag, image_id, server_url,
-                  env: {k: v}, resources: {cpu, memory, gpu}, mounts: [Mount], definition}
+                  env: {k: v}, resources: {cpu, memory, gpu}, mounts: [Mount], definition,
+                  image?: ImageDefinition}
+                 `image` lets a worker build an image it was not sent build_image for (it is
+                 built before the container starts); without it such a task fails to start.
 TaskEvent        {task_id, state: "running" | "exited", exit_code?: int, message?: str}
 
 FunctionDefinition {
