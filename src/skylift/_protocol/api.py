@@ -100,12 +100,15 @@ worker.image_progress {image_id, logs: [str], status?: "ready"|"failed", error?:
 == shapes =====================================================================================
 InputItem        {args: bytes, method?: str}   args = cloudpickle((args, kwargs)); method for Cls
 LeasedInput      {input_id, call_id, index, attempt, args: bytes, method?: str, kind: str}
+                 attempt is 1 for the first run and +1 per user retry; a redelivery (expired lease,
+                 crashed container) keeps it. Echo it in ContainerOutput/put_gen_items.
 Output           {index, input_id, status, data?: bytes, exc_type?, exc_message?, traceback?,
                   python_version?, library_versions?: {name: ver}}
 ContainerOutput  {input_id, attempt, status, data?, exc_type?, exc_message?, traceback?,
                   python_version?, library_versions?}
   status: "success" | "failure" (user exception; data = pickled exception if picklable) |
-          "timeout" | "terminated" (container died/cancelled) | "init_failure" | "internal_failure"
+          "timeout" | "terminated" (container died/cancelled) | "init_failure" | "internal_failure" |
+          "expired" (only from call.get_outputs: a spawned call's results passed OUTPUT_TTL_SECONDS)
 LogEntry         {seq, ts, task_id, function_tag, stream, text}
 WorkerCommand    {op: "start_task", task: TaskSpec} | {op: "stop_task", task_id, kill: bool}
                  | {op: "build_image", image_id, image: ImageDefinition}
@@ -184,6 +187,7 @@ STATUS_TIMEOUT = "timeout"
 STATUS_TERMINATED = "terminated"
 STATUS_INIT_FAILURE = "init_failure"
 STATUS_INTERNAL_FAILURE = "internal_failure"
+STATUS_EXPIRED = "expired"
 
 # Environment variables handed to every container.
 ENV_SERVER_URL = "SKYLIFT_SERVER_URL"

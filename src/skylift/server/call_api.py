@@ -1,0 +1,269 @@
+"""The `call.*` methods: how callers submit inputs and collect outputs.
+
+`call.run` is the `.remote()` fast path: enqueue, wait for the output, answer, in one round
+trip and without touching the store. `.map()` streams inputs (`call.start` + `call.put_inputs`)
+and collects outputs in batches (`call.get_outputs`). Async calls (`.spawn()`) are durable before
+`call.start` answers and can be read back later with `clear=False`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from .._protocol import api, ids
+from .._protocol.rpc import ErrorCode, RpcError, Session
+from .auth import CLIENTS, Routes
+from .calls import INVOCATIONS, KINDS, Call
+from .catalog import AppState, FunctionEntry
+from .longpoll import Deadline
+from .params import Params, invalid, not_found
+
+if TYPE_CHECKING:
+    from .control_plane import ControlPlane
+
+MAX_OUTPUTS = 50_000
+MAX_GEN_ITEMS = 1_000
+
+
+def expired_output(call_id: str) -> dict[str, Any]:
+    return {"index": 0, "input_id": "", "status": api.STATUS_EXPIRED,
+            "exc_message": f"the results of call {call_id} have expired (they are kept "
+                           f"{api.OUTPUT_TTL_SECONDS // 86400} days)"}
+
+
+class CallApi:
+    def __init__(self, cp: ControlPlane) -> None:
+        self.cp = cp
+
+    def routes(self) -> Routes:
+        return {
+            "call.start": (self.start, CLIENTS),
+            "call.run": (self.run, CLIENTS),
+            "call.put_inputs": (self.put_inputs, CLIENTS),
+            "call.close_inputs": (self.close_inputs, CLIENTS),
+            "call.get_outputs": (self.get_outputs, CLIENTS),
+            "call.get_gen_items": (self.get_gen_items, CLIENTS),
+            "call.cancel": (self.cancel, CLIENTS),
+            "call.info": (self.info, CLIENTS),
+        }
+
+    # ---- helpers ------------------------------------------------------------------------------
+
+    async def _callable(self, function_id: str) -> FunctionEntry:
+        function = self.cp.catalog.functions.get(function_id)
+        if function is None:
+            function = await self.cp.catalog.function(function_id)
+        app = function.app
+        if not app.running:
+            raise not_found(f"function {function.tag!r} can't be called: {app.label} is stopped")
+        retired = app.function_ids and function.function_id not in app.function_ids.values()
+        if app.state is AppState.DEPLOYED and retired:
+            raise not_found(f"function {function.tag!r} is no longer part of {app.label} (removed by a redeploy)")
+        if function.request.gpus:
+            reason = self.cp.scaler.unplaceable(function)
+            if reason is not None:
+                raise RpcError(ErrorCode.RESOURCE_EXHAUSTED, f"can't run {function.tag!r}: {reason}")
+        return function
+
+    def _call(self, call_id: str) -> Call:
+        call = self.cp.calls.get(call_id)
+        if call is None:
+            raise not_found(f"no open call {call_id!r}")
+        return call
+
+    def _adopt(self, call: Call, session: Session) -> None:
+        """A sync call belongs to the connection polling it; if that goes away, the call is orphaned."""
+        if call.durable:
+            return
+        call.orphaned_since = None
+        if call.owner is not session:
+            call.owner = session
+            owned: set[Call] = session.info.setdefault("calls", set())
+            owned.add(call)
+
+    def forget(self, call: Call) -> None:
+        self.cp.calls.forget(call)
+        if call.owner is not None:
+            owned = getattr(call.owner, "info", {}).get("calls")
+            if owned is not None:
+                owned.discard(call)
+
+    # ---- starting -----------------------------------------------------------------------------
+
+    async def start(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
+        p = Params("call.start", raw)
+        function_id = p.text("function_id")
+        params = p.opt_blob("params")
+        items = p.items("inputs")
+        invocation = p.choice("invocation", INVOCATIONS, "sync")
+        kind = p.choice("kind", KINDS, "unary")
+        parent = p.opt_text("parent_input_id")
+        more = p.flag("more_inputs")
+        if kind != "map" and (more or len(items) != 1):
+            raise invalid("call.start", f"a {kind} call takes exactly one input (got {len(items)})")
+        function = await self._callable(function_id)
+        pool = self.cp.pools.get(function, params)
+        call = Call(ids.new_id("call"), function, pool, kind=kind, invocation=invocation, created_at=time.time(),
+                    parent_input_id=parent, closed=not more)
+        inputs = self.cp.dispatcher.make_inputs(call, items, "call.start")
+        self._adopt(call, session)
+        self.cp.calls.add(call)
+        try:
+            await self.cp.dispatcher.submit(call, inputs, first=True)
+        except BaseException:
+            self.forget(call)
+            raise
+        return {"call_id": call.call_id, "input_ids": [i.input_id for i in inputs]}
+
+    async def run(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
+        p = Params("call.run", raw)
+        function_id = p.text("function_id")
+        params = p.opt_blob("params")
+        item = p.mapping("input")
+        deadline = Deadline(p.timeout(default=api.MAX_POLL_SECONDS))
+        function = await self._callable(function_id)
+        call = Call(ids.new_id("call"), function, self.cp.pools.get(function, params), kind="unary",
+                    invocation="sync", created_at=time.time(), parent_input_id=p.opt_text("parent_input_id"))
+        inputs = self.cp.dispatcher.make_inputs(call, [item], "call.run")
+        self._adopt(call, session)
+        self.cp.calls.add(call)
+        self.cp.dispatcher.enqueue(call, inputs)
+        while not call.ready:
+            if not await call.signal.wait(deadline.remaining()):
+                break
+        if not call.ready:
+            return {"call_id": call.call_id}
+        output = call.ready.popleft()
+        self.forget(call)
+        return {"call_id": call.call_id, "output": output}
+
+    async def put_inputs(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
+        p = Params("call.put_inputs", raw)
+        call = self._call(p.text("call_id"))
+        items = p.items("inputs")
+        start = p.integer("start_index", minimum=0)
+        have = call.n_inputs
+        if call.cancelled:
+            raise RpcError(ErrorCode.CANCELLED, f"call {call.call_id} was cancelled")
+        if start > have:
+            raise invalid("call.put_inputs", f"start_index is {start} but call {call.call_id} has {have} inputs; "
+                                             "send the missing ones first")
+        fresh = items[have - start:]  # a retried batch may overlap what already arrived
+        if fresh and call.closed:
+            raise invalid("call.put_inputs", f"call {call.call_id} is closed; it takes no more inputs")
+        inputs = self.cp.dispatcher.make_inputs(call, fresh, "call.put_inputs")
+        await self.cp.dispatcher.submit(call, inputs, first=False)
+        return {"input_ids": call.input_ids[start:start + len(items)]}
+
+    async def close_inputs(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
+        p = Params("call.close_inputs", raw)
+        call = self._call(p.text("call_id"))
+        total = p.integer("total", minimum=0)
+        if call.closed:
+            return {}
+        if total != call.n_inputs:
+            raise invalid("call.close_inputs", f"total is {total} but call {call.call_id} received "
+                                               f"{call.n_inputs} inputs")
+        call.closed = True
+        if call.durable:
+            store = self.cp.db.store
+            await self.cp.db.run(store.close_call, call.call_id, total)
+            if call.finished:
+                await self.cp.db.run(store.record_outputs, [], [(call.call_id, call.state(), time.time())])
+        if call.finished:
+            call.finished_at = self.cp.clock.now()
+        call.signal.notify()
+        return {}
+
+    # ---- collecting ---------------------------------------------------------------------------
+
+    async def get_outputs(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
+        p = Params("call.get_outputs", raw)
+        call_id = p.text("call_id")
+        deadline = Deadline(p.timeout())
+        limit = min(p.integer("max", MAX_OUTPUTS, minimum=1), MAX_OUTPUTS)
+        clear = p.flag("clear")
+        start = p.integer("start_index", 0, minimum=0)
+        call = self.cp.calls.get(call_id)
+        if call is None:
+            return await self._stored_outputs(call_id, start, limit)
+        self._adopt(call, session)
+        while True:
+            outputs, done = self._take(call, clear, limit, start)
+            if outputs or done or deadline.remaining() <= 0:
+                break
+            await call.signal.wait(deadline.remaining())
+        if done and clear and not call.durable:
+            self.forget(call)
+        return {"outputs": outputs, "done": done}
+
+    @staticmethod
+    def _take(call: Call, clear: bool, limit: int, start: int) -> tuple[list[dict[str, Any]], bool]:
+        if clear:
+            ready = call.ready
+            n = min(limit, len(ready))
+            outputs = [ready.popleft() for _ in range(n)]
+            return outputs, call.finished and not ready
+        source = call.kept if call.kept is not None else {o["index"]: o for o in call.ready}
+        indices = sorted(i for i in source if i >= start)
+        outputs = [source[i] for i in indices[:limit]]
+        return outputs, call.finished and len(indices) <= limit
+
+    async def _stored_outputs(self, call_id: str, start: int, limit: int) -> dict[str, Any]:
+        store = self.cp.db.store
+        rec = await self.cp.db.run(store.get_call, call_id)
+        if rec is None:
+            raise not_found(f"no call {call_id!r} (results of spawned calls are kept "
+                            f"{api.OUTPUT_TTL_SECONDS // 86400} days; sync calls only while their caller waits)")
+        if rec.state == "expired":
+            return {"outputs": [expired_output(call_id)], "done": True}
+        rows = await self.cp.db.run(store.get_outputs, call_id, start, limit + 1)
+        return {"outputs": [r.output for r in rows[:limit]], "done": len(rows) <= limit}
+
+    async def get_gen_items(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
+        p = Params("call.get_gen_items", raw)
+        call = self._call(p.text("call_id"))
+        start = p.integer("start", 0, minimum=0)
+        deadline = Deadline(p.timeout())
+        self._adopt(call, session)
+        while len(call.gen_items) <= start and not call.finished and deadline.remaining() > 0:
+            await call.signal.wait(deadline.remaining())
+        items = call.gen_items[start:start + MAX_GEN_ITEMS]
+        nxt = start + len(items)
+        done = call.finished and nxt >= len(call.gen_items)
+        answer: dict[str, Any] = {"items": items, "next": nxt, "done": done}
+        if done:
+            if call.final_output is not None:
+                answer["output"] = call.final_output
+            if not call.durable:
+                self.forget(call)
+        return answer
+
+    # ---- control ------------------------------------------------------------------------------
+
+    async def cancel(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
+        p = Params("call.cancel", raw)
+        call_id = p.text("call_id")
+        terminate = p.flag("terminate_containers")
+        call = self.cp.calls.get(call_id)
+        if call is None:
+            if await self.cp.db.run(self.cp.db.store.get_call, call_id) is None:
+                raise not_found(f"no call {call_id!r}")
+            return {}  # already finished
+        if not call.finished:
+            self.cp.dispatcher.cancel(call, terminate_containers=terminate)
+        return {}
+
+    async def info(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
+        p = Params("call.info", raw)
+        call_id = p.text("call_id")
+        call = self.cp.calls.get(call_id)
+        if call is not None:
+            return {"call_id": call_id, "function_id": call.function.function_id, "state": call.state(),
+                    "num_inputs": call.n_inputs, "created_at": call.created_at}
+        rec = await self.cp.db.run(self.cp.db.store.get_call, call_id)
+        if rec is None:
+            raise not_found(f"no call {call_id!r}")
+        return {"call_id": call_id, "function_id": rec.function_id, "state": rec.state,
+                "num_inputs": rec.num_inputs, "created_at": rec.created_at}

@@ -1,0 +1,191 @@
+"""`ControlPlane`: the whole control plane in one object, runnable in-process.
+
+    cp = ControlPlane(home)          # opens home/state.db, creates home/token once
+    await cp.start()                 # recovers spawned calls, listens (TCP + unix socket)
+    ...                              # cp.url, cp.unix_url, cp.token
+    await cp.stop()
+
+`python -m skylift.server` wraps it with signal handling and the embedded worker; tests use it
+directly on a temp dir and talk to it with real `RpcClient`s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .._protocol import api
+from .._protocol.rpc import Address, RpcServer, Session
+from .app_api import AppApi
+from .auth import ADMIN, Authenticator, Routes, load_or_create_token
+from .blob_api import BlobApi
+from .blobs import BlobStore, FileBlobStore
+from .call_api import CallApi
+from .calls import Calls
+from .catalog import Catalog
+from .clock import Clock, RealClock
+from .container_api import ContainerApi
+from .dispatch import Dispatcher
+from .images import Images
+from .logs import LogHub
+from .queues import Pools
+from .recovery import recover_calls
+from .scaler import Scaler
+from .settings import Settings
+from .sqlite_store import SqliteStore
+from .store import Database, Store
+from .sweeper import Sweeper
+from .tasks import Tasks
+from .worker_api import WorkerApi
+from .workers import Workers
+
+log = logging.getLogger("skylift.server")
+
+# sun_path is 108 bytes on Linux (104 on macOS); longer homes get TCP only.
+MAX_SOCKET_PATH = 100
+
+
+def server_version() -> str:
+    try:
+        return metadata.version("skylift")
+    except metadata.PackageNotFoundError:
+        return "0.1.0"
+
+
+class ControlPlane:
+    def __init__(self, home: Path | str, *, host: str = "127.0.0.1", port: int = 0, settings: Settings | None = None,
+                 clock: Clock | None = None, store: Store | None = None, blobs: BlobStore | None = None) -> None:
+        self.home = Path(home).expanduser().resolve()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.host = host
+        self.port = port
+        self.settings = settings or Settings()
+        self.clock: Clock = clock or RealClock()
+        self.version = server_version()
+        self.server_id = secrets.token_hex(8)
+        self.token = load_or_create_token(self.home)
+        self.url = ""
+        self.unix_url = ""
+        self.started_at = 0.0
+        self.shutdown_requested = asyncio.Event()
+
+        self.db = Database(store if store is not None else SqliteStore(self.home / "state.db"))
+        self.blobs: BlobStore = blobs if blobs is not None else FileBlobStore(self.home / "blobs")
+        self.catalog = Catalog(self.db)
+        self.calls = Calls()
+        self.tasks = Tasks()
+        self.workers = Workers()
+        self.scaler = Scaler(self)
+        self.pools = Pools(self.scaler.wake)
+        self.logs = LogHub(self)
+        self.images = Images(self)
+        self.dispatcher = Dispatcher(db=self.db, clock=self.clock, settings=self.settings, calls=self.calls,
+                                     pools=self.pools, tasks=self.tasks, workers=self.workers,
+                                     system_log=self.logs.system, wake_scaler=self.scaler.wake)
+        self.call_api = CallApi(self)
+        self.container_api = ContainerApi(self)
+        self.worker_api = WorkerApi(self)
+        self.app_api = AppApi(self)
+        self.sweeper = Sweeper(self)
+        self._rpc: RpcServer | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        self._stopped = False
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    def routes(self) -> Routes:
+        routes: Routes = {}
+        for part in (self.call_api, self.container_api, self.worker_api, self.app_api, self.logs, self.images,
+                     BlobApi(self.blobs)):
+            routes.update(part.routes())
+        routes["server.status"] = (self._status, ADMIN | {api.ROLE_CONTAINER, api.ROLE_WORKER})
+        routes["server.shutdown"] = (self._shutdown, ADMIN)
+        return routes
+
+    async def start(self) -> None:
+        self.started_at = time.time()
+        self.catalog.load(self.clock.now())
+        for function in self.catalog.functions.values():
+            self.scaler.ensure_warm(function)
+        recover_calls(self)
+        authenticate = Authenticator(self.token, self.tasks, self.version, self.server_id)
+        self._rpc = RpcServer(authenticate, self.routes(), self._on_disconnect)
+        self.url = str(await self._rpc.listen(Address("tcp", host=self.host, port=self.port)))
+        sock = self.home / "server.sock"
+        if len(str(sock)) <= MAX_SOCKET_PATH:
+            self.unix_url = str(await self._rpc.listen(Address("unix", path=str(sock))))
+        else:
+            log.warning("%s is too long for a unix socket; local clients and workers will use %s", sock, self.url)
+            self.unix_url = self.url
+        loop = asyncio.get_running_loop()
+        self._loops = [loop.create_task(self.scaler.run(), name="skylift-scaler"),
+                       loop.create_task(self.sweeper.run(), name="skylift-sweeper")]
+        self._write_info()
+        log.info("skylift control plane %s listening on %s and %s", self.version, self.url, self.unix_url)
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._rpc is not None:
+            await self._rpc.close()
+        await self.dispatcher.drain_background()
+        self.db.close()
+        self._remove_info()
+        log.info("skylift control plane stopped")
+
+    async def __aenter__(self) -> ControlPlane:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _write_info(self) -> None:
+        info = {"url": self.url, "unix_url": self.unix_url, "pid": os.getpid(), "version": self.version,
+                "started_at": self.started_at}
+        tmp = self.home / f".server.json.{os.getpid()}"
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
+        os.replace(tmp, self.home / "server.json")
+
+    def _remove_info(self) -> None:
+        path = self.home / "server.json"
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(path.read_text()).get("pid") == os.getpid():
+                path.unlink()
+
+    # ---- connections --------------------------------------------------------------------------
+
+    async def _on_disconnect(self, session: Session) -> None:
+        now = self.clock.now()
+        for call in list(session.info.get("calls", ())):
+            if call.owner is session and not call.finished:
+                call.orphaned_since = now
+        if session.role == api.ROLE_CONTAINER:
+            self.container_api.on_disconnect(session)
+        elif session.role == api.ROLE_WORKER:
+            self.worker_api.on_disconnect(session)
+
+    async def _status(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "version": self.version, "pid": os.getpid(), "started_at": self.started_at, "url": self.url,
+            "workers": [w.info() for w in self.workers.all()],
+            "apps_running": sum(1 for a in self.catalog.apps.values() if a.running),
+        }
+
+    async def _shutdown(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
+        log.info("shutdown requested over RPC")
+        # Set after this answer is on its way, so the caller hears back before we close.
+        asyncio.get_running_loop().call_soon(self.shutdown_requested.set)
+        return {}

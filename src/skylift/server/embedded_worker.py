@@ -1,0 +1,72 @@
+"""The embedded worker: one worker agent started, watched and stopped by the control plane.
+
+`python -m skylift.server` (without `--no-worker`) runs `python -m skylift.worker` as its child
+so a laptop gets a complete platform from one process. If the agent dies it is restarted with
+exponential backoff (reset once it has stayed up a while); on shutdown it gets SIGTERM, then
+SIGKILL if it lingers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("skylift.server")
+
+MIN_BACKOFF = 0.5
+MAX_BACKOFF = 30.0
+STABLE_AFTER = 60.0  # seconds up after which a crash restarts it at once again
+STOP_TIMEOUT = 10.0
+
+
+class WorkerSupervisor:
+    def __init__(self, server_url: str, home: Path) -> None:
+        self.command = [sys.executable, "-m", "skylift.worker", "--server-url", server_url,
+                        "--token-file", str(home / "token"), "--home", str(home)]
+        self._proc: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._supervise(), name="skylift-worker-supervisor")
+
+    async def _supervise(self) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = MIN_BACKOFF
+        while not self._stopping:
+            started = loop.time()
+            try:
+                # stdout/stderr are inherited: the launcher sends both to server.log.
+                self._proc = await asyncio.create_subprocess_exec(*self.command, stdin=asyncio.subprocess.DEVNULL)
+            except OSError as exc:
+                log.error("could not start the worker agent (%s); retrying in %.1fs", exc, backoff)
+            else:
+                log.info("started the worker agent (pid %d)", self._proc.pid)
+                code = await self._proc.wait()
+                if self._stopping:
+                    return
+                log.warning("the worker agent exited with code %s", code)
+                if loop.time() - started > STABLE_AFTER:
+                    backoff = MIN_BACKOFF
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

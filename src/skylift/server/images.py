@@ -1,0 +1,175 @@
+"""Images: registered by the client, built by a worker, tracked here.
+
+The control plane names an image by hashing its layer chain (`im-…`), so the same definition
+from any client is one image, built once. Building is the worker's job (`build_image`); the
+control plane picks a worker, relays progress (`worker.image_progress`) to `image.status`
+long-polls, and holds back containers of functions whose image isn't ready yet (`scaler.py`).
+An image id the control plane never registered (built some other way) is taken as ready.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from .._protocol.rpc import Session
+from .auth import CLIENTS, WORKERS, Routes
+from .longpoll import Deadline, Signal
+from .params import Params, invalid, not_found
+from .store import ImageRecord
+
+if TYPE_CHECKING:
+    from .control_plane import ControlPlane
+
+READY = "ready"
+BUILDING = "building"
+FAILED = "failed"
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return [[str(k), _canonical(v)] for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))]
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def image_id(definition: dict[str, Any]) -> str:
+    """`im-` + the hash of the layer chain; `force_build` flags don't change what an image is."""
+    parent = ""
+    for layer in definition.get("layers") or []:
+        step = [parent, layer.get("step"), _canonical(layer.get("args") or {}), _canonical(layer.get("files") or [])]
+        parent = hashlib.sha256(msgpack.packb(step, use_bin_type=True)).hexdigest()
+    return "im-" + (parent or hashlib.sha256(b"").hexdigest())[:32]
+
+
+@dataclass(eq=False)
+class ImageEntry:
+    image_id: str
+    definition: dict[str, Any]
+    status: str
+    error: str | None = None
+    built_at: float | None = None
+    logs: list[str] = field(default_factory=list)
+    signal: Signal = field(default_factory=Signal)
+    builder: str | None = None  # worker building it
+    force: bool = False
+
+
+class Images:
+    def __init__(self, cp: ControlPlane) -> None:
+        self.cp = cp
+        self._images: dict[str, ImageEntry] = {}
+
+    def routes(self) -> Routes:
+        return {"image.build": (self.build, CLIENTS), "image.status": (self.status, CLIENTS),
+                "worker.image_progress": (self.progress, WORKERS)}
+
+    def load(self) -> None:
+        """Nothing to do eagerly: entries come from the store on first use."""
+
+    async def _get(self, image_id: str) -> ImageEntry | None:
+        entry = self._images.get(image_id)
+        if entry is None:
+            rec = await self.cp.db.run(self.cp.db.store.get_image, image_id)
+            if rec is not None:
+                entry = self._images.setdefault(image_id, ImageEntry(rec.image_id, rec.definition, rec.status,
+                                                                     rec.error, rec.built_at))
+        return entry
+
+    def readiness(self, image_id: str) -> tuple[str, str | None]:
+        """(status, error) for the scaler; unknown ids count as ready."""
+        entry = self._images.get(image_id)
+        if entry is None:
+            return READY, None
+        if entry.status == BUILDING and entry.builder is None:
+            self._dispatch(entry)
+        return entry.status, entry.error
+
+    async def build(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
+        p = Params("image.build", raw)
+        definition = p.mapping("image")
+        force = p.flag("force_build")
+        layers = definition.get("layers")
+        if not isinstance(layers, list) or not all(isinstance(x, dict) and isinstance(x.get("step"), str)
+                                                   for x in layers):
+            raise invalid("image.build", "field 'image' must be an ImageDefinition: {layers: [{step, args, files}]}")
+        force = force or any(layer.get("force_build") for layer in layers)
+        iid = image_id(definition)
+        entry = await self._get(iid)
+        if entry is None:
+            entry = self._images.setdefault(iid, ImageEntry(iid, definition, BUILDING))
+        elif entry.status == BUILDING:
+            return {"image_id": iid, "status": entry.status}
+        elif entry.status == READY and not force:
+            return {"image_id": iid, "status": READY}
+        # New, failed before (try again), or forced.
+        entry.definition, entry.status, entry.error, entry.logs = definition, BUILDING, None, []
+        entry.builder, entry.force = None, force
+        await self._save(entry)
+        self._dispatch(entry)
+        return {"image_id": iid, "status": entry.status}
+
+    def _dispatch(self, entry: ImageEntry) -> None:
+        workers = self.cp.workers.connected()
+        if not workers:
+            return  # sent when a worker registers
+        worker = min(workers, key=lambda w: (w.n_tasks, w.worker_id))
+        image = entry.definition
+        if entry.force:
+            image = {**image, "layers": [{**layer, "force_build": True} for layer in image.get("layers") or []]}
+        entry.builder = worker.worker_id
+        worker.send({"op": "build_image", "image_id": entry.image_id, "image": image})
+
+    def on_worker_change(self) -> None:
+        """A worker came or went: (re)send builds that have nobody working on them."""
+        connected = {w.worker_id for w in self.cp.workers.connected()}
+        for entry in self._images.values():
+            if entry.status == BUILDING and entry.builder not in connected:
+                entry.builder = None
+                self._dispatch(entry)
+
+    async def _save(self, entry: ImageEntry) -> None:
+        await self.cp.db.run(self.cp.db.store.put_image,
+                             ImageRecord(entry.image_id, entry.definition, entry.status, entry.error, entry.built_at))
+
+    async def status(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
+        p = Params("image.status", raw)
+        iid = p.text("image_id")
+        offset = p.integer("log_offset", 0, minimum=0)
+        deadline = Deadline(p.timeout())
+        entry = await self._get(iid)
+        if entry is None:
+            raise not_found(f"no image {iid!r}; register it with image.build")
+        while entry.status == BUILDING and len(entry.logs) <= offset and deadline.remaining() > 0:
+            await entry.signal.wait(deadline.remaining())
+        answer: dict[str, Any] = {"status": entry.status, "logs": entry.logs[offset:],
+                                  "next_offset": max(offset, len(entry.logs))}
+        if entry.error:
+            answer["error"] = entry.error
+        return answer
+
+    async def progress(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
+        p = Params("worker.image_progress", raw)
+        iid = p.text("image_id")
+        lines = p.strings("logs") if raw.get("logs") is not None else []
+        status = p.opt_text("status")
+        if status not in (None, READY, FAILED):
+            raise invalid("worker.image_progress", f"field 'status' must be 'ready' or 'failed', got {status!r}")
+        entry = await self._get(iid)
+        if entry is None:
+            raise not_found(f"no image {iid!r} is being built")
+        entry.logs.extend(lines)
+        if status is not None and entry.status == BUILDING:
+            entry.status = status
+            entry.error = p.opt_text("error") or (None if status == READY else "the build failed")
+            entry.built_at = time.time() if status == READY else None
+            entry.builder = None
+            await self._save(entry)
+            self.cp.scaler.wake()
+        entry.signal.notify()
+        return {}

@@ -1,0 +1,129 @@
+"""Where a new container runs: a pure choice over a snapshot of the workers.
+
+    place(request, workers) -> Placed | Unplaceable
+
+The least-loaded worker that fits wins (load = the larger of its CPU and memory fractions after
+placing; then fewer containers; then worker id, so the choice is deterministic). CPU and memory
+requests above a machine's size are clamped to the machine, so `cpu=8` still runs on a 4-core
+laptop (alone). GPU requests go only to workers advertising that type; when no connected worker
+offers it at all the answer is permanent, so callers fail fast instead of queueing forever.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+DEFAULT_CPU = 0.125
+DEFAULT_MEMORY_MB = 128
+
+_GPU_SPEC = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.\-]*?)!?(?::(\d+))?$")
+
+
+@dataclass(frozen=True)
+class GpuOption:
+    type: str  # upper case; "ANY" matches every GPU
+    count: int = 1
+
+
+def parse_gpu(spec: object) -> tuple[GpuOption, ...]:
+    """`"A100"`, `"h100:2"`, `"any"`, `"H100!"` or a list of those (fallbacks, in order)."""
+    if spec is None or spec == "":
+        return ()
+    specs = spec if isinstance(spec, list) else [spec]
+    options = []
+    for one in specs:
+        match = _GPU_SPEC.match(one) if isinstance(one, str) else None
+        if match is None:
+            raise ValueError(f"gpu {one!r} is not a GPU spec like 'A100', 'H100:2' or 'any'")
+        count = int(match.group(2) or 1)
+        if count < 1:
+            raise ValueError(f"gpu {one!r} asks for {count} GPUs; ask for at least 1")
+        options.append(GpuOption(match.group(1).upper(), count))
+    return tuple(options)
+
+
+def gpu_matches(wanted: str, offered: str) -> bool:
+    offered = offered.upper()
+    return wanted == "ANY" or offered == wanted or offered.startswith(wanted + "-")
+
+
+@dataclass(frozen=True)
+class Request:
+    cpu: float = DEFAULT_CPU
+    memory_mb: int = DEFAULT_MEMORY_MB
+    gpus: tuple[GpuOption, ...] = ()
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    worker_id: str
+    cpu: float
+    memory_mb: int
+    gpus: Mapping[str, int] = field(default_factory=dict)
+    used_cpu: float = 0.0
+    used_memory_mb: int = 0
+    used_gpus: Mapping[str, int] = field(default_factory=dict)
+    n_tasks: int = 0
+
+
+@dataclass(frozen=True)
+class Placed:
+    worker_id: str
+    cpu: float
+    memory_mb: int
+    gpu_type: str | None = None  # the worker's own name for the GPU type granted
+    gpu_count: int = 0
+
+
+@dataclass(frozen=True)
+class Unplaceable:
+    reason: str
+    permanent: bool  # no connected worker could ever run it, as opposed to "all busy now"
+
+
+def _describe(spec: tuple[GpuOption, ...]) -> str:
+    return " or ".join(f"'{o.type}'" + (f" x{o.count}" if o.count > 1 else "") for o in spec)
+
+
+def place(request: Request, workers: list[WorkerView]) -> Placed | Unplaceable:
+    if not workers:
+        return Unplaceable("no worker is connected yet", permanent=False)
+    if request.gpus:
+        offered = sorted({t for w in workers for t, n in w.gpus.items() if n > 0})
+        capable = [w for w in workers if any(
+            gpu_matches(o.type, t) and n >= o.count for o in request.gpus for t, n in w.gpus.items())]
+        if not capable:
+            have = ", ".join(offered) if offered else "none"
+            return Unplaceable(
+                f"no worker offers GPU {_describe(request.gpus)}; connected workers offer: {have}. "
+                "Connect a worker with that GPU, or change the function's gpu=", permanent=True)
+    best: tuple[tuple[float, int, str], Placed] | None = None
+    for w in workers:
+        cpu = min(request.cpu, w.cpu)
+        mem = min(request.memory_mb, w.memory_mb)
+        if w.used_cpu + cpu > w.cpu + 1e-9 or w.used_memory_mb + mem > w.memory_mb:
+            continue
+        gpu_type, gpu_count = None, 0
+        if request.gpus:
+            grant = _grant_gpu(request.gpus, w)
+            if grant is None:
+                continue
+            gpu_type, gpu_count = grant
+        load = max((w.used_cpu + cpu) / w.cpu if w.cpu > 0 else 1.0,
+                   (w.used_memory_mb + mem) / w.memory_mb if w.memory_mb > 0 else 1.0)
+        key = (load, w.n_tasks, w.worker_id)
+        if best is None or key < best[0]:
+            best = (key, Placed(w.worker_id, cpu, mem, gpu_type, gpu_count))
+    if best is None:
+        return Unplaceable("every worker that fits is busy; the container starts when one frees up", permanent=False)
+    return best[1]
+
+
+def _grant_gpu(options: tuple[GpuOption, ...], worker: WorkerView) -> tuple[str, int] | None:
+    for option in options:
+        for gpu_type, total in sorted(worker.gpus.items()):
+            if gpu_matches(option.type, gpu_type) and worker.used_gpus.get(gpu_type, 0) + option.count <= total:
+                return gpu_type, option.count
+    return None

@@ -1,0 +1,165 @@
+"""The scaling loop: snapshot each pool, ask the autoscaler, start and stop containers.
+
+It runs every `scaler_interval` and also the moment inputs queue up with no container free to
+take them (`wake`), so a cold start never waits for the next period. Starting a container means
+choosing a worker (`placement.place`), minting a per-container token and queueing `start_task`
+for that worker. Stopping an idle one means answering its next long-poll with `stop=True`.
+Pools whose image is still building wait for it; pools whose image failed, whose GPU no worker
+offers, or that are in crash-loop backoff don't start anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .._protocol import api
+from . import placement
+from .autoscaler import ContainerView, PoolSnapshot, desired_containers
+from .catalog import FunctionEntry
+from .images import BUILDING, FAILED
+from .longpoll import Signal
+from .queues import Pool
+from .tasks import Task
+
+if TYPE_CHECKING:
+    from .control_plane import ControlPlane
+
+log = logging.getLogger("skylift.server")
+
+
+class Scaler:
+    def __init__(self, cp: ControlPlane) -> None:
+        self.cp = cp
+        self._signal = Signal()
+        self._woken = False
+        self._warm: set[FunctionEntry] = set()  # functions that may want containers without traffic
+        self._reported: dict[Pool, str] = {}  # last "can't place" reason logged per pool
+
+    def wake(self) -> None:
+        self._woken = True
+        self._signal.notify()
+
+    def ensure_warm(self, function: FunctionEntry) -> None:
+        """Track a function whose min_containers should be kept even with no calls."""
+        self._warm.add(function)
+
+    async def run(self) -> None:
+        interval = self.cp.settings.scaler_interval
+        while True:
+            if not self._woken:
+                await self._signal.wait(interval)
+            self._woken = False
+            try:
+                self.tick()
+            except Exception:
+                log.exception("scaling loop failed; continuing")
+            await asyncio.sleep(0)
+
+    def tick(self) -> None:
+        now = self.cp.clock.now()
+        for function in list(self._warm):
+            if not function.app.running:
+                self._warm.discard(function)
+            elif function.policy().min_containers > 0:
+                self.cp.pools.get(function, None)
+        for pool in self.cp.pools.all():
+            self._scale(pool, now)
+
+    def _scale(self, pool: Pool, now: float) -> None:
+        function = pool.function
+        if not function.app.running:
+            for task in list(pool.tasks.values()):
+                self.cp.dispatcher.stop_task(task, "app stopped")
+            if not pool.tasks:
+                self.cp.pools.drop(pool)
+            return
+        live = [t for t in pool.tasks.values() if not t.stop_requested]
+        snapshot = PoolSnapshot(
+            backlog=pool.n_pending,
+            containers=tuple(ContainerView(t.task_id, t.starting, len(t.leased), t.idle_since) for t in live),
+            last_active=pool.last_active,
+        )
+        decision = desired_containers(snapshot, function.policy(), now)
+        for task_id in decision.to_stop:
+            self.cp.dispatcher.stop_task(pool.tasks[task_id], "scaled down after being idle")
+        if decision.to_start and now >= pool.backoff_until:
+            self._start(pool, decision.to_start, now)
+
+    def _start(self, pool: Pool, n: int, now: float) -> None:
+        function = pool.function
+        status, error = self.cp.images.readiness(function.image_id)
+        if status == BUILDING:
+            return
+        if status == FAILED:
+            if pool.n_pending:
+                self.cp.dispatcher.fail_pending(pool, api.STATUS_INIT_FAILURE,
+                                                f"the image {function.image_id} of {function.tag!r} failed to "
+                                                f"build: {error}")
+            return
+        for _ in range(n):
+            decision = placement.place(function.request, [w.view() for w in self.cp.workers.connected()])
+            if isinstance(decision, placement.Unplaceable):
+                self._unplaceable(pool, decision)
+                return
+            self._reported.pop(pool, None)
+            self._launch(pool, decision, now)
+
+    def _unplaceable(self, pool: Pool, decision: placement.Unplaceable) -> None:
+        function = pool.function
+        if self._reported.get(pool) != decision.reason:
+            self._reported[pool] = decision.reason
+            self.cp.logs.system(function.app.app_id, "", function.tag,
+                                f"can't start a container for {function.tag!r} yet: {decision.reason}")
+        if decision.permanent and pool.n_pending:
+            self.cp.dispatcher.fail_pending(pool, api.STATUS_INTERNAL_FAILURE,
+                                            f"can't run {function.tag!r}: {decision.reason}")
+
+    def unplaceable(self, function: FunctionEntry) -> str | None:
+        """Why no connected worker could ever run `function` (None if one could, or none is connected)."""
+        workers = [w.view() for w in self.cp.workers.connected()]
+        if not workers:
+            return None
+        decision = placement.place(function.request, workers)
+        if isinstance(decision, placement.Unplaceable) and decision.permanent:
+            return decision.reason
+        return None
+
+    def _launch(self, pool: Pool, placed: placement.Placed, now: float) -> Task:
+        worker = self.cp.workers.get(placed.worker_id)
+        assert worker is not None
+        worker.reserve(placed)
+        task = self.cp.tasks.create(pool, worker.worker_id, placed, now)
+        worker.send({"op": "start_task", "task": self.task_spec(task, worker.server_url)})
+        return task
+
+    def task_spec(self, task: Task, server_url: str) -> dict[str, Any]:
+        function = task.pool.function
+        definition = task.definition
+        env = {str(k): str(v) for k, v in (definition.get("env") or {}).items()}
+        env.update({
+            api.ENV_SERVER_URL: server_url,
+            api.ENV_TASK_ID: task.task_id,
+            api.ENV_TASK_TOKEN: task.token,
+            api.ENV_IS_REMOTE: "1",
+            "SKYLIFT_ENVIRONMENT": function.app.environment,
+        })
+        resources = definition.get("resources") or {}
+        gpu = None
+        if task.placed.gpu_type:
+            gpu = task.placed.gpu_type + (f":{task.placed.gpu_count}" if task.placed.gpu_count > 1 else "")
+        return {
+            "task_id": task.task_id,
+            "token": task.token,
+            "app_id": function.app.app_id,
+            "function_id": function.function_id,
+            "function_tag": function.tag,
+            "image_id": function.image_id,
+            "server_url": server_url,
+            "env": env,
+            "resources": {"cpu": task.placed.cpu, "memory": task.placed.memory_mb, "gpu": gpu,
+                          "ephemeral_disk": resources.get("ephemeral_disk")},
+            "mounts": list(definition.get("mounts") or []),
+            "definition": definition,
+        }

@@ -1,0 +1,112 @@
+"""The periodic sweep: everything that happens because time passed.
+
+* leases: a task with inputs that sent nothing for `lease_seconds` is presumed hung or gone; it
+  is killed and its inputs run elsewhere (same attempt, not a user retry);
+* timeouts: an input past its function's `timeout` gets a timeout output (maybe a retry) and
+  its container is killed;
+* stops: a container told to stop that hasn't gone after its grace is killed; one that never
+  reports its exit is written off;
+* ephemeral apps whose client stopped heartbeating are stopped;
+* workers gone past their grace lose their containers;
+* sync calls whose caller went away are cancelled; finished calls leave memory;
+* spawned calls' results expire after OUTPUT_TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from .catalog import AppState
+from .queues import Input
+from .tasks import Task
+
+if TYPE_CHECKING:
+    from .control_plane import ControlPlane
+
+log = logging.getLogger("skylift.server")
+
+EXPIRY_PERIOD = 3600.0
+STARTUP_DEADLINE = 600.0  # a container that never calls in after this long is written off
+
+
+class Sweeper:
+    def __init__(self, cp: ControlPlane) -> None:
+        self.cp = cp
+        self._last_expiry = -EXPIRY_PERIOD
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.cp.settings.sweep_interval)
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("sweep failed; continuing")
+
+    def sweep(self) -> None:
+        now = self.cp.clock.now()
+        for task in self.cp.tasks.all():
+            self._sweep_task(task, now)
+        self._sweep_apps(now)
+        self._sweep_workers(now)
+        self._sweep_calls(now)
+        if now - self._last_expiry >= EXPIRY_PERIOD:
+            self._last_expiry = now
+            cutoff = time.time() - self.cp.settings.output_ttl
+            self.cp.dispatcher.spawn(self.cp.db.run(self.cp.db.store.expire_calls, cutoff))
+
+    def _sweep_task(self, task: Task, now: float) -> None:
+        settings = self.cp.settings
+        dispatcher = self.cp.dispatcher
+        if task.leased and not task.kill_sent:
+            silent = now - task.last_seen
+            if silent > settings.lease_seconds:
+                dispatcher.kill_task(task, f"it sent nothing for {silent:.0f}s (lease {settings.lease_seconds:g}s)")
+                return
+            timeout = task.pool.function.timeout
+            late: list[tuple[Input, float]] = [(inp, now - inp.started_at) for inp in task.leased.values()
+                                               if now - inp.started_at > timeout]
+            if late:
+                dispatcher.timeout_inputs(task, late)
+                return
+        if task.stop_requested and task.stop_deadline is not None:
+            if not task.kill_sent and now > task.stop_deadline:
+                dispatcher.stop_task(task, "it did not stop in time", kill=True)
+            elif task.kill_sent and now > task.stop_deadline + settings.lease_seconds:
+                dispatcher.task_exited(task, None, "its worker never reported it gone")
+            return
+        if not task.connected:
+            since = task.disconnected_at if task.disconnected_at is not None else task.created_at
+            limit = settings.lease_seconds if task.disconnected_at is not None else STARTUP_DEADLINE
+            if now - since > limit:
+                dispatcher.kill_task(task, "its container disconnected" if task.disconnected_at is not None
+                                     else "its container never called in")
+
+    def _sweep_apps(self, now: float) -> None:
+        timeout = self.cp.settings.app_heartbeat_timeout
+        for app in list(self.cp.catalog.apps.values()):
+            if app.state is AppState.EPHEMERAL and now - app.last_heartbeat > timeout:
+                self.cp.dispatcher.spawn(self.cp.app_api.stop_app(
+                    app, f"its client sent no heartbeat for {now - app.last_heartbeat:.0f}s"))
+
+    def _sweep_workers(self, now: float) -> None:
+        for worker in self.cp.workers.all():
+            if worker.connected or worker.disconnected_at is None:
+                continue
+            if now - worker.disconnected_at > self.cp.settings.worker_grace:
+                for task in self.cp.tasks.of_worker(worker.worker_id):
+                    self.cp.dispatcher.task_exited(task, None, "its worker was lost")
+                self.cp.workers.remove(worker)
+                self.cp.images.on_worker_change()
+
+    def _sweep_calls(self, now: float) -> None:
+        settings = self.cp.settings
+        for call in list(self.cp.calls.calls.values()):
+            if call.finished:
+                if call.finished_at is not None and now - call.finished_at > settings.finished_call_memory:
+                    self.cp.call_api.forget(call)
+            elif call.orphaned_since is not None and now - call.orphaned_since > settings.orphan_grace:
+                self.cp.dispatcher.cancel(call, message=f"call {call.call_id} was abandoned by its caller")
+                self.cp.call_api.forget(call)
