@@ -186,7 +186,7 @@ class Harness:
         return container
 
     async def app(self, client: RpcClient, *defs: dict[str, Any], name: str = "test-app",
-                  state: str = "ephemeral") -> tuple[str, dict[str, str]]:
+                  state: str = "detached") -> tuple[str, dict[str, str]]:
         """Create an app with functions and publish it; returns (app_id, {tag: function_id})."""
         if state == "deployed":
             app_id = (await client.call("app.deploy_begin", {"name": name, "environment": "main"}))["app_id"]

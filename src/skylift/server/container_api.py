@@ -168,10 +168,10 @@ class ContainerApi:
         # Anything it runs that is no longer its lease (cancelled, finished elsewhere) should stop.
         cancel = (running - task.leased.keys()) | (task.cancel_ids & running)
         task.cancel_ids.clear()
-        if running:  # (an empty list says nothing: it may be between inputs, or not report at all)
-            for input_id, inp in task.leased.items():
-                if input_id not in running:
-                    inp.started_at = now  # prefetched, not started: its timeout hasn't begun
+        for input_id in running:
+            held = task.leased.get(input_id)
+            if held is not None:
+                held.seen_at = now  # renews its lease
         return {"cancel_input_ids": sorted(cancel), "stop": task.stop_requested}
 
 

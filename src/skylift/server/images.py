@@ -9,13 +9,11 @@ An image id the control plane never registered (built some other way) is taken a
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import msgpack
-
+from .._hashing import layer_chain_ids, sha256_bytes
 from .._protocol.rpc import Session
 from .auth import CLIENTS, WORKERS, Routes
 from .longpoll import Deadline, Signal
@@ -30,21 +28,10 @@ BUILDING = "building"
 FAILED = "failed"
 
 
-def _canonical(value: Any) -> Any:
-    if isinstance(value, dict):
-        return [[str(k), _canonical(v)] for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))]
-    if isinstance(value, (list, tuple)):
-        return [_canonical(v) for v in value]
-    return value
-
-
 def image_id(definition: dict[str, Any]) -> str:
-    """`im-` + the hash of the layer chain; `force_build` flags don't change what an image is."""
-    parent = ""
-    for layer in definition.get("layers") or []:
-        step = [parent, layer.get("step"), _canonical(layer.get("args") or {}), _canonical(layer.get("files") or [])]
-        parent = hashlib.sha256(msgpack.packb(step, use_bin_type=True)).hexdigest()
-    return "im-" + (parent or hashlib.sha256(b"").hexdigest())[:32]
+    """`im-` + the id of its last layer (`skylift._hashing`, shared with the SDK and the worker)."""
+    chain = layer_chain_ids(definition)
+    return "im-" + (chain[-1] if chain else sha256_bytes(b""))
 
 
 @dataclass(eq=False)
@@ -69,8 +56,9 @@ class Images:
         return {"image.build": (self.build, CLIENTS), "image.status": (self.status, CLIENTS),
                 "worker.image_progress": (self.progress, WORKERS)}
 
-    def load(self) -> None:
-        """Nothing to do eagerly: entries come from the store on first use."""
+    def definition(self, image_id: str) -> dict[str, Any] | None:
+        entry = self._images.get(image_id)
+        return entry.definition if entry is not None else None
 
     async def _get(self, image_id: str) -> ImageEntry | None:
         entry = self._images.get(image_id)
@@ -95,9 +83,12 @@ class Images:
         definition = p.mapping("image")
         force = p.flag("force_build")
         layers = definition.get("layers")
-        if not isinstance(layers, list) or not all(isinstance(x, dict) and isinstance(x.get("step"), str)
-                                                   for x in layers):
-            raise invalid("image.build", "field 'image' must be an ImageDefinition: {layers: [{step, args, files}]}")
+        if not isinstance(layers, list) or not all(
+                isinstance(x, dict) and isinstance(x.get("step"), str) and isinstance(x.get("args") or {}, dict)
+                and all(isinstance(f, dict) and {"path", "sha256", "mode"} <= f.keys() for f in x.get("files") or [])
+                for x in layers):
+            raise invalid("image.build", "field 'image' must be an ImageDefinition: "
+                                         "{layers: [{step, args, files: [{path, sha256, mode}]}]}")
         force = force or any(layer.get("force_build") for layer in layers)
         iid = image_id(definition)
         entry = await self._get(iid)

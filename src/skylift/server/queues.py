@@ -46,6 +46,7 @@ class Input:
     task: Task | None = None
     started_at: float = 0.0  # clock time its current attempt started (or was leased)
     ticket: int = 0  # bumped at every enqueue; a FIFO entry with an older ticket is stale
+    seen_at: float = 0.0  # last time its container said it holds it (lease renewal)
 
     def leased_view(self) -> dict[str, Any]:
         view = {"input_id": self.input_id, "call_id": self.call.call_id, "index": self.index,
@@ -141,6 +142,7 @@ class Pool:
             inp.state = InputState.LEASED
             inp.task = task
             inp.started_at = now
+            inp.seen_at = now
             task.leased[inp.input_id] = inp
             taken.append(inp)
         if taken:

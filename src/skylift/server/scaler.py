@@ -146,10 +146,11 @@ class Scaler:
             "SKYLIFT_ENVIRONMENT": function.app.environment,
         })
         resources = definition.get("resources") or {}
+        image = self.cp.images.definition(function.image_id)
         gpu = None
         if task.placed.gpu_type:
             gpu = task.placed.gpu_type + (f":{task.placed.gpu_count}" if task.placed.gpu_count > 1 else "")
-        return {
+        spec: dict[str, Any] = {
             "task_id": task.task_id,
             "token": task.token,
             "app_id": function.app.app_id,
@@ -163,3 +164,6 @@ class Scaler:
             "mounts": list(definition.get("mounts") or []),
             "definition": definition,
         }
+        if image is not None:  # lets any worker build it before starting the container
+            spec["image"] = image
+        return spec

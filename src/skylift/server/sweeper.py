@@ -1,7 +1,8 @@
 """The periodic sweep: everything that happens because time passed.
 
 * leases: a task with inputs that sent nothing for `lease_seconds` is presumed hung or gone; it
-  is killed and its inputs run elsewhere (same attempt, not a user retry);
+  is killed and its inputs run elsewhere (same attempt, not a user retry). An input its (live)
+  container stopped listing in heartbeats for that long is handed out again too;
 * timeouts: an input past its function's `timeout` gets a timeout output (maybe a retry) and
   its container is killed;
 * stops: a container told to stop that hasn't gone after its grace is killed; one that never
@@ -65,6 +66,9 @@ class Sweeper:
             if silent > settings.lease_seconds:
                 dispatcher.kill_task(task, f"it sent nothing for {silent:.0f}s (lease {settings.lease_seconds:g}s)")
                 return
+            lost = [inp for inp in task.leased.values() if now - inp.seen_at > settings.lease_seconds]
+            if lost:  # it heartbeats but no longer lists them (an answer lost on the way, a bug)
+                dispatcher.requeue_internal(lost, "its container stopped renewing its lease")
             timeout = task.pool.function.timeout
             late: list[tuple[Input, float]] = [(inp, now - inp.started_at) for inp in task.leased.values()
                                                if now - inp.started_at > timeout]
