@@ -6,8 +6,8 @@ import asyncio
 import time
 
 import pytest
-from conftest import definition
 
+from conftest import definition
 from skylift._protocol import api
 from skylift._protocol.rpc import RpcError
 

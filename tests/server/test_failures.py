@@ -6,7 +6,6 @@ import asyncio
 import time
 
 from conftest import definition
-
 from skylift._protocol import api
 
 
