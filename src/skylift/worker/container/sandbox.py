@@ -1,0 +1,294 @@
+"""One running container: overlay root, cgroups, namespaces, bubblewrap — and its cleanup.
+
+    sandbox = await Sandbox.start(SandboxSpec(layers=[base], command=["python3", "-c", "print(1)"],
+                                              task_id="ta-1", state_dir=scratch))
+    out = await sandbox.stdout.read()      # asyncio streams, as with asyncio.subprocess
+    code = await sandbox.wait()            # unmounts, deletes the writable layer and the cgroups
+    if sandbox.oom_killed: print(sandbox.exit_reason(code))
+
+The caller must read `stdout` and `stderr` while waiting (as with any pipe), and should start sandboxes
+from the thread running the event loop: bubblewrap dies with the thread that started it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import host, network, seccomp
+from .bwrap import BwrapOptions, build_args
+from .cgroups import Cgroup, CgroupLimits, CgroupStats
+from .errors import SandboxError
+from .launch import container_env, etc_files, launcher_argv
+from .overlay import mount_overlay, unmount
+
+START_TIMEOUT = 30.0
+DEFAULT_PIDS_MAX = 4096
+_ENTER = Path(__file__).with_name("enter.py")
+
+
+@dataclass(kw_only=True)
+class SandboxSpec:
+    layers: list[Path]  # lowest first
+    command: list[str]
+    task_id: str
+    state_dir: Path  # scratch: the writable layer and the generated /etc files live here
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str = "/"
+    binds: list[tuple[Path | str, str, bool]] = field(default_factory=list)  # (host, container, read_only)
+    cpu: float | None = None  # cores
+    memory_mb: int | None = None
+    block_network: bool = False
+    hostname: str = "skylift"
+    pids_max: int | None = DEFAULT_PIDS_MAX
+    stdin: bool = False  # give the container a stdin pipe (else /dev/null)
+
+
+@dataclass(frozen=True)
+class SandboxStats:
+    cpu_seconds: float
+    memory_bytes: int
+    memory_peak_bytes: int
+    oom_killed: bool
+    pids: int
+
+
+def _cgroup_name(task_id: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", task_id)[:64] or "task"
+    return f"{safe}-{uuid.uuid4().hex[:8]}"
+
+
+class Sandbox:
+    """A started container. Build it with `await Sandbox.start(spec)`."""
+
+    def __init__(self, spec: SandboxSpec, process: asyncio.subprocess.Process, cgroup: Cgroup,
+                 netns: network.Netns | None, init_pid: int, mnt_ns: int, env: dict[str, str]) -> None:
+        self.spec = spec
+        self.process = process
+        self.pid = init_pid  # the container's pid 1 (bubblewrap's reaper), as the host sees it
+        self._cgroup = cgroup
+        self._netns = netns
+        self._mnt_ns = mnt_ns
+        self._env = env
+        self._final: CgroupStats | None = None
+        self._returncode: int | None = None
+        self._wait_task: asyncio.Task[int] | None = None
+        self._cleaned = False
+        # bubblewrap writes its exit status here at the end: the pipe stays open until then (no SIGPIPE)
+        self._status_pipe: asyncio.BaseTransport | None = None
+        self.started_at = time.monotonic()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @classmethod
+    async def start(cls, spec: SandboxSpec) -> Sandbox:
+        if not spec.command:
+            raise SandboxError("a container needs a command")
+        state = spec.state_dir
+        rootfs, upper, work = state / "rootfs", state / "upper", state / "work"
+        cgroup = Cgroup(_cgroup_name(spec.task_id))
+        netns: network.Netns | None = None
+        mounted = False
+        status_r = status_w = seccomp_fd = -1
+        try:
+            mount_overlay(spec.layers, upper, work, rootfs)
+            mounted = True
+            cgroup.create(CgroupLimits(spec.cpu, spec.memory_mb, spec.pids_max))
+            if not spec.block_network:
+                pool = network.pool()
+                netns = pool.try_acquire() or await asyncio.to_thread(pool.acquire)
+            files = etc_files(state / "etc", spec.hostname, host.resolv_conf())
+            seccomp_fd = os.open(seccomp.compiled_filter(host.runtime_dir()), os.O_RDONLY | os.O_CLOEXEC)
+            status_r, status_w = os.pipe()
+            options = BwrapOptions(
+                rootfs=rootfs, command=spec.command, cwd=spec.cwd, hostname=spec.hostname,
+                binds=[(str(h), c, ro) for h, c, ro in spec.binds], files=files,
+                cgroup_dirs=cgroup.visible_dirs, unshare_net=spec.block_network,
+                seccomp_fd=seccomp_fd, status_fd=status_w,
+            )
+            argv = launcher_argv(build_args(host.readonly_bwrap(), options), cgroup.join_files,
+                                 netns.path if netns else None)
+            env = container_env(spec.env)
+            process = await asyncio.create_subprocess_exec(
+                *argv, env=env, pass_fds=(seccomp_fd, status_w), start_new_session=True,
+                stdin=asyncio.subprocess.PIPE if spec.stdin else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )
+            os.close(status_w)
+            status_w = -1
+            status, status_pipe = await _read_status(status_r)
+            status_r = -1
+            if "child-pid" not in status:
+                status_pipe.close()
+                await process.wait()
+                err = (await process.stderr.read()).decode(errors="replace").strip() if process.stderr else ""
+                raise SandboxError(f"container {spec.task_id} failed to start (exit {process.returncode}): {err}")
+        except BaseException:
+            for fd in (status_r, status_w):
+                if fd >= 0:
+                    os.close(fd)
+            if mounted:
+                unmount(rootfs)
+            with contextlib.suppress(Exception):
+                cgroup.remove()
+            if netns is not None:
+                network.pool().release(netns)
+            shutil.rmtree(state / "upper", ignore_errors=True)
+            shutil.rmtree(state / "work", ignore_errors=True)
+            raise
+        finally:
+            if seccomp_fd >= 0:
+                os.close(seccomp_fd)
+        sandbox = cls(spec, process, cgroup, netns, int(status["child-pid"]), int(status.get("mnt-namespace", 0)), env)
+        sandbox._status_pipe = status_pipe
+        return sandbox
+
+    @property
+    def stdout(self) -> asyncio.StreamReader:
+        assert self.process.stdout is not None
+        return self.process.stdout
+
+    @property
+    def stderr(self) -> asyncio.StreamReader:
+        assert self.process.stderr is not None
+        return self.process.stderr
+
+    @property
+    def stdin(self) -> asyncio.StreamWriter | None:
+        return self.process.stdin
+
+    @property
+    def returncode(self) -> int | None:
+        return self._returncode
+
+    async def wait(self) -> int:
+        """Wait for the container to exit, then clean up; the exit code (128 + N if killed by signal N)."""
+        if self._wait_task is None:
+            self._wait_task = asyncio.ensure_future(self._wait_and_clean())
+        return await asyncio.shield(self._wait_task)
+
+    async def _wait_and_clean(self) -> int:
+        code = await self.process.wait()
+        if code < 0:
+            code = 128 - code
+        self._final = self._cgroup.stats()
+        self._returncode = code
+        if self._status_pipe is not None:
+            self._status_pipe.close()
+        await asyncio.to_thread(self._cleanup)
+        return code
+
+    async def stop(self, kill: bool = False, grace: float = 10.0) -> int:
+        """SIGTERM every process of the container (SIGKILL with `kill`), SIGKILL after `grace` s; the exit code."""
+        if self._returncode is None and self.process.returncode is None:
+            if kill:
+                self._kill()
+            else:
+                self._cgroup.signal_all(signal.SIGTERM, exclude=(self.process.pid, self.pid))
+        try:
+            return await asyncio.wait_for(self.wait(), grace if not kill else None)
+        except asyncio.TimeoutError:
+            self._kill()
+            return await self.wait()
+
+    def _kill(self) -> None:
+        # SIGKILL to a pid namespace's init kills every process in the namespace
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+    async def close(self) -> None:
+        """Kill the container if it still runs and release everything it holds."""
+        await self.stop(kill=True)
+
+    async def __aenter__(self) -> Sandbox:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _cleanup(self) -> None:
+        if self._cleaned:
+            return
+        self._cleaned = True
+        state = self.spec.state_dir
+        unmount(state / "rootfs")
+        self._cgroup.remove()
+        if self._netns is not None:
+            network.pool().release(self._netns)
+        if not os.path.ismount(state / "rootfs"):
+            for name in ("upper", "work", "rootfs", "etc"):
+                shutil.rmtree(state / name, ignore_errors=True)
+
+    # -- observation -----------------------------------------------------------------------------
+
+    def stats(self) -> SandboxStats:
+        """CPU time and memory of the whole container (final figures once it has exited)."""
+        s = self._final or self._cgroup.stats()
+        return SandboxStats(s.cpu_seconds, s.memory_bytes, s.memory_peak_bytes, s.oom_kills > 0, s.pids)
+
+    @property
+    def oom_killed(self) -> bool:
+        """Whether the kernel killed a process of this container for exceeding `memory_mb`."""
+        return self.stats().oom_killed
+
+    def exit_reason(self, code: int) -> str:
+        """The exit in words, naming the memory limit when that is what ended the container."""
+        if self.oom_killed and self.spec.memory_mb is not None:
+            return f"exceeded its memory limit of {self.spec.memory_mb} MiB and was killed (out of memory)"
+        if code > 128:
+            try:
+                name = signal.Signals(code - 128).name
+            except ValueError:
+                name = f"signal {code - 128}"
+            return f"was killed by {name}"
+        return f"exited with code {code}"
+
+    # -- exec --------------------------------------------------------------------------------------
+
+    async def exec(self, argv: list[str], *, env: dict[str, str] | None = None, cwd: str | None = None,
+                   stdin: int | None = asyncio.subprocess.DEVNULL, stdout: int | None = asyncio.subprocess.PIPE,
+                   stderr: int | None = asyncio.subprocess.PIPE) -> asyncio.subprocess.Process:
+        """Run `argv` in the running container (same namespaces, cgroups, capabilities and seccomp filter).
+
+        For `skylift shell` pass a pty's fds as stdin/stdout/stderr. The returned process's exit code
+        is the command's (128 + N if killed by signal N).
+        """
+        if self.process.returncode is not None or self._returncode is not None:
+            raise SandboxError(f"container {self.spec.task_id} is not running")
+        request: dict[str, Any] = {
+            "pid": self.pid, "mnt_ns": self._mnt_ns, "cgroup_join": [str(p) for p in self._cgroup.join_files],
+            "argv": argv, "env": {**self._env, **(env or {})}, "cwd": cwd or self.spec.cwd,
+        }
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-I", "-S", str(_ENTER), json.dumps(request),
+            stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True,
+        )
+
+
+async def _read_status(fd: int) -> tuple[dict[str, Any], asyncio.BaseTransport]:
+    """bubblewrap's first JSON status line ({"child-pid": …}, or {} if it exits first) and the open pipe."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0))
+    try:
+        line = await asyncio.wait_for(reader.readline(), START_TIMEOUT)
+    except BaseException:
+        transport.close()
+        raise
+    try:
+        status = json.loads(line) if line.strip() else {}
+    except json.JSONDecodeError:
+        status = {}
+    return (status if isinstance(status, dict) else {}), transport
