@@ -23,6 +23,10 @@ from .exception import ConnectionError
 
 START_TIMEOUT = 60.0
 
+# Platforms this process launched: kept so they can be reaped when stopped (and so Popen doesn't
+# warn about a child still running when the handle is dropped).
+_launched: dict[int, subprocess.Popen[bytes]] = {}
+
 
 @dataclass(frozen=True)
 class ServerInfo:
@@ -89,6 +93,7 @@ def start(home: Path, *, extra_args: list[str] | None = None, quiet: bool = Fals
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=env,
         )
         log.close()
+        _launched[proc.pid] = proc
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             info = read_info(home)
@@ -118,6 +123,10 @@ def stop(home: Path, *, timeout: float = 15.0) -> bool:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(info.pid, signal.SIGKILL)
     (home / "server.json").unlink(missing_ok=True)
+    proc = _launched.pop(info.pid, None)
+    if proc is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
     return True
 
 

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -140,10 +141,12 @@ class Function:
                 if base._definition is None:
                     raise ExecutionError(f"the definition of {base._name} is unknown; can't make a variant of it")
                 definition = merge_options(base._definition, self._overrides)
+                # A variant is a function of its own (its own pool): it gets a tag of its own.
+                digest = hashlib.sha256(repr(sorted(self._overrides.items())).encode()).hexdigest()[:10]
+                definition["tag"] = f"{base._tag}[{digest}]"
                 client = Client.from_env()
                 app_id = base._app.app_id if base._app is not None else None
-                got = await client.call("function.create", {"app_id": app_id or "", "definition": definition,
-                                                            "variant_of": base.object_id})
+                got = await client.call("function.create", {"app_id": app_id or "", "definition": definition})
                 self._set_hydrated(got["function_id"], definition)
             elif config.in_container():
                 from ._container_layout import function_id_for
