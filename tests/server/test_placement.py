@@ -6,10 +6,12 @@ import pytest
 
 from skylift.server.placement import (
     GpuOption,
+    IdleContainer,
     Placed,
     Request,
     Unplaceable,
     WorkerView,
+    choose_evictions,
     parse_gpu,
     place,
 )
@@ -102,3 +104,21 @@ def test_gpus_in_use_make_it_wait() -> None:
 def test_gpu_fallback_list_takes_the_first_available() -> None:
     workers = [worker("h", gpus={"H100": 1}, used_gpus={"H100": 1}), worker("a", gpus={"A100": 1})]
     assert place(Request(gpus=parse_gpu(["H100", "A100"])), workers) == Placed("a", 0.125, 128, "A100", 1)
+
+
+def test_evictions_pick_the_fewest_longest_idle_containers() -> None:
+    workers = [worker("w1", cpu=1, used_cpu=1.0), worker("w2", cpu=1, used_cpu=1.0)]
+    idle = [IdleContainer("w1-old", "w1", 0.25, 128, idle_since=1), IdleContainer("w1-new", "w1", 0.25, 128,
+                                                                                   idle_since=9),
+            IdleContainer("w2-big", "w2", 0.5, 128, idle_since=5)]
+    assert choose_evictions(Request(cpu=0.5), workers, idle) == ("w2-big",)
+    assert choose_evictions(Request(cpu=0.25), workers, idle) == ("w1-old",)
+
+
+def test_no_eviction_when_freeing_idle_containers_would_not_be_enough() -> None:
+    workers = [worker("w1", cpu=1, used_cpu=1.0)]
+    assert choose_evictions(Request(cpu=0.5), workers, [IdleContainer("small", "w1", 0.25, 128)]) == ()
+    gpu_worker = [worker("g", gpus={"T4": 1}, used_gpus={"T4": 1})]
+    holds_gpu = IdleContainer("t4", "g", 0.125, 128, "T4", 1)
+    assert choose_evictions(Request(gpus=parse_gpu("T4")), gpu_worker, [holds_gpu]) == ("t4",)
+    assert choose_evictions(Request(gpus=parse_gpu("T4")), gpu_worker, []) == ()

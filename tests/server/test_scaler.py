@@ -200,3 +200,25 @@ async def test_a_failed_image_fails_the_calls_waiting_for_it(platform):
         got = await client.call("call.get_outputs", {"call_id": started["call_id"], "timeout": 5, "clear": False})
         assert got["outputs"][0]["status"] == api.STATUS_INIT_FAILURE
         assert "no package 'nope'" in got["outputs"][0]["exc_message"]
+
+
+async def test_idle_containers_of_other_functions_make_room_on_a_full_worker(platform):
+    async with platform() as h:
+        client = await h.client()
+        worker = await h.worker(cpu=0.25)  # room for two default containers (0.125 CPU each)
+        _, ids = await h.app(client, definition("a"), definition("b"), definition("warm", autoscaler={
+            "min_containers": 1}))
+        warm = await h.started_container(worker)
+        await client.call("call.start", {"function_id": ids["a"], "invocation": "async", "kind": "unary",
+                                         "inputs": [{"args": b"x"}]})
+        a = await h.started_container(worker)
+        [inp] = await a.next_inputs()
+        await a.put(inp)
+        # The worker is full; b's input evicts the idle container of a, never the min_containers one.
+        await client.call("call.start", {"function_id": ids["b"], "invocation": "async", "kind": "unary",
+                                         "inputs": [{"args": b"y"}]})
+        assert (await a.get_inputs(timeout=2))["stop"] is True
+        assert (await warm.heartbeat())["stop"] is False
+        await worker.no_command("start_task", within=0.1)
+        await worker.report(a.task_id, "exited", exit_code=0)
+        assert (await worker.next("start_task"))["task"]["function_tag"] == "b"

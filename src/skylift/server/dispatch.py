@@ -302,6 +302,9 @@ class Dispatcher:
             return
         now = self.clock.now()
         first = not task.stop_requested
+        if first or (kill and not task.kill_sent):
+            log.info("%s container %s of %r: %s", "killing" if kill else "stopping", task.task_id,
+                     task.pool.function.tag, reason)
         task.stop_requested = True
         task.stop_reason = task.stop_reason or reason
         task.advance(TaskState.STOPPING)

@@ -7,6 +7,11 @@ placing; then fewer containers; then worker id, so the choice is deterministic).
 requests above a machine's size are clamped to the machine, so `cpu=8` still runs on a 4-core
 laptop (alone). GPU requests go only to workers advertising that type; when no connected worker
 offers it at all the answer is permanent, so callers fail fast instead of queueing forever.
+
+    choose_evictions(request, workers, idle) -> task ids
+
+When every worker is full, idle warm containers of other functions are worth less than a queued
+input: the fewest idle containers (longest idle first) whose resources make room are chosen.
 """
 
 from __future__ import annotations
@@ -127,3 +132,35 @@ def _grant_gpu(options: tuple[GpuOption, ...], worker: WorkerView) -> tuple[str,
             if gpu_matches(option.type, gpu_type) and worker.used_gpus.get(gpu_type, 0) + option.count <= total:
                 return gpu_type, option.count
     return None
+
+
+@dataclass(frozen=True)
+class IdleContainer:
+    task_id: str
+    worker_id: str
+    cpu: float
+    memory_mb: int
+    gpu_type: str | None = None
+    gpu_count: int = 0
+    idle_since: float = 0.0
+
+
+def choose_evictions(request: Request, workers: list[WorkerView], idle: list[IdleContainer]) -> tuple[str, ...]:
+    """The fewest idle containers to stop so that `request` fits on one worker (empty: none would do)."""
+    best: tuple[str, ...] | None = None
+    for w in workers:
+        mine = sorted((c for c in idle if c.worker_id == w.worker_id), key=lambda c: (c.idle_since, c.task_id))
+        used_cpu, used_mem, used_gpus = w.used_cpu, w.used_memory_mb, dict(w.used_gpus)
+        chosen: list[str] = []
+        for c in mine:
+            used_cpu -= c.cpu
+            used_mem -= c.memory_mb
+            if c.gpu_type:
+                used_gpus[c.gpu_type] = used_gpus.get(c.gpu_type, 0) - c.gpu_count
+            chosen.append(c.task_id)
+            freed = WorkerView(w.worker_id, w.cpu, w.memory_mb, w.gpus, used_cpu, used_mem, used_gpus, w.n_tasks)
+            if isinstance(place(request, [freed]), Placed):
+                if best is None or len(chosen) < len(best):
+                    best = tuple(chosen)
+                break
+    return best or ()

@@ -36,6 +36,7 @@ class Scaler:
         self._woken = False
         self._warm: set[FunctionEntry] = set()  # functions that may want containers without traffic
         self._reported: dict[Pool, str] = {}  # last "can't place" reason logged per pool
+        self._evicting: dict[Pool, list[Task]] = {}  # idle containers stopped to make room for a pool
 
     def wake(self) -> None:
         self._woken = True
@@ -101,10 +102,41 @@ class Scaler:
         for _ in range(n):
             decision = placement.place(function.request, [w.view() for w in self.cp.workers.connected()])
             if isinstance(decision, placement.Unplaceable):
+                if not decision.permanent and self._evict_for(pool):
+                    return
                 self._unplaceable(pool, decision)
                 return
             self._reported.pop(pool, None)
             self._launch(pool, decision, now)
+
+    def _evict_for(self, pool: Pool) -> bool:
+        """Stop idle containers of other pools to make room for `pool`; True if some are on their way out."""
+        evicting = [t for t in self._evicting.get(pool, ()) if t.alive]
+        if evicting:
+            self._evicting[pool] = evicting
+            return True
+        self._evicting.pop(pool, None)
+        live: dict[Pool, int] = {}
+        for task in self.cp.tasks.all():
+            if task.alive and not task.stop_requested:
+                live[task.pool] = live.get(task.pool, 0) + 1
+        idle: dict[str, Task] = {}
+        for task in self.cp.tasks.all():
+            other = task.pool
+            if (other is pool or not task.ever_ready or task.stop_requested or task.leased
+                    or live[other] <= other.function.policy().min_containers):
+                continue
+            idle[task.task_id] = task
+        choice = placement.choose_evictions(
+            pool.function.request, [w.view() for w in self.cp.workers.connected()],
+            [placement.IdleContainer(t.task_id, t.worker_id, t.placed.cpu, t.placed.memory_mb, t.placed.gpu_type,
+                                     t.placed.gpu_count, t.idle_since) for t in idle.values()])
+        if not choice:
+            return False
+        for task_id in choice:
+            self.cp.dispatcher.stop_task(idle[task_id], f"evicted while idle to make room for {pool.function.tag!r}")
+        self._evicting[pool] = [idle[task_id] for task_id in choice]
+        return True
 
     def _unplaceable(self, pool: Pool, decision: placement.Unplaceable) -> None:
         function = pool.function
