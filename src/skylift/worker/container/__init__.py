@@ -14,7 +14,7 @@ from .build import run_build_step
 from .debian import build_debian_base
 from .errors import BaseImageError, ContainerError, SandboxError, UnsupportedPythonVersion
 from .host import available
-from .sandbox import Sandbox, SandboxSpec, SandboxStats
+from .sandbox import Sandbox, SandboxSpec, SandboxStats, cleanup_stale
 
 __all__ = [
     "BaseImageError",
@@ -26,5 +26,6 @@ __all__ = [
     "UnsupportedPythonVersion",
     "available",
     "build_debian_base",
+    "cleanup_stale",
     "run_build_step",
 ]

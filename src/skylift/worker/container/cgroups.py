@@ -243,3 +243,24 @@ class Cgroup:
                         raise CgroupError(f"can't remove cgroup {d}: {e}") from e
                     self.signal_all(signal.SIGKILL)
                     time.sleep(0.005)
+
+
+def remove_stale(min_age: float = 60.0) -> int:
+    """Delete skylift cgroups that are empty and older than `min_age` seconds (left by a crashed worker).
+
+    A cgroup still holding processes is never touched: rmdir refuses it. The age keeps a cgroup that a
+    starting container has created but not yet joined.
+    """
+    root = v2_root()
+    parents = [root / PARENT] if root is not None else [m / PARENT for m in set(v1_mounts().values())]
+    removed = 0
+    now = time.time()
+    for parent in parents:
+        if not parent.is_dir():
+            continue
+        for child in parent.iterdir():
+            if child.is_dir() and now - child.stat().st_mtime > min_age:
+                with contextlib.suppress(OSError):
+                    child.rmdir()
+                    removed += 1
+    return removed

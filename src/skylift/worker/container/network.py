@@ -119,6 +119,22 @@ def ensure_host_rules() -> None:
         _host_ready = True
 
 
+def reap_stale() -> int:
+    """Delete the namespaces (and so the veth pairs) of pools whose process is gone."""
+    ip = tool("ip") or "ip"
+    removed = 0
+    if not NETNS_DIR.is_dir():
+        return 0
+    for entry in NETNS_DIR.iterdir():
+        parts = entry.name.split("-")
+        owner_gone = len(parts) == 3 and parts[1].isdigit() and not Path(f"/proc/{parts[1]}").exists()
+        if entry.name.startswith(NETNS_PREFIX) and owner_gone:
+            with contextlib.suppress(NetworkError):
+                _run([ip, "netns", "del", entry.name])
+                removed += 1
+    return removed
+
+
 class NetnsPool:
     """Network namespaces with a veth pair set up, ready for the next containers."""
 
@@ -130,18 +146,7 @@ class NetnsPool:
         self._filling = False
         self._ip = tool("ip") or "ip"
         self._next_index = (os.getpid() * 7) % max(1, _subnet().num_addresses // 4)
-        self._reap_stale()
-
-    def _reap_stale(self) -> None:
-        """Delete namespaces left by pools of processes that are gone."""
-        if not NETNS_DIR.is_dir():
-            return
-        for entry in NETNS_DIR.iterdir():
-            parts = entry.name.split("-")
-            owner_gone = len(parts) == 3 and parts[1].isdigit() and not Path(f"/proc/{parts[1]}").exists()
-            if entry.name.startswith(NETNS_PREFIX) and owner_gone:
-                with contextlib.suppress(NetworkError):
-                    _run([self._ip, "netns", "del", entry.name])
+        reap_stale()
 
     def _create(self) -> Netns:
         ensure_host_rules()

@@ -29,9 +29,10 @@ from typing import Any
 from . import host, network, seccomp
 from .bwrap import BwrapOptions, build_args
 from .cgroups import Cgroup, CgroupLimits, CgroupStats
+from .cgroups import remove_stale as remove_stale_cgroups
 from .errors import SandboxError
 from .launch import container_env, etc_files, launcher_argv
-from .overlay import mount_overlay, unmount
+from .overlay import mount_overlay, unmount, unmount_all_below
 
 START_TIMEOUT = 30.0
 DEFAULT_PIDS_MAX = 4096
@@ -87,14 +88,15 @@ class Sandbox:
         self._cleaned = False
         # bubblewrap writes its exit status here at the end: the pipe stays open until then (no SIGPIPE)
         self._status_pipe: asyncio.BaseTransport | None = None
+        self._status: asyncio.StreamReader | None = None
+        self.command_started: bool | None = None  # False: bubblewrap failed before running the command
         self.started_at = time.monotonic()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     @classmethod
     async def start(cls, spec: SandboxSpec) -> Sandbox:
-        if not spec.command:
-            raise SandboxError("a container needs a command")
+        _validate(spec)
         state = spec.state_dir
         rootfs, upper, work = state / "rootfs", state / "upper", state / "work"
         cgroup = Cgroup(_cgroup_name(spec.task_id))
@@ -127,12 +129,12 @@ class Sandbox:
             )
             os.close(status_w)
             status_w = -1
-            status, status_pipe = await _read_status(status_r)
+            status, status_pipe, status_reader = await _read_status(status_r)
             status_r = -1
             if "child-pid" not in status:
                 status_pipe.close()
-                await process.wait()
-                err = (await process.stderr.read()).decode(errors="replace").strip() if process.stderr else ""
+                _, err_bytes = await process.communicate()
+                err = err_bytes.decode(errors="replace").strip()
                 raise SandboxError(f"container {spec.task_id} failed to start (exit {process.returncode}): {err}")
         except BaseException:
             for fd in (status_r, status_w):
@@ -151,7 +153,7 @@ class Sandbox:
             if seccomp_fd >= 0:
                 os.close(seccomp_fd)
         sandbox = cls(spec, process, cgroup, netns, int(status["child-pid"]), int(status.get("mnt-namespace", 0)), env)
-        sandbox._status_pipe = status_pipe
+        sandbox._status_pipe, sandbox._status = status_pipe, status_reader
         return sandbox
 
     @property
@@ -183,6 +185,11 @@ class Sandbox:
         if code < 0:
             code = 128 - code
         self._final = self._cgroup.stats()
+        if self._status is not None:
+            # bubblewrap reports {"exit-code": N} only for a command it managed to run
+            with contextlib.suppress(asyncio.TimeoutError):
+                rest = await asyncio.wait_for(self._status.read(), 1.0)
+                self.command_started = b'"exit-code"' in rest
         self._returncode = code
         if self._status_pipe is not None:
             self._status_pipe.close()
@@ -245,6 +252,8 @@ class Sandbox:
 
     def exit_reason(self, code: int) -> str:
         """The exit in words, naming the memory limit when that is what ended the container."""
+        if self.command_started is False:
+            return f"could not start its command {self.spec.command[0]!r} (exit {code}; the reason is on its stderr)"
         if self.oom_killed and self.spec.memory_mb is not None:
             return f"exceeded its memory limit of {self.spec.memory_mb} MiB and was killed (out of memory)"
         if code > 128:
@@ -277,8 +286,30 @@ class Sandbox:
         )
 
 
-async def _read_status(fd: int) -> tuple[dict[str, Any], asyncio.BaseTransport]:
-    """bubblewrap's first JSON status line ({"child-pid": …}, or {} if it exits first) and the open pipe."""
+def cleanup_stale(state_root: Path | None = None) -> None:
+    """Release what a crashed worker left: empty skylift cgroups, its network namespaces and, under
+    `state_root` (that worker's scratch directory), overlay mounts — its containers died with it."""
+    remove_stale_cgroups()
+    network.reap_stale()
+    if state_root is not None and state_root.exists():
+        unmount_all_below(state_root)
+
+
+def _validate(spec: SandboxSpec) -> None:
+    """Catch before mounting anything what bubblewrap would otherwise report only on stderr."""
+    if not spec.command:
+        raise SandboxError("a container needs a command")
+    for host_path, container_path, _ in spec.binds:
+        if not os.path.exists(host_path):
+            raise SandboxError(f"cannot bind {host_path} to {container_path}: {host_path} is missing on the host")
+        if not container_path.startswith("/"):
+            raise SandboxError(f"bind target {container_path!r} must be an absolute path in the container")
+    if not spec.cwd.startswith("/"):
+        raise SandboxError(f"cwd {spec.cwd!r} must be an absolute path in the container")
+
+
+async def _read_status(fd: int) -> tuple[dict[str, Any], asyncio.BaseTransport, asyncio.StreamReader]:
+    """bubblewrap's first JSON status line ({"child-pid": …}, or {} if it exits first), the pipe and its reader."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0))
@@ -291,4 +322,4 @@ async def _read_status(fd: int) -> tuple[dict[str, Any], asyncio.BaseTransport]:
         status = json.loads(line) if line.strip() else {}
     except json.JSONDecodeError:
         status = {}
-    return (status if isinstance(status, dict) else {}), transport
+    return (status if isinstance(status, dict) else {}), transport, reader
