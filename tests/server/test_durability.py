@@ -30,6 +30,7 @@ async def test_a_spawned_call_is_requeued_after_a_restart_and_its_result_kept(pl
         worker = await h.worker()
         info = await client.call("call.info", {"call_id": spawned["call_id"]})
         assert info["state"] == "pending" and info["function_id"] == ids["f"]
+        h.advance(h.cp.settings.reconnect_grace + 1)  # the old container doesn't call back
         container = await h.started_container(worker)
         inputs = await container.next_inputs(max=10)
         by_args = {i["args"]: i for i in inputs}
@@ -71,3 +72,34 @@ async def test_results_past_their_ttl_read_as_expired(platform):
         got = await client.call("call.get_outputs", {"call_id": spawned["call_id"], "timeout": 0, "clear": False})
         assert got["outputs"][0]["status"] == api.STATUS_EXPIRED and got["done"]
         assert (await client.call("call.info", {"call_id": spawned["call_id"]}))["state"] == "expired"
+
+
+async def test_containers_reconnect_after_a_restart_and_absent_ones_are_written_off(platform):
+    async with platform() as h:
+        client = await h.client()
+        worker = await h.worker()
+        _, ids = await h.app(client, definition(autoscaler={"min_containers": 2}), name="warm", state="deployed")
+        first = await h.started_container(worker)
+        second = await h.started_container(worker)
+        worker_id = worker.worker_id
+    async with platform() as h:
+        worker = await h.worker(worker_id=worker_id)
+        await worker.report(first.task_id, "running")
+        await worker.report(second.task_id, "running")
+        # The first container calls back with its old token and gets work; no new container is needed.
+        back = await h.container(first.spec)
+        client = await h.client()
+        spawned = await client.call("call.start", {"function_id": ids["f"], "inputs": [{"args": b"x"}],
+                                                   "invocation": "async", "kind": "unary"})
+        [inp] = await back.next_inputs()
+        await back.put(inp, data=b"warm")
+        got = await client.call("call.get_outputs", {"call_id": spawned["call_id"], "timeout": 5, "clear": False})
+        assert got["outputs"][0]["data"] == b"warm"
+        await worker.no_command("start_task")
+        # The second never does: it is killed and replaced (min_containers=2).
+        h.advance(h.cp.settings.reconnect_grace + 1)
+        assert await worker.next("stop_task") == {"op": "stop_task", "task_id": second.task_id, "kill": True}
+        await worker.report(second.task_id, "exited", exit_code=137)
+        assert (await worker.next("start_task"))["task"]["function_id"] == ids["f"]
+        status = await client.call("server.status", {})
+        assert status["workers"][0]["n_tasks"] == 2

@@ -57,7 +57,7 @@ class Authenticator:
         if role == api.ROLE_CONTAINER:
             task_id = hello.get("task_id")
             task = self._tasks.get(task_id) if isinstance(task_id, str) else None
-            if task is None or not task.alive or not hmac.compare_digest(token.encode(), task.token.encode()):
+            if task is None or not task.alive or not task.accepts(token):
                 raise RpcError(ErrorCode.AUTH, f"hello: the container token is not valid for task {task_id!r} "
                                                "(the task is unknown or has exited)")
             session.identity = task.task_id

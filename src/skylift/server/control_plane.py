@@ -37,7 +37,7 @@ from .dispatch import Dispatcher
 from .images import Images
 from .logs import LogHub
 from .queues import Pools
-from .recovery import recover_calls
+from .recovery import recover_calls, recover_tasks
 from .scaler import Scaler
 from .settings import Settings
 from .sqlite_store import SqliteStore
@@ -115,6 +115,7 @@ class ControlPlane:
         self.catalog.load(self.clock.now())
         for function in self.catalog.functions.values():
             self.scaler.ensure_warm(function)
+        recover_tasks(self)
         recover_calls(self)
         authenticate = Authenticator(self.token, self.tasks, self.version, self.server_id)
         self._rpc = RpcServer(authenticate, self.routes(), self._on_disconnect)

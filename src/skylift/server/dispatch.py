@@ -336,9 +336,11 @@ class Dispatcher:
         task.advance(TaskState.EXITED)
         task.exit_code = exit_code
         worker = self.workers.get(task.worker_id)
-        if worker is not None:
+        if worker is not None and task.reserved:
             worker.release(task.placed)
+            task.reserved = False
         self.tasks.forget(task)
+        self.spawn(self.db.run(self.db.store.delete_task, task.task_id))
         pool = task.pool
         pool.release_waiters(task)
         code = "unknown" if exit_code is None else str(exit_code)

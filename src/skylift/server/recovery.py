@@ -1,9 +1,12 @@
-"""Restart recovery: spawned calls that hadn't finished are queued again.
+"""Restart recovery: spawned calls that hadn't finished are queued again; containers come back.
 
 An async input is in the store before `call.start` answers, and its output is stored before it
 is delivered, so after a crash (even `kill -9`) every input without an output runs again, with
 the attempt number it had reached. Sync calls are not recovered: their callers saw the
 connection drop and raised.
+
+Containers outlive a restart too: the worker agent keeps them running and they reconnect with
+their token (whose hash is stored). One that doesn't call back within a lease is written off.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import time
 from typing import TYPE_CHECKING
 
 from .calls import Call
+from .placement import Placed
 from .queues import Input
+from .tasks import Task, TaskState
 
 if TYPE_CHECKING:
     from .control_plane import ControlPlane
@@ -54,3 +59,25 @@ def recover_calls(cp: ControlPlane) -> int:
     if requeued:
         log.info("re-queued %d inputs of spawned calls after a restart", requeued)
     return requeued
+
+
+def recover_tasks(cp: ControlPlane) -> int:
+    """Re-adopt the containers of running apps; they count as capacity until they call back (or not)."""
+    store = cp.db.store
+    now = cp.clock.now()
+    adopted = 0
+    for rec in store.list_tasks():
+        function = cp.catalog.functions.get(rec.function_id)
+        if function is None or not function.app.running:
+            store.delete_task(rec.task_id)
+            continue
+        pool = cp.pools.get(function, rec.params)
+        placed = Placed(rec.worker_id, rec.cpu, rec.memory_mb, rec.gpu_type, rec.gpu_count)
+        task = Task(rec.task_id, rec.token_hash, pool, rec.worker_id, placed, created_at=now,
+                    state=TaskState.RUNNING, idle_since=now, last_seen=now, ever_ready=True,
+                    disconnected_at=now, definition=function.definition)
+        cp.tasks.add(task)
+        adopted += 1
+    if adopted:
+        log.info("waiting for %d container(s) from before the restart to reconnect", adopted)
+    return adopted

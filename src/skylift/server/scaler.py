@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from .._protocol import api
@@ -21,6 +22,7 @@ from .catalog import FunctionEntry
 from .images import BUILDING, FAILED
 from .longpoll import Signal
 from .queues import Pool
+from .store import TaskRecord
 from .tasks import Task
 
 if TYPE_CHECKING:
@@ -162,18 +164,22 @@ class Scaler:
         worker = self.cp.workers.get(placed.worker_id)
         assert worker is not None
         worker.reserve(placed)
-        task = self.cp.tasks.create(pool, worker.worker_id, placed, now)
-        worker.send({"op": "start_task", "task": self.task_spec(task, worker.server_url)})
+        task, token = self.cp.tasks.create(pool, worker.worker_id, placed, now)
+        task.reserved = True
+        worker.send({"op": "start_task", "task": self.task_spec(task, token, worker.server_url)})
+        self.cp.dispatcher.spawn(self.cp.db.run(self.cp.db.store.insert_task, TaskRecord(
+            task.task_id, task.token_hash, pool.function.function_id, pool.params, worker.worker_id, placed.cpu,
+            placed.memory_mb, placed.gpu_type, placed.gpu_count, time.time())))
         return task
 
-    def task_spec(self, task: Task, server_url: str) -> dict[str, Any]:
+    def task_spec(self, task: Task, token: str, server_url: str) -> dict[str, Any]:
         function = task.pool.function
         definition = task.definition
         env = {str(k): str(v) for k, v in (definition.get("env") or {}).items()}
         env.update({
             api.ENV_SERVER_URL: server_url,
             api.ENV_TASK_ID: task.task_id,
-            api.ENV_TASK_TOKEN: task.token,
+            api.ENV_TASK_TOKEN: token,
             api.ENV_IS_REMOTE: "1",
             "SKYLIFT_ENVIRONMENT": function.app.environment,
         })
@@ -184,7 +190,7 @@ class Scaler:
             gpu = task.placed.gpu_type + (f":{task.placed.gpu_count}" if task.placed.gpu_count > 1 else "")
         spec: dict[str, Any] = {
             "task_id": task.task_id,
-            "token": task.token,
+            "token": token,
             "app_id": function.app.app_id,
             "function_id": function.function_id,
             "function_tag": function.tag,

@@ -18,6 +18,8 @@ class Settings:
     sweep_interval: float = 0.25
     # A container told to stop gets this long to drain and run @exit before it is killed.
     stop_grace: float = 30.0
+    # A container whose connection dropped (or that ran before a restart) has this long to call back.
+    reconnect_grace: float = 10.0
     # A disconnected worker's containers are written off after this long.
     worker_grace: float = api.LEASE_SECONDS
     # Platform failures (crash, lost worker, expired lease) re-run an input without counting

@@ -23,6 +23,7 @@ from .store import (
     InputRecord,
     LogRecord,
     OutputRecord,
+    TaskRecord,
     VersionRecord,
 )
 
@@ -58,6 +59,9 @@ CREATE TABLE IF NOT EXISTS logs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, app_id TEXT NOT NULL, task_id TEXT NOT NULL,
     function_tag TEXT NOT NULL, stream TEXT NOT NULL, text TEXT NOT NULL, ts REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS logs_by_app ON logs (app_id, seq);
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY, token_hash TEXT NOT NULL, function_id TEXT NOT NULL, params BLOB, worker_id TEXT NOT NULL,
+    cpu REAL NOT NULL, memory_mb INTEGER NOT NULL, gpu_type TEXT, gpu_count INTEGER NOT NULL, created_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS images (
     id TEXT PRIMARY KEY, definition BLOB NOT NULL, status TEXT NOT NULL, error TEXT, built_at REAL);
 """
@@ -290,6 +294,24 @@ class SqliteStore:
             "SELECT seq, app_id, task_id, function_tag, stream, text, ts FROM logs WHERE app_id = ? AND seq > ? "
             "ORDER BY seq LIMIT ?", (app_id, after_seq, limit)).fetchall()
         return [LogRecord(*row) for row in rows]
+
+    # ---- containers ---------------------------------------------------------------------------
+
+    def insert_task(self, task: TaskRecord) -> None:
+        self._db.execute(
+            "INSERT INTO tasks (id, token_hash, function_id, params, worker_id, cpu, memory_mb, gpu_type, gpu_count, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (task.task_id, task.token_hash, task.function_id, task.params, task.worker_id, task.cpu, task.memory_mb,
+             task.gpu_type, task.gpu_count, task.created_at))
+
+    def delete_task(self, task_id: str) -> None:
+        self._db.execute("DELETE FROM tasks WHERE id = ?", (task_id,))
+
+    def list_tasks(self) -> list[TaskRecord]:
+        rows = self._db.execute(
+            "SELECT id, token_hash, function_id, params, worker_id, cpu, memory_mb, gpu_type, gpu_count, created_at "
+            "FROM tasks ORDER BY created_at").fetchall()
+        return [TaskRecord(*row) for row in rows]
 
     # ---- images -------------------------------------------------------------------------------
 

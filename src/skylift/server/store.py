@@ -98,6 +98,22 @@ class LogRecord:
 
 
 @dataclass
+class TaskRecord:
+    """A container, kept so that it can reconnect after a control-plane restart."""
+
+    task_id: str
+    token_hash: str  # sha256 of its token: the token itself is never stored
+    function_id: str
+    params: bytes | None
+    worker_id: str
+    cpu: float
+    memory_mb: int
+    gpu_type: str | None
+    gpu_count: int
+    created_at: float
+
+
+@dataclass
 class ImageRecord:
     image_id: str
     definition: dict[str, Any]
@@ -144,6 +160,11 @@ class Store(Protocol):
     # logs
     def append_logs(self, entries: list[LogRecord]) -> list[int]: ...
     def read_logs(self, app_id: str, after_seq: int, limit: int) -> list[LogRecord]: ...
+
+    # containers
+    def insert_task(self, task: TaskRecord) -> None: ...
+    def delete_task(self, task_id: str) -> None: ...
+    def list_tasks(self) -> list[TaskRecord]: ...
 
     # images
     def put_image(self, image: ImageRecord) -> None: ...

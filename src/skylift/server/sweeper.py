@@ -83,7 +83,7 @@ class Sweeper:
             return
         if not task.connected:
             since = task.disconnected_at if task.disconnected_at is not None else task.created_at
-            limit = settings.lease_seconds if task.disconnected_at is not None else STARTUP_DEADLINE
+            limit = settings.reconnect_grace if task.disconnected_at is not None else STARTUP_DEADLINE
             if now - since > limit:
                 dispatcher.kill_task(task, "its container disconnected" if task.disconnected_at is not None
                                      else "its container never called in")

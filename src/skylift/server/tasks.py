@@ -12,6 +12,8 @@ settled. Transitions outside the table are ignored, so late or repeated reports 
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -40,10 +42,14 @@ TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
 }
 
 
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 @dataclass(eq=False)
 class Task:
     task_id: str
-    token: str
+    token_hash: str
     pool: Pool
     worker_id: str
     placed: Placed
@@ -63,11 +69,15 @@ class Task:
     cancel_ids: set[str] = field(default_factory=set)
     exit_code: int | None = None
     disconnected_at: float | None = None
+    reserved: bool = False  # its resources are counted on its worker
     # The definition it was started with: a redeploy changes the function's, not this one's.
     definition: dict[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return f"Task({self.task_id}, {self.state.value}, leased={len(self.leased)})"
+
+    def accepts(self, token: str) -> bool:
+        return hmac.compare_digest(token_hash(token), self.token_hash)
 
     def advance(self, state: TaskState) -> bool:
         if state in TRANSITIONS[self.state]:
@@ -101,14 +111,19 @@ class Tasks:
         self._tasks: dict[str, Task] = {}
         self.origins: dict[str, TaskOrigin] = {}
 
-    def create(self, pool: Pool, worker_id: str, placed: Placed, now: float) -> Task:
-        task = Task(task_id=ids.new_id("task"), token=secrets.token_urlsafe(24), pool=pool, worker_id=worker_id,
+    def create(self, pool: Pool, worker_id: str, placed: Placed, now: float) -> tuple[Task, str]:
+        """A new task and its token (which only the container gets; we keep its hash)."""
+        token = secrets.token_urlsafe(24)
+        task = Task(task_id=ids.new_id("task"), token_hash=token_hash(token), pool=pool, worker_id=worker_id,
                     placed=placed, created_at=now, idle_since=now, last_seen=now,
                     definition=pool.function.definition)
+        self.add(task)
+        return task, token
+
+    def add(self, task: Task) -> None:
         self._tasks[task.task_id] = task
-        pool.tasks[task.task_id] = task
-        self.origins[task.task_id] = TaskOrigin(pool.function.app.app_id, pool.function.tag)
-        return task
+        task.pool.tasks[task.task_id] = task
+        self.origins[task.task_id] = TaskOrigin(task.pool.function.app.app_id, task.pool.function.tag)
 
     def get(self, task_id: str) -> Task | None:
         return self._tasks.get(task_id)

@@ -63,6 +63,10 @@ class WorkerApi:
         session.identity = worker.worker_id
         session.info["worker"] = worker
         worker.session = session
+        for task in self.cp.tasks.of_worker(worker.worker_id):  # containers from before our restart
+            if task.alive and not task.reserved:
+                worker.reserve(task.placed)
+                task.reserved = True
         self.cp.images.on_worker_change()
         self.cp.scaler.wake()
         return {"worker_id": worker.worker_id}
