@@ -171,6 +171,11 @@ class Sandbox:
         return self.process.stdin
 
     @property
+    def ip_address(self) -> str | None:
+        """The container's address on its veth (None with `block_network`); nothing else can reach it."""
+        return self._netns.address if self._netns else None
+
+    @property
     def returncode(self) -> int | None:
         return self._returncode
 
