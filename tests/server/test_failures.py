@@ -257,3 +257,59 @@ async def test_containers_that_crash_before_ready_fail_the_pool_after_a_few_trie
             h.advance(h.cp.settings.crash_backoff_max)  # skip the crash-loop backoff
         output = (await run)["output"]
         assert output["status"] == api.STATUS_INIT_FAILURE and "ImportError: boom" in output["exc_message"]
+
+
+async def test_a_sync_call_whose_caller_vanished_is_cancelled(platform):
+    async with platform() as h:
+        client = await h.client()
+        worker = await h.worker()
+        _, ids = await h.app(client, definition(autoscaler={"max_containers": 1}))
+        caller = await h.client()
+        started = await caller.call("call.start", {"function_id": ids["f"], "invocation": "sync", "kind": "map",
+                                                   "inputs": [{"args": b"a"}, {"args": b"b"}]})
+        container = await h.started_container(worker)
+        [running] = await container.next_inputs()
+        await caller.close()
+        await asyncio.sleep(0.05)
+        h.advance(h.cp.settings.orphan_grace + 1)
+        await _wait_for(lambda: h.cp.calls.get(started["call_id"]) is None)
+        assert (await container.heartbeat([running["input_id"]]))["cancel_input_ids"] == [running["input_id"]]
+        assert (await container.get_inputs(timeout=0.1))["inputs"] == []
+
+
+async def test_a_lost_worker_takes_its_containers_with_it(platform):
+    async with platform() as h:
+        client = await h.client()
+        worker = await h.worker()
+        _, ids = await h.app(client)
+        started = await client.call("call.start", {"function_id": ids["f"], "inputs": [{"args": b"x"}],
+                                                   "invocation": "async", "kind": "unary"})
+        container = await h.started_container(worker)
+        [inp] = await container.next_inputs()
+        await container.close()
+        await worker.close()
+        other = await h.worker()
+        await asyncio.sleep(0.05)
+        h.advance(h.cp.settings.worker_grace + 1)
+        replacement = await h.started_container(other)
+        [again] = await replacement.next_inputs()
+        assert again["input_id"] == inp["input_id"] and again["attempt"] == 1
+        await replacement.put(again, data=b"saved")
+        got = await client.call("call.get_outputs", {"call_id": started["call_id"], "timeout": 5, "clear": False})
+        assert got["outputs"][0]["data"] == b"saved"
+
+
+async def test_an_input_failing_inside_the_platform_too_often_fails_for_good(platform):
+    async with platform() as h:
+        client = await h.client()
+        worker = await h.worker()
+        _, ids = await h.app(client)
+        run = asyncio.ensure_future(client.call("call.run", {"function_id": ids["f"], "input": {"args": b"x"},
+                                                             "timeout": 30}))
+        for _ in range(h.cp.settings.internal_retry_cap + 1):
+            container = await h.started_container(worker)
+            await container.next_inputs()
+            await worker.report(container.task_id, "exited", exit_code=137, message="OOM killed")
+        output = (await run)["output"]
+        assert output["status"] == api.STATUS_INTERNAL_FAILURE
+        assert "exited with code 137 (OOM killed)" in output["exc_message"] and "8" in output["exc_message"]

@@ -131,9 +131,11 @@ class Calls:
 
     def add(self, call: Call) -> None:
         self.calls[call.call_id] = call
+        call.pool.n_calls += 1
 
     def forget(self, call: Call) -> None:
         if self.calls.get(call.call_id) is call:
             del self.calls[call.call_id]
+            call.pool.n_calls -= 1
         for input_id in call.live:
             self.inputs.pop(input_id, None)

@@ -115,6 +115,7 @@ class ControlPlane:
         self.catalog.load(self.clock.now())
         for function in self.catalog.functions.values():
             self.scaler.ensure_warm(function)
+        self.images.preload({f.image_id for f in self.catalog.functions.values() if f.image_id})
         recover_tasks(self)
         recover_calls(self)
         authenticate = Authenticator(self.token, self.tasks, self.version, self.server_id)

@@ -56,6 +56,14 @@ class Images:
         return {"image.build": (self.build, CLIENTS), "image.status": (self.status, CLIENTS),
                 "worker.image_progress": (self.progress, WORKERS)}
 
+    def preload(self, image_ids: set[str]) -> None:
+        """Read the images running functions use (at startup), so their containers can be built anywhere."""
+        for iid in image_ids:
+            rec = self.cp.db.store.get_image(iid)
+            if rec is not None and iid not in self._images:
+                # A build cut short by the restart has no builder now: it is sent again when needed.
+                self._images[iid] = ImageEntry(rec.image_id, rec.definition, rec.status, rec.error, rec.built_at)
+
     def definition(self, image_id: str) -> dict[str, Any] | None:
         entry = self._images.get(image_id)
         return entry.definition if entry is not None else None

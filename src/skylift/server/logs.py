@@ -65,7 +65,7 @@ class LogHub:
             if not isinstance(entry, dict) or not isinstance(entry.get("text"), str):
                 raise invalid("worker.logs", f"entries[{n}] must be a map with 'task_id', 'stream' and 'text'")
             task_id = str(entry.get("task_id") or "")
-            origin = self.cp.tasks.origins.get(task_id)
+            origin = self.cp.tasks.origin(task_id)
             if origin is None:
                 continue  # a container from before a restart; nobody can ask for its app's logs
             stream = entry.get("stream")

@@ -80,6 +80,7 @@ class Pool:
         self.last_active: float | None = None
         self.crash_streak = 0
         self.backoff_until = 0.0
+        self.n_calls = 0  # calls in memory that feed this pool
         self._on_backlog = on_backlog
 
     def __repr__(self) -> str:
@@ -200,6 +201,10 @@ class Pools:
 
     def of_function(self, function_id: str) -> list[Pool]:
         return [p for p in self._pools.values() if p.function.function_id == function_id]
+
+    def unused(self, pool: Pool) -> bool:
+        """Nothing refers to it: it can go (it is made again on the next call)."""
+        return not (pool.tasks or pool.n_pending or pool.n_calls or pool.waiters)
 
     def drop(self, pool: Pool) -> None:
         if self._pools.get(pool.key) is pool:

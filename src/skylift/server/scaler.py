@@ -75,8 +75,9 @@ class Scaler:
         if not function.app.running:
             for task in list(pool.tasks.values()):
                 self.cp.dispatcher.stop_task(task, "app stopped")
-            if not pool.tasks:
+            if self.cp.pools.unused(pool):
                 self.cp.pools.drop(pool)
+                self._reported.pop(pool, None)
             return
         live = [t for t in pool.tasks.values() if not t.stop_requested]
         snapshot = PoolSnapshot(
@@ -89,6 +90,9 @@ class Scaler:
             self.cp.dispatcher.stop_task(pool.tasks[task_id], "scaled down after being idle")
         if decision.to_start and now >= pool.backoff_until:
             self._start(pool, decision.to_start, now)
+        elif decision.target == 0 and self.cp.pools.unused(pool):
+            self.cp.pools.drop(pool)
+            self._reported.pop(pool, None)
 
     def _start(self, pool: Pool, n: int, now: float) -> None:
         function = pool.function

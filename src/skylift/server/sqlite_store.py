@@ -295,6 +295,9 @@ class SqliteStore:
             "ORDER BY seq LIMIT ?", (app_id, after_seq, limit)).fetchall()
         return [LogRecord(*row) for row in rows]
 
+    def prune_logs(self, before: float) -> int:
+        return int(self._db.execute("DELETE FROM logs WHERE ts < ?", (before,)).rowcount)
+
     # ---- containers ---------------------------------------------------------------------------
 
     def insert_task(self, task: TaskRecord) -> None:

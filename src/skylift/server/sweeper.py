@@ -10,7 +10,7 @@
 * ephemeral apps whose client stopped heartbeating are stopped;
 * workers gone past their grace lose their containers;
 * sync calls whose caller went away are cancelled; finished calls leave memory;
-* spawned calls' results expire after OUTPUT_TTL.
+* spawned calls' results and app logs expire after OUTPUT_TTL.
 """
 
 from __future__ import annotations
@@ -56,7 +56,9 @@ class Sweeper:
         if now - self._last_expiry >= EXPIRY_PERIOD:
             self._last_expiry = now
             cutoff = time.time() - self.cp.settings.output_ttl
-            self.cp.dispatcher.spawn(self.cp.db.run(self.cp.db.store.expire_calls, cutoff))
+            store = self.cp.db.store
+            self.cp.dispatcher.spawn(self.cp.db.run(store.expire_calls, cutoff))
+            self.cp.dispatcher.spawn(self.cp.db.run(store.prune_logs, cutoff))  # logs are kept as long
 
     def _sweep_task(self, task: Task, now: float) -> None:
         settings = self.cp.settings

@@ -11,6 +11,7 @@ settled. Transitions outside the table are ignored, so late or repeated reports 
 
 from __future__ import annotations
 
+import collections
 import enum
 import hashlib
 import hmac
@@ -100,16 +101,20 @@ class Task:
 
 @dataclass(frozen=True)
 class TaskOrigin:
-    """What a task belonged to, kept after it exits (for logs arriving late)."""
+    """What a task belongs to (the app and function its logs are filed under)."""
 
     app_id: str
     function_tag: str
 
 
+# Exited tasks whose origin is remembered, for their last log lines (which arrive after the exit).
+RECENT_EXITS = 10_000
+
+
 class Tasks:
     def __init__(self) -> None:
         self._tasks: dict[str, Task] = {}
-        self.origins: dict[str, TaskOrigin] = {}
+        self._exited: collections.OrderedDict[str, TaskOrigin] = collections.OrderedDict()
 
     def create(self, pool: Pool, worker_id: str, placed: Placed, now: float) -> tuple[Task, str]:
         """A new task and its token (which only the container gets; we keep its hash)."""
@@ -123,7 +128,12 @@ class Tasks:
     def add(self, task: Task) -> None:
         self._tasks[task.task_id] = task
         task.pool.tasks[task.task_id] = task
-        self.origins[task.task_id] = TaskOrigin(task.pool.function.app.app_id, task.pool.function.tag)
+
+    def origin(self, task_id: str) -> TaskOrigin | None:
+        task = self._tasks.get(task_id)
+        if task is not None:
+            return TaskOrigin(task.pool.function.app.app_id, task.pool.function.tag)
+        return self._exited.get(task_id)
 
     def get(self, task_id: str) -> Task | None:
         return self._tasks.get(task_id)
@@ -132,7 +142,10 @@ class Tasks:
         return list(self._tasks.values())
 
     def forget(self, task: Task) -> None:
-        self._tasks.pop(task.task_id, None)
+        if self._tasks.pop(task.task_id, None) is not None:
+            self._exited[task.task_id] = TaskOrigin(task.pool.function.app.app_id, task.pool.function.tag)
+            if len(self._exited) > RECENT_EXITS:
+                self._exited.popitem(last=False)
         if task.pool.tasks.get(task.task_id) is task:
             del task.pool.tasks[task.task_id]
 
