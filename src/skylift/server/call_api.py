@@ -165,16 +165,22 @@ class CallApi:
         if total != call.n_inputs:
             raise invalid("call.close_inputs", f"total is {total} but call {call.call_id} received "
                                                f"{call.n_inputs} inputs")
+        await self.close(call)
+        return {}
+
+    async def close(self, call: Call) -> None:
+        """No more inputs: the call is done once those it has are."""
+        if call.closed:
+            return
         call.closed = True
         if call.durable:
             store = self.cp.db.store
-            await self.cp.db.run(store.close_call, call.call_id, total)
+            await self.cp.db.run(store.close_call, call.call_id, call.n_inputs)
             if call.finished:
                 await self.cp.db.run(store.record_outputs, [], [(call.call_id, call.state(), time.time())])
         if call.finished:
             call.finished_at = self.cp.clock.now()
         call.signal.notify()
-        return {}
 
     # ---- collecting ---------------------------------------------------------------------------
 

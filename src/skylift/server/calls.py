@@ -37,6 +37,7 @@ class Call:
         "invocation",
         "kept",
         "kind",
+        "last_input_at",
         "live",
         "n_delivered",
         "n_done",
@@ -75,6 +76,7 @@ class Call:
         self.finished_at: float | None = None  # clock time
         self.orphaned_since: float | None = None  # clock time its caller went away
         self.owner: object | None = None  # the session of a sync caller
+        self.last_input_at = 0.0  # clock time inputs last arrived (an open map left behind is closed)
 
     def __repr__(self) -> str:
         return f"Call({self.call_id}, {self.kind}, {self.n_delivered}/{len(self.input_ids)})"

@@ -125,6 +125,7 @@ class Dispatcher:
         self.enqueue(call, inputs)
 
     def enqueue(self, call: Call, inputs: list[Input]) -> None:
+        call.last_input_at = self.clock.now()
         for inp in inputs:
             call.live[inp.input_id] = inp
             self.calls.inputs[inp.input_id] = inp

@@ -170,6 +170,7 @@ class Pool:
                 waiter.future.set_result([])
 
     def _serve_waiters(self, now: float) -> None:
+        passed: list[Waiter] = []
         while self.waiters and self.n_pending:
             waiter = self.waiters.popleft()
             if waiter.future.done():
@@ -177,7 +178,9 @@ class Pool:
             batch = self.take(waiter.task, waiter.max, now)
             if batch or waiter.task.stop_requested:
                 waiter.future.set_result(batch)
-            # A single-use task that already ran its input just keeps waiting for its stop.
+            else:  # a single-use task that already ran its input keeps waiting for its stop
+                passed.append(waiter)
+        self.waiters.extendleft(reversed(passed))
 
 
 class Pools:

@@ -31,6 +31,7 @@ log = logging.getLogger("skylift.server")
 
 EXPIRY_PERIOD = 3600.0
 STARTUP_DEADLINE = 600.0  # a container that never calls in after this long is written off
+OPEN_CALL_IDLE = 3600.0  # a spawn_map that got no inputs for this long is closed as it stands
 
 
 class Sweeper:
@@ -110,7 +111,10 @@ class Sweeper:
     def _sweep_calls(self, now: float) -> None:
         settings = self.cp.settings
         for call in list(self.cp.calls.calls.values()):
-            if call.finished:
+            if call.durable and not call.closed and now - call.last_input_at > OPEN_CALL_IDLE:
+                # A spawn_map whose client died mid-stream: run what arrived and finish.
+                self.cp.dispatcher.spawn(self.cp.call_api.close(call))
+            elif call.finished:
                 if call.finished_at is not None and now - call.finished_at > settings.finished_call_memory:
                     self.cp.call_api.forget(call)
             elif call.orphaned_since is not None and now - call.orphaned_since > settings.orphan_grace:
