@@ -48,6 +48,10 @@ class ReconnectingClient:
         self._lock = asyncio.Lock()
         self._closed = False
 
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and not self._client.closed
+
     async def connect(self) -> RpcClient:
         """The current connection, (re)connecting first if there is none."""
         client = self._client

@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from .._protocol.rpc import RpcError
 from .agent import STOP_GRACE_SECONDS, WorkerAgent
 
 
@@ -52,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
             loop.add_signal_handler(signum, agent.stop)
         await agent.run()
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    except RpcError as exc:
+        print(f"the control plane at {args.server_url} refused this worker: {exc.message}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -16,6 +16,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import os
 import shutil
 import socket
 import time
@@ -42,6 +43,8 @@ POLL_SECONDS = api.MAX_POLL_SECONDS - 5
 # How long a stopped container gets to drain and run @exit hooks before SIGKILL (Modal: 30 s).
 STOP_GRACE_SECONDS = 30.0
 EXIT_MESSAGE_LINES = 10
+# How long an orphaned worker waits for its control plane to come back before it exits.
+ORPHAN_GRACE_SECONDS = 30.0
 
 
 @dataclass
@@ -79,6 +82,7 @@ class WorkerAgent:
         self._logs: BatchSender[dict[str, Any]] = BatchSender(self._send_logs, what="log lines")
         self._stopping = asyncio.Event()
         self.registered = asyncio.Event()
+        self._parent_pid = os.getppid()
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -125,17 +129,15 @@ class WorkerAgent:
 
     async def run(self) -> None:
         """Serve until `stop()`; then stop every container and report it."""
-        await self.rpc.connect()
+        watchdog = asyncio.get_running_loop().create_task(self._watch_parent())
         try:
+            if not await self._until_stopped(self.rpc.connect()):
+                return
             while not self._stopping.is_set():
                 poll = asyncio.ensure_future(self.rpc.call("worker.poll", {"timeout": POLL_SECONDS}))
-                stopping = asyncio.ensure_future(self._stopping.wait())
-                await asyncio.wait([poll, stopping], return_when=asyncio.FIRST_COMPLETED)
-                stopping.cancel()
-                if not poll.done():
-                    poll.cancel()
-                    break
                 try:
+                    if not await self._until_stopped(poll):
+                        break
                     result = poll.result()
                 except RpcError as exc:
                     if exc.code == ErrorCode.AUTH:
@@ -146,7 +148,37 @@ class WorkerAgent:
                 for command in result.get("commands") or []:
                     self.handle(command)
         finally:
+            watchdog.cancel()
             await self.shutdown()
+
+    async def _until_stopped(self, coro: Any) -> bool:
+        """Await `coro` unless `stop()` comes first (then cancel it and return False)."""
+        work = asyncio.ensure_future(coro)
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait([work, stopping], return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not work.done():
+            work.cancel()
+            return False
+        work.result()
+        return True
+
+    async def _watch_parent(self) -> None:
+        # A worker its control plane started (the embedded platform) must not outlive it: once
+        # orphaned and cut off from the control plane for a while, it stops its containers and exits.
+        parent = self._parent_pid
+        cut_off_since: float | None = None
+        while True:
+            await asyncio.sleep(1.0)
+            if self.rpc.connected or os.getppid() == parent:
+                cut_off_since = None
+                continue
+            cut_off_since = cut_off_since or time.monotonic()
+            if time.monotonic() - cut_off_since > ORPHAN_GRACE_SECONDS:
+                log.warning("the process that started this worker is gone and the control plane is unreachable; "
+                            "stopping")
+                self.stop()
+                return
 
     def stop(self) -> None:
         self._stopping.set()
