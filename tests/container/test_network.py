@@ -7,6 +7,7 @@ import asyncio
 import json
 import socket
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,31 @@ def test_isolation_rules_are_installed():
     assert table.returncode == 0
     assert 'iifname "slh*" drop' in table.stdout
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "1"
+
+
+def test_control_plane_is_reached_through_a_bound_unix_socket(run_sandbox, tmp_path):
+    """The SDK inside connects to unix:///run/skylift/control.sock: no TCP route to the host needed."""
+    sock_dir = tmp_path / "control"
+    sock_dir.mkdir()
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock_dir / "control.sock"))
+    server.listen(1)
+    received: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            received.append(conn.recv(100))
+            conn.sendall(b"pong")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    client = ("import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect('/run/skylift/control.sock')\n"
+              "s.sendall(b'ping')\nprint(s.recv(100).decode())")
+    try:
+        result = run_sandbox(["python3", "-c", client], binds=[(sock_dir, "/run/skylift", False)], block_network=True)
+    finally:
+        thread.join(5)
+        server.close()
+    assert result.stdout == "pong\n", result.stderr
+    assert received == [b"ping"]

@@ -103,6 +103,7 @@ class Sandbox:
         netns: network.Netns | None = None
         mounted = False
         status_r = status_w = seccomp_fd = -1
+        process: asyncio.subprocess.Process | None = None
         try:
             mount_overlay(spec.layers, upper, work, rootfs)
             mounted = True
@@ -129,8 +130,8 @@ class Sandbox:
             )
             os.close(status_w)
             status_w = -1
-            status, status_pipe, status_reader = await _read_status(status_r)
-            status_r = -1
+            fd, status_r = status_r, -1  # the reader owns it now
+            status, status_pipe, status_reader = await _read_status(fd)
             if "child-pid" not in status:
                 status_pipe.close()
                 _, err_bytes = await process.communicate()
@@ -140,6 +141,9 @@ class Sandbox:
             for fd in (status_r, status_w):
                 if fd >= 0:
                     os.close(fd)
+            if process is not None and process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()  # its init dies with it (--die-with-parent); cgroup.remove() reaps the rest
             if mounted:
                 unmount(rootfs)
             with contextlib.suppress(Exception):
