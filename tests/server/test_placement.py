@@ -27,7 +27,9 @@ def worker(worker_id: str, cpu: float = 4, memory_mb: int = 8192, gpus: dict[str
     ("", ()),
     ("A100", (GpuOption("A100"),)),
     ("a100-80gb:2", (GpuOption("A100-80GB", 2),)),
-    ("H100!", (GpuOption("H100"),)),
+    ("H100!", (GpuOption("H100!"),)),
+    ({"type": "H100", "count": 2, "fallbacks": [{"type": "A100", "count": 1}]},
+     (GpuOption("H100", 2), GpuOption("A100"))),
     ("any", (GpuOption("ANY"),)),
     (["H100", "A100:2"], (GpuOption("H100"), GpuOption("A100", 2))),
 ])
@@ -35,7 +37,8 @@ def test_parse_gpu(spec: object, expected: tuple[GpuOption, ...]) -> None:
     assert parse_gpu(spec) == expected
 
 
-@pytest.mark.parametrize("spec", ["A100:x", ":2", "A100:0", 3, ["ok", None]])
+@pytest.mark.parametrize("spec", ["A100:x", ":2", "A100:0", 3, ["ok", None], {"type": "T4", "count": 0},
+                                  {"count": 1}, {"type": "T4", "fallbacks": "A100"}])
 def test_parse_gpu_rejects(spec: object) -> None:
     with pytest.raises(ValueError):
         parse_gpu(spec)
@@ -99,6 +102,14 @@ def test_gpu_count_beyond_any_worker_is_permanent() -> None:
 def test_gpus_in_use_make_it_wait() -> None:
     decision = place(Request(gpus=parse_gpu("T4")), [worker("t4", gpus={"T4": 1}, used_gpus={"T4": 1})])
     assert isinstance(decision, Unplaceable) and not decision.permanent
+
+
+def test_gpu_upgrades_follow_modal() -> None:
+    h200 = [worker("h200", gpus={"H200": 1})]
+    assert isinstance(place(Request(gpus=parse_gpu("H100")), h200), Placed)
+    pinned = place(Request(gpus=parse_gpu("H100!")), h200)
+    assert isinstance(pinned, Unplaceable) and pinned.permanent
+    assert isinstance(place(Request(gpus=parse_gpu("H100!")), [worker("h100", gpus={"H100": 1})]), Placed)
 
 
 def test_gpu_fallback_list_takes_the_first_available() -> None:

@@ -130,7 +130,8 @@ async def test_a_gpu_no_worker_offers_fails_fast_with_a_clear_error(platform):
     async with platform() as h:
         client = await h.client()
         await h.worker(gpus={})
-        _, ids = await h.app(client, definition(resources={"gpu": "A100"}))
+        gpu = {"type": "A100", "count": 1, "fallbacks": []}  # as the SDK sends it
+        _, ids = await h.app(client, definition(resources={"gpu": gpu}))
         with pytest.raises(RpcError) as err:
             await client.call("call.run", {"function_id": ids["f"], "input": {"args": b"x"}, "timeout": 5})
         assert err.value.code == "resource_exhausted"
@@ -146,7 +147,7 @@ async def test_a_gpu_function_runs_on_the_worker_with_that_gpu(platform):
         await client.call("call.start", {"function_id": ids["f"], "invocation": "async", "kind": "unary",
                                          "inputs": [{"args": b"x"}]})
         command = await gpu_worker.next("start_task")
-        assert command["task"]["resources"]["gpu"] == "A100-80GB"
+        assert command["task"]["resources"]["gpu"] == {"type": "A100-80GB", "count": 1, "fallbacks": []}
         await cpu_worker.no_command("start_task")
 
 

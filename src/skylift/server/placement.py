@@ -20,10 +20,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .. import _resources
+
 DEFAULT_CPU = 0.125
 DEFAULT_MEMORY_MB = 128
 
-_GPU_SPEC = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.\-]*?)!?(?::(\d+))?$")
+_GPU_SPEC = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.\-]*?!?)(?::(\d+))?$")
 
 
 @dataclass(frozen=True)
@@ -33,25 +35,41 @@ class GpuOption:
 
 
 def parse_gpu(spec: object) -> tuple[GpuOption, ...]:
-    """`"A100"`, `"h100:2"`, `"any"`, `"H100!"` or a list of those (fallbacks, in order)."""
+    """The GPU options of a definition's `resources.gpu`, preferred first.
+
+    The SDK sends `{"type": "H100", "count": 2, "fallbacks": [{"type": "A100", "count": 1}]}`
+    (`skylift._resources.parse_gpu`); the strings it is made from (`"A100"`, `"h100:2"`, `"any"`,
+    `"H100!"`, or a list of those) are accepted too.
+    """
     if spec is None or spec == "":
         return ()
-    specs = spec if isinstance(spec, list) else [spec]
-    options = []
-    for one in specs:
+    if isinstance(spec, dict):
+        fallbacks = spec.get("fallbacks") or []
+        if not isinstance(fallbacks, list):
+            raise ValueError(f"gpu {spec!r}: 'fallbacks' must be a list")
+        return tuple(_option(one) for one in [spec, *fallbacks])
+    return tuple(_option(one) for one in (spec if isinstance(spec, list) else [spec]))
+
+
+def _option(one: object) -> GpuOption:
+    if isinstance(one, dict):
+        kind, count = one.get("type"), one.get("count", 1)
+        if not isinstance(kind, str) or not kind or not isinstance(count, int) or isinstance(count, bool):
+            raise ValueError(f"gpu {one!r} is not a GPU spec like {{'type': 'A100', 'count': 1}}")
+    else:
         match = _GPU_SPEC.match(one) if isinstance(one, str) else None
         if match is None:
             raise ValueError(f"gpu {one!r} is not a GPU spec like 'A100', 'H100:2' or 'any'")
-        count = int(match.group(2) or 1)
-        if count < 1:
-            raise ValueError(f"gpu {one!r} asks for {count} GPUs; ask for at least 1")
-        options.append(GpuOption(match.group(1).upper(), count))
-    return tuple(options)
+        kind, count = match.group(1), int(match.group(2) or 1)
+    if count < 1:
+        raise ValueError(f"gpu {one!r} asks for {count} GPUs; ask for at least 1")
+    return GpuOption(kind.upper(), count)
 
 
 def gpu_matches(wanted: str, offered: str) -> bool:
+    """Whether a worker's GPU type serves a request (Modal's upgrades: see `skylift._resources`)."""
     offered = offered.upper()
-    return wanted == "ANY" or offered == wanted or offered.startswith(wanted + "-")
+    return _resources.gpu_matches(wanted, offered) or offered.startswith(wanted + "-")
 
 
 @dataclass(frozen=True)

@@ -190,8 +190,8 @@ class Scaler:
         resources = definition.get("resources") or {}
         image = self.cp.images.definition(function.image_id)
         gpu = None
-        if task.placed.gpu_type:
-            gpu = task.placed.gpu_type + (f":{task.placed.gpu_count}" if task.placed.gpu_count > 1 else "")
+        if task.placed.gpu_type:  # the worker's own name for what was granted
+            gpu = {"type": task.placed.gpu_type, "count": task.placed.gpu_count, "fallbacks": []}
         spec: dict[str, Any] = {
             "task_id": task.task_id,
             "token": token,
