@@ -43,7 +43,12 @@ async def serve(args: argparse.Namespace) -> int:
         log.error("another skylift control plane is running with home %s", home)
         return 1
     cp = ControlPlane(home, host=args.host, port=args.port)
-    await cp.start()
+    try:
+        await cp.start()
+    except OSError as exc:
+        log.error("can't listen on %s:%s: %s", args.host, args.port, exc)
+        await cp.stop()
+        return 1
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, cp.shutdown_requested.set)
