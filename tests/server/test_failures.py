@@ -313,3 +313,24 @@ async def test_an_input_failing_inside_the_platform_too_often_fails_for_good(pla
         output = (await run)["output"]
         assert output["status"] == api.STATUS_INTERNAL_FAILURE
         assert "exited with code 137 (OOM killed)" in output["exc_message"] and "8" in output["exc_message"]
+
+
+async def test_an_input_its_container_gives_up_runs_elsewhere_but_only_if_it_still_held_it(platform):
+    async with platform() as h:
+        client = await h.client()
+        worker = await h.worker()
+        _, ids = await h.app(client)
+        run = asyncio.ensure_future(client.call("call.run", {"function_id": ids["f"], "input": {"args": b"x"},
+                                                             "timeout": 10}))
+        first = await h.started_container(worker)
+        [inp] = await first.next_inputs()
+        await first.put(inp, api.STATUS_TERMINATED)  # e.g. SIGTERM while running: not the user's failure
+        [again] = await first.next_inputs()
+        assert again["input_id"] == inp["input_id"] and again["attempt"] == 1
+        h.advance(h.cp.settings.lease_seconds + 1)  # its lease lapses: a second container takes it
+        second = await h.started_container(worker)
+        [third] = await second.next_inputs()
+        await first.put(again, api.STATUS_TERMINATED)  # no longer first's to give up
+        assert (await second.heartbeat([third["input_id"]]))["cancel_input_ids"] == []
+        await second.put(third, data=b"done")
+        assert (await run)["output"]["data"] == b"done"

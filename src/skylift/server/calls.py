@@ -65,7 +65,7 @@ class Call:
         self.closed = closed
         self.n_done = 0  # inputs whose final output is decided (maybe not yet delivered)
         self.n_delivered = 0
-        self.n_failed = 0
+        self.n_failed = 0  # inputs whose final output is not a success (counted when decided)
         self.ready: deque[dict[str, Any]] = deque()
         self.kept: dict[int, dict[str, Any]] | None = {} if invocation == "async" else None
         self.signal = Signal()
@@ -99,8 +99,6 @@ class Call:
 
     def deliver(self, output: dict[str, Any], now: float) -> None:
         self.n_delivered += 1
-        if output["status"] != api.STATUS_SUCCESS:
-            self.n_failed += 1
         self.ready.append(output)
         if self.kept is not None:
             self.kept[output["index"]] = output

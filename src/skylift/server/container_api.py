@@ -132,7 +132,7 @@ class ContainerApi:
                               f"outputs[{n}] must be a ContainerOutput {{input_id, attempt, status, ...}} with "
                               f"status one of {', '.join(sorted(STATUSES))}")
         task = self._task(session)
-        await self.cp.dispatcher.complete(outputs)
+        await self.cp.dispatcher.complete(task, outputs)
         if task.pool.function.single_use and task.served and not task.leased:
             self.cp.dispatcher.stop_task(task, "single-use container finished its input")
         return {}

@@ -137,28 +137,31 @@ class Dispatcher:
 
     # ---- outputs from containers --------------------------------------------------------------
 
-    async def complete(self, outputs: list[dict[str, Any]]) -> None:
+    async def complete(self, task: Task, outputs: list[dict[str, Any]]) -> None:
+        """Outputs from `task`'s container. The first output of an attempt wins, from whichever holder."""
         now = self.clock.now()
         finals: list[tuple[Input, dict[str, Any]]] = []
         requeue: list[Input] = []
         for fields in outputs:
             inp = self.calls.inputs.get(fields["input_id"])
-            if inp is None or fields["attempt"] != inp.attempt or inp.state is InputState.DONE:
+            if (inp is None or fields["attempt"] != inp.attempt or inp.state is InputState.DONE
+                    or inp.state is InputState.RETRY_WAIT):
                 continue  # a duplicate, or an attempt already decided: never changes a result
+            status = fields["status"]
+            if status == api.STATUS_TERMINATED:
+                # The container gave it up (shutting down): run it elsewhere, unless someone else has it.
+                if inp.task is task:
+                    requeue.append(inp)
+                continue
             if inp.state is InputState.PENDING:  # redelivered after its lease expired; this one won
                 inp.call.pool.discard(inp)
-            elif inp.state is InputState.RETRY_WAIT:
-                continue
             if inp.task is not None:
                 inp.task.release(inp, now)
                 inp.task = None
             inp.call.pool.last_active = now
-            status = fields["status"]
             output = make_output(inp, fields)
             if status in (api.STATUS_FAILURE, api.STATUS_TIMEOUT):
                 self._retry_or_final(inp, output, finals)
-            elif status == api.STATUS_TERMINATED:
-                requeue.append(inp)  # the container gave it up (shutting down): run it elsewhere
             else:
                 finals.append((inp, output))
         if requeue:
@@ -222,7 +225,6 @@ class Dispatcher:
         now = self.clock.now()
         wall = time.time()
         settled = Settled([], [], [])
-        failed_in_batch: dict[Call, int] = {}
         last_status: dict[Call, str] = {}
         for inp, output in finals:
             if inp.state is InputState.DONE and inp.input_id not in inp.call.live:
@@ -237,18 +239,18 @@ class Dispatcher:
             self.calls.inputs.pop(inp.input_id, None)
             call.live.pop(inp.input_id, None)
             call.n_done += 1
+            if output["status"] != api.STATUS_SUCCESS:
+                call.n_failed += 1
             settled.deliveries.append((inp, output))
             if call.durable:
                 settled.records.append(OutputRecord(inp.input_id, call.call_id, inp.index, output, wall))
-                if output["status"] != api.STATUS_SUCCESS:
-                    failed_in_batch[call] = failed_in_batch.get(call, 0) + 1
                 last_status[call] = output["status"]
         for call, status in last_status.items():
             if call.all_decided:
                 if call.cancelled:
                     state = api.STATUS_TERMINATED
                 elif call.kind == "map":
-                    state = api.STATUS_FAILURE if call.n_failed + failed_in_batch.get(call, 0) else api.STATUS_SUCCESS
+                    state = api.STATUS_FAILURE if call.n_failed else api.STATUS_SUCCESS
                 else:
                     state = status
                 settled.finished.append((call.call_id, state, wall))

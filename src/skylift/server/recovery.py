@@ -44,6 +44,8 @@ def recover_calls(cp: ControlPlane) -> int:
             if out.index < len(call.input_ids):
                 call.input_ids[out.index] = out.input_id
             call.n_done += 1
+            if out.output.get("status") != "success":
+                call.n_failed += 1
             call.deliver(out.output, now)
         inputs = [Input(r.input_id, call, r.index, r.args, r.method, attempt=r.attempt)
                   for r in store.pending_inputs(rec.call_id)]
