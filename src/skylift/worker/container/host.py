@@ -8,6 +8,7 @@ import ipaddress
 import os
 import platform
 import shutil
+import subprocess
 from pathlib import Path
 
 from . import _libc
@@ -48,6 +49,10 @@ def available() -> tuple[bool, str]:
                           ("nft", "nftables")):
         if tool(name) is None:
             return False, f"`{name}` is missing (install the Debian package {package})"
+    bwrap = bwrap_version()
+    if bwrap < MIN_BWRAP:
+        return False, (f"bubblewrap {'.'.join(map(str, bwrap))} is too old (needs "
+                       f"{'.'.join(map(str, MIN_BWRAP))}+ for --json-status-fd and --perms on tmpfs)")
     version, why = detect_cgroups()
     if version is None:
         return False, f"cgroups can't limit containers here: {why}"
@@ -57,7 +62,21 @@ def available() -> tuple[bool, str]:
         _load_library()
     except Exception as e:
         return False, str(e)
-    return True, f"bubblewrap + overlayfs + cgroup {version}"
+    return True, f"bubblewrap {'.'.join(map(str, bwrap))} + overlayfs + cgroup {version}"
+
+
+MIN_BWRAP = (0, 6, 0)  # tested with Debian 12's 0.8.0
+
+
+def bwrap_version() -> tuple[int, ...]:
+    path = tool("bwrap")
+    if path is None:
+        return (0,)
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
+        return tuple(int(p) for p in out.split()[-1].split(".")[:3])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return (0,)
 
 
 def arch() -> str:

@@ -153,7 +153,7 @@ class NetnsPool:
         subnet = _subnet()
         slots = subnet.num_addresses // 4
         name = f"{NETNS_PREFIX}{os.getpid()}-{next(self._names)}"
-        _run([self._ip, "netns", "add", name])
+        # two `ip -batch` runs (host side, then inside) instead of one process per command: ~5 ms, not ~11
         try:
             for _ in range(slots):
                 with self._lock:
@@ -162,21 +162,23 @@ class NetnsPool:
                 if index == 0:
                     continue  # keep the network's own first address unused
                 host_if = f"{HOST_IF_PREFIX}{index}"
+                base = subnet.network_address + 4 * index
+                host_address, address = str(base + 1), str(base + 2)
+                commands = [] if (NETNS_DIR / name).exists() else [f"netns add {name}"]
+                # the interface name is the lease on the address block: the kernel refuses duplicates
+                commands += [f"link add {host_if} type veth peer name eth0 netns {name}",
+                             f"addr add {host_address}/30 dev {host_if}", f"link set {host_if} up"]
                 try:
-                    # the interface name is the lease on the address block: the kernel refuses duplicates
-                    _run([self._ip, "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", name])
+                    _run([self._ip, "-b", "-"], "\n".join(commands) + "\n")
                 except NetworkError as e:
-                    if "exists" in str(e):
+                    if "exists" in str(e) and (NETNS_DIR / name).exists():
                         continue
                     raise
                 break
             else:
                 raise NetworkError(f"no free address block in {subnet}")
-            base = subnet.network_address + 4 * index
-            host_address, address = str(base + 1), str(base + 2)
-            with contextlib.suppress(OSError):  # no link-local IPv6 on the host side: nothing to talk to
+            with contextlib.suppress(OSError):  # drops the link-local IPv6 address: nothing to talk to
                 Path(f"/proc/sys/net/ipv6/conf/{host_if}/disable_ipv6").write_text("1\n")
-            _run([self._ip, "-b", "-"], f"addr add {host_address}/30 dev {host_if}\nlink set {host_if} up\n")
             _run([self._ip, "-n", name, "-b", "-"],
                  f"link set lo up\naddr add {address}/30 dev eth0\nlink set eth0 up\n"
                  f"route add default via {host_address}\n")
@@ -211,6 +213,10 @@ class NetnsPool:
         threading.Thread(target=self._refill, name="skylift-netns-pool", daemon=True).start()
 
     def _refill(self) -> None:
+        # at the lowest priority (inherited by the `ip` processes): refilling must not slow the start
+        # that triggered it, on a machine with few cores
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         try:
             while True:
                 with self._lock:
