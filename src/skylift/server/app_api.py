@@ -49,8 +49,12 @@ class AppApi:
     async def _new_app(self, name: str | None, environment: str, state: AppState, description: str | None) -> AppEntry:
         app = AppEntry(ids.new_id("app"), name, environment, state, time.time(), description=description,
                        last_heartbeat=self.cp.clock.now())
-        await self.cp.db.run(self.cp.db.store.insert_app, app.record())
-        self.cp.catalog.apps[app.app_id] = app
+        self.cp.catalog.apps[app.app_id] = app  # before the await: a concurrent deploy of the name finds it
+        try:
+            await self.cp.db.run(self.cp.db.store.insert_app, app.record())
+        except BaseException:
+            self.cp.catalog.apps.pop(app.app_id, None)
+            raise
         return app
 
     async def create(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
@@ -244,8 +248,12 @@ class AppApi:
                     await self._apply(existing, definition)
             return {"function_id": existing.function_id}
         function = FunctionEntry(ids.new_id("function"), app, tag, definition, time.time())
-        await self.cp.db.run(self.cp.db.store.insert_function, function.record())
-        self.cp.catalog.functions[function.function_id] = function
+        self.cp.catalog.functions[function.function_id] = function  # (before the await, as in _new_app)
+        try:
+            await self.cp.db.run(self.cp.db.store.insert_function, function.record())
+        except BaseException:
+            self.cp.catalog.functions.pop(function.function_id, None)
+            raise
         return {"function_id": function.function_id}
 
     async def function_get(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
