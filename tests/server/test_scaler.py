@@ -223,3 +223,19 @@ async def test_idle_containers_of_other_functions_make_room_on_a_full_worker(pla
         await worker.no_command("start_task", within=0.1)
         await worker.report(a.task_id, "exited", exit_code=0)
         assert (await worker.next("start_task"))["task"]["function_tag"] == "b"
+
+
+async def test_a_container_that_ignores_its_stop_is_killed_after_the_grace(platform):
+    async with platform() as h:
+        client = await h.client()
+        worker = await h.worker()
+        _, ids = await h.app(client, definition(autoscaler={"scaledown_window": 10}))
+        await client.call("call.run", {"function_id": ids["f"], "input": {"args": b"1"}, "timeout": 0})
+        container = await h.started_container(worker)
+        [inp] = await container.next_inputs()
+        await container.put(inp)
+        h.advance(11)
+        assert (await container.heartbeat())["stop"] is True
+        await worker.no_command("stop_task", within=0.1)
+        h.advance(h.cp.settings.stop_grace + 1)
+        assert await worker.next("stop_task") == {"op": "stop_task", "task_id": container.task_id, "kill": True}
