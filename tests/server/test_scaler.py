@@ -235,7 +235,7 @@ async def test_a_container_that_ignores_its_stop_is_killed_after_the_grace(platf
         [inp] = await container.next_inputs()
         await container.put(inp)
         h.advance(11)
-        assert (await container.heartbeat())["stop"] is True
+        assert (await container.get_inputs(timeout=2))["stop"] is True
         await worker.no_command("stop_task", within=0.1)
         h.advance(h.cp.settings.stop_grace + 1)
         assert await worker.next("stop_task") == {"op": "stop_task", "task_id": container.task_id, "kill": True}
