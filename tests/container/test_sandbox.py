@@ -193,3 +193,36 @@ def test_stdin_pipe(debian_base, tmp_path):
 def test_state_dir_paths_are_under_the_given_directory(run_sandbox, tmp_path):
     result = run_sandbox(["true"])
     assert Path(result.sandbox.spec.state_dir).is_relative_to(tmp_path)
+
+
+def test_exec_with_a_pty_gets_a_controlling_terminal(debian_base, tmp_path):
+    import pty
+
+    async def main() -> tuple[int | None, str]:
+        sandbox = await Sandbox.start(SandboxSpec(layers=[debian_base], command=["sleep", "60"], task_id="ta-tty",
+                                                  state_dir=tmp_path / "s"))
+        master, slave = pty.openpty()
+        try:
+            process = await sandbox.exec(["sh", "-c", "test -t 0 && echo is-a-tty; ps -o stat= -p $$ 2>/dev/null;"
+                                                      "cat /proc/self/stat | cut -d' ' -f7"],
+                                         stdin=slave, stdout=slave, stderr=slave, tty=True)
+            os.close(slave)
+            await process.wait()
+            chunks = []
+            while True:
+                try:
+                    data = os.read(master, 1024)
+                except OSError:
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            return process.returncode, b"".join(chunks).decode()
+        finally:
+            os.close(master)
+            await sandbox.close()
+
+    code, out = asyncio.run(main())
+    lines = out.split()
+    assert code == 0 and lines[0] == "is-a-tty"
+    assert lines[-1] != "0"  # tty_nr in /proc/self/stat: the process has a controlling terminal

@@ -12,11 +12,13 @@ It runs as a script with `-I -S`, without importing skylift, to start in ~15 ms.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib
 import json
 import os
 import signal
 import sys
+import termios
 import types
 
 if __package__ in (None, ""):
@@ -64,6 +66,7 @@ def main(argv: list[str]) -> None:
     env = {str(k): str(v) for k, v in request["env"].items()}
     command = [str(a) for a in request["argv"]]
     cwd = str(request.get("cwd") or "/")
+    tty = bool(request.get("tty"))
     last_cap = _libc.last_cap()
     seccomp_filter = _seccomp.Filter()  # prepared here: nothing may be loaded from inside the container
 
@@ -75,6 +78,9 @@ def main(argv: list[str]) -> None:
                 os.chdir(cwd)
             except OSError:
                 os.chdir("/")
+            if tty:  # a shell on a pty: its own session, the pty as controlling terminal (job control, ^C)
+                os.setsid()
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
             _libc.limit_capabilities(keep, last_cap)
             _libc.prctl(_libc.PR_SET_NO_NEW_PRIVS, 1)
             seccomp_filter.load()

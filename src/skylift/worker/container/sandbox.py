@@ -28,7 +28,7 @@ from typing import Any
 
 from . import host, network, seccomp
 from .bwrap import BwrapOptions, build_args
-from .cgroups import Cgroup, CgroupLimits, CgroupStats
+from .cgroups import Cgroup, CgroupError, CgroupLimits, CgroupStats
 from .cgroups import remove_stale as remove_stale_cgroups
 from .errors import SandboxError
 from .launch import container_env, etc_files, launcher_argv
@@ -89,6 +89,7 @@ class Sandbox:
         # bubblewrap writes its exit status here at the end: the pipe stays open until then (no SIGPIPE)
         self._status_pipe: asyncio.BaseTransport | None = None
         self._status: asyncio.StreamReader | None = None
+        self.cleanup_error: str | None = None
         self.command_started: bool | None = None  # False: bubblewrap failed before running the command
         self.started_at = time.monotonic()
 
@@ -240,7 +241,10 @@ class Sandbox:
         self._cleaned = True
         state = self.spec.state_dir
         unmount(state / "rootfs")
-        self._cgroup.remove()
+        try:
+            self._cgroup.remove()
+        except CgroupError as e:  # a process that would not die: keep going, the caller can see why
+            self.cleanup_error = str(e)
         if self._netns is not None:
             network.pool().release(self._netns)
         if not os.path.ismount(state / "rootfs"):
@@ -277,17 +281,18 @@ class Sandbox:
 
     async def exec(self, argv: list[str], *, env: dict[str, str] | None = None, cwd: str | None = None,
                    stdin: int | None = asyncio.subprocess.DEVNULL, stdout: int | None = asyncio.subprocess.PIPE,
-                   stderr: int | None = asyncio.subprocess.PIPE) -> asyncio.subprocess.Process:
+                   stderr: int | None = asyncio.subprocess.PIPE, tty: bool = False) -> asyncio.subprocess.Process:
         """Run `argv` in the running container (same namespaces, cgroups, capabilities and seccomp filter).
 
-        For `skylift shell` pass a pty's fds as stdin/stdout/stderr. The returned process's exit code
-        is the command's (128 + N if killed by signal N).
+        For `skylift shell` pass a pty's slave fd as stdin/stdout/stderr with `tty=True`: the command
+        gets it as its controlling terminal. The returned process's exit code is the command's
+        (128 + N if killed by signal N); signals sent to it are forwarded to the command.
         """
         if self.process.returncode is not None or self._returncode is not None:
             raise SandboxError(f"container {self.spec.task_id} is not running")
         request: dict[str, Any] = {
             "pid": self.pid, "mnt_ns": self._mnt_ns, "cgroup_join": [str(p) for p in self._cgroup.join_files],
-            "argv": argv, "env": {**self._env, **(env or {})}, "cwd": cwd or self.spec.cwd,
+            "argv": argv, "env": {**self._env, **(env or {})}, "cwd": cwd or self.spec.cwd, "tty": tty,
         }
         return await asyncio.create_subprocess_exec(
             sys.executable, "-I", "-S", str(_ENTER), json.dumps(request),
