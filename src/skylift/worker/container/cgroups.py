@@ -118,7 +118,9 @@ def join_value(path: Path | str, pid: int) -> str:
 class Cgroup:
     """One container's cgroups; `version` is "v1" or "v2"."""
 
-    def __init__(self, name: str, version: str | None = None) -> None:
+    def __init__(self, name: str, version: str | None = None, *, root: Path | None = None,
+                 mounts: dict[str, Path] | None = None) -> None:
+        """`root` (v2) and `mounts` (v1 controller -> mount point) default to this host's."""
         if version is None:
             version, why = detect()
             if version is None:
@@ -126,11 +128,12 @@ class Cgroup:
         self.name = name
         self.version = version
         if version == "v2":
-            root = v2_root()
-            assert root is not None
+            root = root or v2_root()
+            if root is None:
+                raise CgroupError("no cgroup v2 hierarchy at /sys/fs/cgroup")
             self._dirs = {"": root / PARENT / name}
         else:
-            mounts = v1_mounts()
+            mounts = mounts or v1_mounts()
             self._dirs = {}
             for controller in V1_CONTROLLERS:
                 self._dirs.setdefault(mounts[controller].name, mounts[controller] / PARENT / name)
