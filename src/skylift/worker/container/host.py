@@ -153,12 +153,14 @@ def readonly_bwrap() -> str:
     source = tool("bwrap")
     if source is None:
         raise FileNotFoundError("bwrap is missing (install the Debian package bubblewrap)")
+    st = os.stat(source)
+    key = (source, st.st_mtime_ns, st.st_size, str(runtime_dir()))
+    if key in _readonly_bwrap:
+        return _readonly_bwrap[key]
     content = Path(source).read_bytes()
     digest = hashlib.sha256(content).hexdigest()[:16]
     directory = runtime_dir() / f"bin-{digest}"
     target = directory / "bwrap"
-    if _readonly_bwrap.get(digest) == str(target):
-        return str(target)
     directory.mkdir(parents=True, exist_ok=True)
     with open(runtime_dir() / ".bin.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -170,11 +172,11 @@ def readonly_bwrap() -> str:
             _libc.mount(str(directory), str(directory), None, _libc.MS_BIND)
             _libc.mount(None, str(directory), None,
                         _libc.MS_BIND | _libc.MS_REMOUNT | _libc.MS_RDONLY | _libc.MS_NOSUID | _libc.MS_NODEV)
-    _readonly_bwrap[digest] = str(target)
+    _readonly_bwrap[key] = str(target)
     return str(target)
 
 
-_readonly_bwrap: dict[str, str] = {}
+_readonly_bwrap: dict[tuple[str, int, int, str], str] = {}
 
 
 def _is_mount_point(path: Path) -> bool:
