@@ -92,8 +92,8 @@ async def spawn_map(client: Client, target: Target, arg_tuples: Iterable[tuple[A
 
 async def map_outputs(client: Client, target: Target, arg_tuples: Iterable[tuple[Any, ...]],
                       kwargs: dict[str, Any], *, order_outputs: bool, return_exceptions: bool
-                      ) -> AsyncIterator[Any]:
-    """Yield results (or exceptions, with return_exceptions) as they arrive."""
+                      ) -> AsyncIterator[list[Any]]:
+    """Yield lists of results (or exceptions, with return_exceptions) as they arrive."""
     it = iter(arg_tuples)
     first = [target.item(a, kwargs) for a in itertools.islice(it, MAP_BATCH)]
     if not first:
@@ -135,15 +135,17 @@ async def map_outputs(client: Client, target: Target, arg_tuples: Iterable[tuple
             outputs = got["outputs"]
             received += len(outputs)
             room.set()
-            for output in outputs:
-                if order_outputs:
-                    pending[output["index"]] = output
-                else:
-                    yield _value_or_exception(output, target, return_exceptions)
+            values: list[Any] = []
             if order_outputs:
+                for output in outputs:
+                    pending[output["index"]] = output
                 while next_index in pending:
-                    yield _value_or_exception(pending.pop(next_index), target, return_exceptions)
+                    values.append(_value_or_exception(pending.pop(next_index), target, return_exceptions))
                     next_index += 1
+            else:
+                values = [_value_or_exception(output, target, return_exceptions) for output in outputs]
+            if values:
+                yield values
         await feeder
     finally:
         if not feeder.done():

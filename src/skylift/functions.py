@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import _invocation, config
-from ._aio import blocking, blocking_classmethod, iterating
+from ._aio import blocking, blocking_classmethod, iterating, iterating_batches
 from ._client import Client
 from ._invocation import Target
 from .exception import ExecutionError, InvalidError
@@ -188,7 +188,7 @@ class Function:
             return getattr(obj, self._method)(*args, **kwargs)
         return self.get_raw_f()(*args, **kwargs)
 
-    @iterating
+    @iterating_batches
     async def map(self, *input_iterators: Iterable[Any], kwargs: dict[str, Any] | None = None,
                   order_outputs: bool = True, return_exceptions: bool = False,
                   wrap_returned_exceptions: bool = True) -> AsyncIterator[Any]:
@@ -196,21 +196,21 @@ class Function:
         _invocation.check_not_generator(self._is_generator, self._name, "map")
         target = await self._target()
         _invocation.check_not_generator(self._is_generator, self._name, "map")
-        async for value in _invocation.map_outputs(Client.from_env(), target, zip(*input_iterators), kwargs or {},
-                                                   order_outputs=order_outputs, return_exceptions=return_exceptions):
-            yield value
+        async for values in _invocation.map_outputs(Client.from_env(), target, zip(*input_iterators), kwargs or {},
+                                                    order_outputs=order_outputs, return_exceptions=return_exceptions):
+            yield values
 
-    @iterating
+    @iterating_batches
     async def starmap(self, input_iterator: Iterable[tuple[Any, ...]], *, kwargs: dict[str, Any] | None = None,
                       order_outputs: bool = True, return_exceptions: bool = False,
                       wrap_returned_exceptions: bool = True) -> AsyncIterator[Any]:
         """Like map, with each item a tuple of positional arguments."""
         _invocation.check_not_generator(self._is_generator, self._name, "starmap")
         target = await self._target()
-        async for value in _invocation.map_outputs(Client.from_env(), target, (tuple(a) for a in input_iterator),
-                                                   kwargs or {}, order_outputs=order_outputs,
-                                                   return_exceptions=return_exceptions):
-            yield value
+        async for values in _invocation.map_outputs(Client.from_env(), target, (tuple(a) for a in input_iterator),
+                                                    kwargs or {}, order_outputs=order_outputs,
+                                                    return_exceptions=return_exceptions):
+            yield values
 
     @blocking
     async def for_each(self, *input_iterators: Iterable[Any], kwargs: dict[str, Any] | None = None,
