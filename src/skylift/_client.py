@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from . import _local_server, config
 from ._protocol import api
-from ._protocol.rpc import ConnectionLost, ErrorCode, RpcClient, RpcError
+from ._protocol.rpc import BlockingRpcClient, ConnectionLost, ErrorCode, RpcClient, RpcError
 from .exception import (
     AlreadyExistsError,
     AuthError,
@@ -72,6 +72,10 @@ def _get_loop() -> asyncio.AbstractEventLoop:
             if _loop_thread is None or not _loop_thread.thread.is_alive():
                 _loop_thread = _LoopThread()
     return _loop_thread.loop
+
+
+def on_loop_thread() -> bool:
+    return _loop_thread is not None and threading.current_thread() is _loop_thread.thread
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
@@ -155,6 +159,8 @@ class Client:
         self._rpc: RpcClient | None = None
         self._connect_lock: asyncio.Lock | None = None
         self.server_version = ""
+        self._local = threading.local()
+        self._blocking: list[BlockingRpcClient] = []
 
     @classmethod
     def from_env(cls) -> Client:
@@ -207,10 +213,38 @@ class Client:
         except ConnectionLost as exc:
             raise ConnectionError(f"lost the connection to the control plane during {method}: {exc}") from None
 
+    def blocking_call(self, method: str, params: dict[str, Any]) -> Any:
+        """A call from a plain thread over that thread's own blocking connection (no event loop)."""
+        rpc: BlockingRpcClient | None = getattr(self._local, "rpc", None)
+        if rpc is None or rpc.closed:
+            hello: dict[str, Any] = {"token": self.token, "role": self.role, "version": config.version()}
+            if self.task_id:
+                hello["task_id"] = self.task_id
+            try:
+                rpc = BlockingRpcClient(self.url, hello)
+            except RpcError as exc:
+                raise map_error(exc) from None
+            except (OSError, ConnectionLost) as exc:
+                raise ConnectionError(f"can't reach the skylift control plane at {self.url}: {exc}") from None
+            self._local.rpc = rpc
+            self._blocking.append(rpc)
+        try:
+            return rpc.call(method, params)
+        except RpcError as exc:
+            raise map_error(exc) from None
+        except ConnectionLost as exc:
+            raise ConnectionError(f"lost the connection to the control plane during {method}: {exc}") from None
+        except BaseException:
+            rpc.close()  # interrupted mid-call (Ctrl-C): its answer would arrive out of turn
+            raise
+
     async def close(self) -> None:
         if self._rpc is not None:
             await self._rpc.close()
             self._rpc = None
+        for rpc in self._blocking:
+            rpc.close()
+        self._blocking.clear()
 
 
 _default_client: Client | None = None

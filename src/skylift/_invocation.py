@@ -42,11 +42,28 @@ def _parent() -> dict[str, Any]:
     return {"parent_input_id": parent} if parent else {}
 
 
-async def remote(client: Client, target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _run_params(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     params: dict[str, Any] = {"function_id": target.function_id, "input": target.item(args, kwargs),
                               "timeout": api.MAX_POLL_SECONDS, **_parent()}
     if target.params is not None:
         params["params"] = target.params
+    return params
+
+
+def remote_blocking(client: Client, target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """`.remote()` from a plain thread: one blocking round trip, no event loop involved."""
+    result = client.blocking_call("call.run", _run_params(target, args, kwargs))
+    output = result.get("output")
+    while output is None:
+        got = client.blocking_call("call.get_outputs", {"call_id": result["call_id"],
+                                                        "timeout": api.MAX_POLL_SECONDS, "clear": True})
+        if got["outputs"]:
+            output = got["outputs"][0]
+    return _serialization.raise_for_output(output, function_name=target.name)
+
+
+async def remote(client: Client, target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    params = _run_params(target, args, kwargs)
     result = await client.call("call.run", params, retry=False)
     output = result.get("output")
     call_id = result["call_id"]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _invocation, config
 from ._aio import blocking, blocking_classmethod, iterating, iterating_batches
-from ._client import Client
+from ._client import Client, on_loop_thread, run_async, run_sync
 from ._invocation import Target
 from .exception import ExecutionError, InvalidError
 
@@ -55,6 +55,7 @@ class Function:
         self._method: str | None = None
         self._cls: Cls | None = None
         self._local_obj: Any = None
+        self._checked_target: Target | None = None
         if raw_f is not None:
             self.__doc__ = raw_f.__doc__
             self.__name__ = getattr(raw_f, "__name__", tag)
@@ -161,17 +162,31 @@ class Function:
         await self._hydrate()
         if self._method is not None and self._cls is not None:
             self._is_generator = self._cls._method_names().get(self._method, self._is_generator)
-        return Target(self.object_id, self._name, self._params, self._method)
+        self._checked_target = Target(self.object_id, self._name, self._params, self._method)
+        return self._checked_target
 
     # --- calls ---------------------------------------------------------------------------
 
-    @blocking
-    async def remote(self, *args: Any, **kwargs: Any) -> Any:
-        """Call the function remotely and return its result (or raise its exception)."""
+    @property
+    def remote(self) -> _Remote:
+        """Call the function remotely and return its result (or raise its exception).
+
+        `f.remote(x)` blocks; `await f.remote.aio(x)` awaits."""
+        return _Remote(self)
+
+    async def _remote(self, *args: Any, **kwargs: Any) -> Any:
         _invocation.check_not_generator(self._is_generator, self._name, "remote")
         target = await self._target()
         _invocation.check_not_generator(self._is_generator, self._name, "remote")
         return await _invocation.remote(Client.from_env(), target, args, kwargs)
+
+    def _ready_target(self) -> Target | None:
+        """The call target when it's known without any I/O (hydrated, checked), else None."""
+        owner = self._service or self
+        target = self._checked_target
+        if target is None or owner._object_id != target.function_id or self._is_generator:
+            return None
+        return target
 
     @iterating
     async def remote_gen(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
@@ -300,6 +315,22 @@ class Function:
         from ._serialization import decode_params
 
         return decode_params(self._params)
+
+
+class _Remote:
+    __slots__ = ("_fn",)
+
+    def __init__(self, fn: Function) -> None:
+        self._fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        target = self._fn._ready_target()
+        if target is not None and not on_loop_thread():
+            return _invocation.remote_blocking(Client.from_env(), target, args, kwargs)
+        return run_sync(self._fn._remote(*args, **kwargs))
+
+    async def aio(self, *args: Any, **kwargs: Any) -> Any:
+        return await run_async(self._fn._remote(*args, **kwargs))
 
 
 class FunctionStats:
