@@ -32,7 +32,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="smaller sizes (for a smoke run)")
     opts = parser.parse_args()
+    own_home = "SKYLIFT_HOME" not in os.environ
     os.environ.setdefault("SKYLIFT_HOME", tempfile.mkdtemp(prefix="skylift-bench-"))
+    try:
+        run(opts)
+    finally:
+        if own_home:
+            subprocess.run([str(ROOT / ".venv/bin/skylift"), "server", "stop"], capture_output=True)
+
+
+def run(opts: argparse.Namespace) -> None:
     import baselines
     from bench_app import app, noop, sleep10, sleep10_concurrent, trivial
 

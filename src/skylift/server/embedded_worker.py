@@ -25,7 +25,7 @@ STOP_TIMEOUT = 10.0
 class WorkerSupervisor:
     def __init__(self, server_url: str, home: Path) -> None:
         self.command = [sys.executable, "-m", "skylift.worker", "--server-url", server_url,
-                        "--token-file", str(home / "token"), "--home", str(home)]
+                        "--token-file", str(home / "token"), "--home", str(home), "--exit-with-parent"]
         self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False

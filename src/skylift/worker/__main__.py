@@ -23,6 +23,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="a label for placement, e.g. region=eu-west (repeatable)")
     parser.add_argument("--stop-grace", type=float, default=STOP_GRACE_SECONDS,
                         help="seconds a stopped container gets before SIGKILL")
+    parser.add_argument("--exit-with-parent", action="store_true",
+                        help="stop (and stop every container) as soon as the process that started this worker "
+                             "is gone: the embedded platform's worker must not outlive its control plane")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -48,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     async def serve() -> None:
         agent = WorkerAgent(args.server_url, token, args.home, labels=labels, worker_id=args.worker_id,
                             stop_grace=args.stop_grace)
+        agent.exit_with_parent = args.exit_with_parent
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, agent.stop)

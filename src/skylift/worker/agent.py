@@ -66,6 +66,7 @@ class WorkerAgent:
         self.labels = labels or {}
         self.worker_id = worker_id
         self.stop_grace = stop_grace
+        self.exit_with_parent = False
         self.gpus = host.detect_gpus() if gpus is None else gpus
         self.allocator = host.GpuAllocator(self.gpus)
         hello: dict[str, Any] = {"token": token, "role": api.ROLE_WORKER, "version": __version__}
@@ -170,6 +171,10 @@ class WorkerAgent:
         cut_off_since: float | None = None
         while True:
             await asyncio.sleep(1.0)
+            if self.exit_with_parent and os.getppid() != parent:
+                log.warning("the control plane that started this worker is gone; stopping its containers")
+                self.stop()
+                return
             if self.rpc.connected or os.getppid() == parent:
                 cut_off_since = None
                 continue
