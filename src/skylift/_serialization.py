@@ -151,6 +151,9 @@ def exception_from_output(output: dict[str, Any], *, function_name: str) -> Base
         text = f"{exc_type}: {message}"
         exc = RemoteError(f"{function_name} raised {text}\n\nRemote traceback:\n{tb}") if tb else RemoteError(text)
         return exc
+    if isinstance(exc, DeserializationError):
+        # The container couldn't unpickle what this side sent: name both sides' versions.
+        exc = DeserializationError(_mismatch_message(str(exc), output.get("library_versions")))
     _attach_remote_traceback(exc, tb)
     return exc
 
