@@ -110,7 +110,8 @@ def run(opts: argparse.Namespace) -> None:
         subprocess.run(cmd, env=env, check=True, capture_output=True)
         walls.append(time.perf_counter() - t)
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import concurrent.futures as f; f.ProcessPoolExecutor(1).submit(int).result()"],
+    one_call = "import concurrent.futures as f; f.ProcessPoolExecutor(1).submit(int).result()"
+    subprocess.run([sys.executable, "-c", one_call],
                    check=True)
     base_run = time.perf_counter() - t
     row("`skylift run hello_world.py` wall (vs python+PPE one call)", statistics.median(walls), base_run, "s", True)

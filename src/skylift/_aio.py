@@ -32,7 +32,7 @@ class _BoundBlocking(Generic[R]):
         return await run_async(self._fn(self._obj, *args, **kwargs))
 
 
-class blocking(Generic[R]):  # noqa: N801 - used as a decorator
+class blocking(Generic[R]):
     def __init__(self, fn: Callable[..., Coroutine[Any, Any, R]]) -> None:
         self._fn = fn
         self.__doc__ = fn.__doc__
@@ -56,7 +56,7 @@ class _BoundIterating(Generic[R]):
         return iter_async(self._fn(self._obj, *args, **kwargs))
 
 
-class iterating(Generic[R]):  # noqa: N801 - used as a decorator
+class iterating(Generic[R]):
     """Like `blocking`, for async generators: the blocking form returns a plain iterator."""
 
     def __init__(self, fn: Callable[..., AsyncIterator[R]]) -> None:
@@ -85,7 +85,7 @@ class _BoundBatched(Generic[R]):
                 yield item
 
 
-class iterating_batches(Generic[R]):  # noqa: N801 - used as a decorator
+class iterating_batches(Generic[R]):
     """For async generators that yield lists: callers get the items one by one, while the hop
     between threads happens once per list (it costs tens of microseconds; .map yields thousands)."""
 
@@ -98,7 +98,7 @@ class iterating_batches(Generic[R]):  # noqa: N801 - used as a decorator
         return _BoundBatched(self._fn, obj)
 
 
-class blocking_classmethod(Generic[R]):  # noqa: N801
+class blocking_classmethod(Generic[R]):
     def __init__(self, fn: Callable[..., Coroutine[Any, Any, R]]) -> None:
         self._fn = fn
         self.__doc__ = fn.__doc__

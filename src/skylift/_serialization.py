@@ -71,7 +71,8 @@ def deserialize(data: bytes, *, what: str = "value", remote_versions: dict[str, 
     try:
         return pickle.loads(data)
     except Exception as exc:
-        raise DeserializationError(_mismatch_message(f"could not unpickle the {what}: {exc!r}", remote_versions)) from exc
+        message = _mismatch_message(f"could not unpickle the {what}: {exc!r}", remote_versions)
+        raise DeserializationError(message) from exc
 
 
 def _mismatch_message(message: str, remote_versions: dict[str, str] | None) -> str:

@@ -122,7 +122,8 @@ class App:
                 raise InvalidError(f"@app.function must decorate a function, not {raw_f!r}")
             if pf is not None and pf.flags & (Flag.METHOD | Flag.ENTER_PRE_SNAPSHOT | Flag.ENTER_POST_SNAPSHOT
                                               | Flag.EXIT):
-                raise InvalidError(f"{raw_f.__name__}: @modal.method/@enter/@exit belong on methods of an @app.cls class")
+                raise InvalidError(
+                    f"{raw_f.__name__}: @modal.method/@enter/@exit belong on methods of an @app.cls class")
             tag = options.get("name") or raw_f.__name__
             opts = _options.function_options(options, name=tag, partial=pf, app=self)
             forced = options.get("is_generator")

@@ -52,7 +52,7 @@ def parameter_specs(user_cls: type) -> dict[str, tuple[type | None, Any]]:
     """name → (annotated type, default or _MISSING) for every modal.parameter() of the class."""
     specs: dict[str, tuple[type | None, Any]] = {}
     for klass in reversed(user_cls.__mro__):
-        annotations = klass.__dict__.get("__annotations__", {})
+        annotations = inspect.get_annotations(klass)
         for name, value in vars(klass).items():
             if isinstance(value, _Parameter):
                 annotation = annotations.get(name)

@@ -36,7 +36,7 @@ class AuthError(Error):
     pass
 
 
-class ConnectionError(Error):  # noqa: A001 - Modal's name
+class ConnectionError(Error):
     pass
 
 
@@ -72,7 +72,7 @@ class RequestSizeError(Error):
     pass
 
 
-class TimeoutError(Error, builtins.TimeoutError):  # noqa: A001 - Modal's name
+class TimeoutError(Error, builtins.TimeoutError):
     pass
 
 

@@ -211,7 +211,8 @@ class Function:
         _invocation.check_not_generator(self._is_generator, self._name, "map")
         target = await self._target()
         _invocation.check_not_generator(self._is_generator, self._name, "map")
-        async for values in _invocation.map_outputs(Client.from_env(), target, zip(*input_iterators), kwargs or {},
+        inputs = zip(*input_iterators, strict=False)
+        async for values in _invocation.map_outputs(Client.from_env(), target, inputs, kwargs or {},
                                                     order_outputs=order_outputs, return_exceptions=return_exceptions):
             yield values
 
@@ -232,7 +233,8 @@ class Function:
                        ignore_exceptions: bool = False) -> None:
         """Run the function over the inputs for their side effects, discarding results."""
         target = await self._target()
-        async for _ in _invocation.map_outputs(Client.from_env(), target, zip(*input_iterators), kwargs or {},
+        inputs = zip(*input_iterators, strict=False)
+        async for _ in _invocation.map_outputs(Client.from_env(), target, inputs, kwargs or {},
                                                order_outputs=False, return_exceptions=ignore_exceptions):
             pass
 
@@ -249,7 +251,7 @@ class Function:
         """Submit many inputs without waiting for them (fire and forget)."""
         _invocation.check_not_generator(self._is_generator, self._name, "spawn_map")
         target = await self._target()
-        await _invocation.spawn_map(Client.from_env(), target, zip(*input_iterators), kwargs or {})
+        await _invocation.spawn_map(Client.from_env(), target, zip(*input_iterators, strict=False), kwargs or {})
 
     # --- lookup, variants and autoscaling ------------------------------------------------------
 

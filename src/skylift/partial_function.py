@@ -93,7 +93,7 @@ def enter(_warn_parentheses_missing: Any = None, *, snap: bool = False
     return lambda f: _wrap(f, flag, "enter")
 
 
-def exit(_warn_parentheses_missing: Any = None) -> Callable[[Callable[..., Any]], PartialFunction]:  # noqa: A001
+def exit(_warn_parentheses_missing: Any = None) -> Callable[[Callable[..., Any]], PartialFunction]:
     """Run once when the container shuts down."""
     if _warn_parentheses_missing is not None:
         raise InvalidError("use @modal.exit() with parentheses")
@@ -112,7 +112,7 @@ def concurrent(_warn_parentheses_missing: Any = None, *, max_inputs: int, target
 
     def decorator(obj: Any) -> Any:
         if isinstance(obj, type):
-            obj.__skylift_concurrency__ = (max_inputs, target_inputs)
+            obj.__skylift_concurrency__ = (max_inputs, target_inputs)  # type: ignore[attr-defined]
             return obj
         return _wrap(obj, Flag.CONCURRENT, "concurrent", max_concurrent_inputs=max_inputs,
                      target_concurrent_inputs=target_inputs)

@@ -126,7 +126,7 @@ def test_cls_parameters_hooks_and_local() -> None:
     obj = Model(name="a")
     assert obj.predict.local(1) == 21
     assert Model(name="a", size=3).predict.local(1) == 31
-    with pytest.raises(InvalidError, match="missing the required parameter 'name'"):
+    with pytest.raises(InvalidError, match=r"missing the required parameter 'name'"):
         Model()
     with pytest.raises(InvalidError, match="unknown parameter"):
         Model(name="a", colour="red")
@@ -134,7 +134,7 @@ def test_cls_parameters_hooks_and_local() -> None:
         Model(name="a", size="big")
     with pytest.raises(InvalidError, match="instance"):
         Model.predict.remote(1)  # type: ignore[attr-defined]
-    with pytest.raises(InvalidError, match="@modal.method"):
+    with pytest.raises(InvalidError, match=r"@modal\.method"):
         Model(name="a").helper  # noqa: B018
     assert obj._encoded == Model(name="a", size=2)._encoded
 
@@ -180,7 +180,7 @@ def test_app_include_and_names() -> None:
 
 
 def test_from_name_rejects_method_syntax() -> None:
-    with pytest.raises(InvalidError, match="Cls.from_name"):
+    with pytest.raises(InvalidError, match=r"Cls\.from_name"):
         modal.Function.from_name("app", "Model.predict")
     with pytest.raises(InvalidError, match="fc-"):
         modal.FunctionCall.from_id("nope")

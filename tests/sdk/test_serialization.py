@@ -62,7 +62,7 @@ def test_version_mismatch_names_both_versions() -> None:
 def test_params_encoding_is_deterministic_and_typed() -> None:
     assert ser.encode_params({"b": 1, "a": "x"}) == ser.encode_params({"a": "x", "b": 1})
     assert ser.decode_params(ser.encode_params({"a": b"\x00"})) == {"a": b"\x00"}
-    with pytest.raises(SerializationError, match="modal.parameter"):
+    with pytest.raises(SerializationError, match=r"modal\.parameter"):
         ser.encode_params({"a": 1.5})
 
 

@@ -83,7 +83,8 @@ def find_app(module: ModuleType, *, app_name: str | None = None) -> App:
     if "app" in apps:
         return apps["app"]
     if len(apps) > 1:
-        raise InvalidError(f"{module.__name__} defines several Apps ({', '.join(apps)}); name one, e.g. FILE::{next(iter(apps))}")
+        raise InvalidError(f"{module.__name__} defines several Apps ({', '.join(apps)}); "
+                           f"name one, e.g. FILE::{next(iter(apps))}")
     return next(iter(apps.values()))
 
 

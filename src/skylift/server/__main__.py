@@ -36,7 +36,7 @@ async def serve(args: argparse.Namespace) -> int:
     home = Path(args.home).expanduser().resolve()
     home.mkdir(parents=True, exist_ok=True)
     # One control plane per home: a second one would fight over state.db and server.json.
-    lock = open(home / "server.lock", "w")  # noqa: SIM115 - held for the life of the process
+    lock = open(home / "server.lock", "w")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
