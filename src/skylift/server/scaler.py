@@ -146,7 +146,10 @@ class Scaler:
 
     def _unplaceable(self, pool: Pool, decision: placement.Unplaceable) -> None:
         function = pool.function
-        if self._reported.get(pool) != decision.reason:
+        # A pool that already runs containers and merely can't grow is normal under load: only
+        # say something when its inputs have nowhere to run at all.
+        stuck = decision.permanent or not any(t.alive for t in pool.tasks.values())
+        if stuck and self._reported.get(pool) != decision.reason:
             self._reported[pool] = decision.reason
             self.cp.logs.system(function.app.app_id, "", function.tag,
                                 f"can't start a container for {function.tag!r} yet: {decision.reason}")
