@@ -76,3 +76,10 @@ def test_module_flag_and_env_option(platform, monkeypatch: pytest.MonkeyPatch) -
 def test_server_status(platform) -> None:  # type: ignore[no-untyped-def]
     out = sk(platform, "server", "status").stdout
     assert f"pid: {platform.pid}" in out
+
+
+def test_run_detached_keeps_the_app(platform) -> None:  # type: ignore[no-untyped-def]
+    sk(platform, "run", "-d", "-n", "detached-run", APP, "--n", "1")
+    rows = [line for line in sk(platform, "app", "list").stdout.splitlines() if "detached-run" in line]
+    assert rows and "detached" in rows[0]
+    sk(platform, "app", "stop", rows[0].split()[0])
