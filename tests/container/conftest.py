@@ -4,8 +4,9 @@ Tests that need root and a host where `available()` holds (CI installs the packa
 src/skylift/worker/container/DEBIAN_PACKAGES) say so with
 `pytestmark = [pytest.mark.root, pytest.mark.usefixtures("container_host")]`; elsewhere they are
 skipped with the reason.
-The base is cached under $SKYLIFT_TEST_IMAGE_CACHE (default /var/cache/skylift-test): the first
-session pays for debootstrap (~45 s), later ones reuse it.
+The base is cached under $SKYLIFT_TEST_IMAGE_CACHE (default: the worker's own cache, $SKYLIFT_IMAGE_CACHE or
+/var/cache/skylift, so the e2e tests' containers share it): the first session pays for debootstrap (~45 s),
+later ones reuse it.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def container_host() -> None:
 def debian_base(container_host: None) -> Path:
     from skylift.worker.container import build_debian_base
 
-    cache = Path(os.environ.get("SKYLIFT_TEST_IMAGE_CACHE") or "/var/cache/skylift-test")
+    cache = Path(os.environ.get("SKYLIFT_TEST_IMAGE_CACHE") or os.environ.get("SKYLIFT_IMAGE_CACHE")
+                 or "/var/cache/skylift")
     return build_debian_base(cache, "3.11", lambda line: print(line, file=sys.stderr))
 
 

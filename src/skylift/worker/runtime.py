@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 # (task_id, stream, text): stream is "stdout" or "stderr"; one call per line.
 OutputSink = Callable[[str, str, str], None]
@@ -33,6 +33,12 @@ class ContainerSpec:
     resources: dict[str, Any] = field(default_factory=dict)
     mount_root: Path | None = None
     scratch: Path | None = None
+    # The container runtime's view (the process runtime has no root filesystem of its own):
+    # image directories to stack, lowest first, and host paths shown at container paths. Volumes
+    # are binds: `binds.append((host_dir, "/data", False))` makes host_dir appear at /data.
+    layers: list[Path] = field(default_factory=list)
+    binds: list[tuple[Path, str, bool]] = field(default_factory=list)  # (host path, container path, read_only)
+    block_network: bool = False
 
 
 @dataclass
@@ -46,6 +52,17 @@ class ContainerStats:
     pids: int
     cpu_seconds: float
     rss_bytes: int
+
+
+@runtime_checkable
+class ExplainsExits(Protocol):
+    """A runtime that can say why a container ended (e.g. killed for exceeding its memory limit)."""
+
+    def exit_reason(self, task_id: str) -> tuple[str, str] | None:
+        """(cause, message) for a container `wait` has returned for, or None when nothing is known.
+
+        cause "oom": the container exceeded its memory limit; its inputs fail rather than re-run.
+        """
 
 
 class ContainerRuntime(Protocol):

@@ -24,7 +24,7 @@ import shutil
 import stat
 import subprocess
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 from . import host, seccomp
@@ -128,11 +128,14 @@ def _remove_stub(root: Path, target: str, top: Path) -> None:
 
 
 def run_build_step(lower_layers: list[Path], upper_dir: Path, command: list[str], env: dict[str, str], cwd: str,
-                   log: Callable[[str], None], network: bool = True) -> int:
+                   log: Callable[[str], None], network: bool = True,
+                   binds: Sequence[tuple[Path | str, str, bool]] = ()) -> int:
     """Run `command` on overlay(`lower_layers`, lowest first); its changes land in `upper_dir`.
 
     Output (stdout and stderr together) goes to `log` line by line. Returns the exit code
     (128 + N if killed by signal N). The caller decides whether a failed step's `upper_dir` is kept.
+    `binds` ((host path, container path, read_only)) are shown during the step only: their mount
+    points are removed from the layer afterwards like the others.
     """
     upper_dir.mkdir(parents=True, exist_ok=True)
     scratch = upper_dir.parent / f".{upper_dir.name}.build-{uuid.uuid4().hex[:8]}"
@@ -151,7 +154,8 @@ def run_build_step(lower_layers: list[Path], upper_dir: Path, command: list[str]
             apt_conf.write_text("\n".join([f'Acquire::https::CaInfo "{CA_PATH}";', *_apt_proxy_lines()]) + "\n")
             files.append((apt_conf, APT_CONF_PATH))
         options = BwrapOptions(
-            rootfs=rootfs, command=command, cwd=cwd, hostname="skylift-build", binds=_config_binds(os.environ),
+            rootfs=rootfs, command=command, cwd=cwd, hostname="skylift-build",
+            binds=[*_config_binds(os.environ), *((str(h), c, ro) for h, c, ro in binds)],
             files=files, unshare_net=not network, private_tmp=False,
         )
         stubs = [(t, top) for t in root_mount_targets(options) if (top := _first_missing(rootfs, t)) is not None]

@@ -1,0 +1,123 @@
+"""The container runtime: each container a `container.Sandbox` (overlayfs + bubblewrap + cgroups).
+
+It implements `runtime.ContainerRuntime` like the process runtime does, from a ContainerSpec made
+by `container_task.container_spec` (layers, binds, container paths). Output lines are pumped the
+same way; a container's state directory (`spec.scratch/sandbox`: its writable layer, generated
+/etc files) is deleted when it exits. `exit_reason` names the memory limit when the kernel
+killed the container for exceeding it, so the agent can fail its inputs with that message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .container import Sandbox, SandboxError, SandboxSpec, cleanup_stale
+from .process_runtime import _pump
+from .runtime import ContainerSpec, ContainerStats, ExecResult, OutputSink, RuntimeNotSupported
+
+
+@dataclass
+class _Container:
+    spec: ContainerSpec
+    sandbox: Sandbox
+    pumps: list[asyncio.Task[None]] = field(default_factory=list)
+    stopper: asyncio.Task[int] | None = None
+
+
+class SandboxRuntime:
+    name = "container"
+
+    def __init__(self, state_root: Path | None = None) -> None:
+        self._containers: dict[str, _Container] = {}
+        self._reasons: dict[str, tuple[str, str] | None] = {}
+        if state_root is not None:
+            cleanup_stale(state_root)  # what a crashed worker left: mounts, cgroups, namespaces
+
+    def _get(self, task_id: str) -> _Container:
+        try:
+            return self._containers[task_id]
+        except KeyError:
+            raise KeyError(f"no container {task_id} on this worker") from None
+
+    async def prepare(self, spec: ContainerSpec) -> None:
+        if not spec.layers:
+            raise SandboxError(f"container {spec.task_id} has no image layers (the container runtime needs a "
+                               "ContainerSpec from container_task.container_spec)")
+        missing = [str(p) for p in spec.layers if not p.is_dir()]
+        if missing:
+            raise SandboxError(f"image layer(s) missing on this worker: {', '.join(missing)}")
+
+    def _sandbox_spec(self, spec: ContainerSpec) -> SandboxSpec:
+        scratch = spec.scratch or Path("/tmp") / "skylift-containers" / spec.task_id
+        cpu, memory = spec.resources.get("cpu_limit"), spec.resources.get("memory_limit")
+        return SandboxSpec(
+            layers=list(spec.layers), command=list(spec.argv), task_id=spec.task_id, state_dir=scratch / "sandbox",
+            env=dict(spec.env), cwd=str(spec.cwd), binds=[(h, c, ro) for h, c, ro in spec.binds],
+            cpu=float(cpu) if cpu else None, memory_mb=int(memory) if memory else None,
+            block_network=spec.block_network)
+
+    async def start(self, spec: ContainerSpec, on_output: OutputSink) -> None:
+        if spec.task_id in self._containers:
+            raise RuntimeError(f"container {spec.task_id} is already running")
+        sandbox = await Sandbox.start(self._sandbox_spec(spec))
+        container = _Container(spec, sandbox)
+        loop = asyncio.get_running_loop()
+        container.pumps = [loop.create_task(_pump(sandbox.stdout, on_output, spec.task_id, "stdout")),
+                           loop.create_task(_pump(sandbox.stderr, on_output, spec.task_id, "stderr"))]
+        self._containers[spec.task_id] = container
+        self._reasons.pop(spec.task_id, None)
+
+    async def wait(self, task_id: str) -> int:
+        container = self._get(task_id)
+        code = await container.sandbox.wait()
+        await asyncio.gather(*container.pumps, return_exceptions=True)
+        sandbox = container.sandbox
+        reason: tuple[str, str] | None = None
+        if sandbox.oom_killed and sandbox.spec.memory_mb is not None:
+            reason = ("oom", sandbox.exit_reason(code))
+        elif sandbox.command_started is False:
+            reason = ("start", sandbox.exit_reason(code))
+        self._reasons[task_id] = reason
+        self._containers.pop(task_id, None)
+        return code
+
+    def exit_reason(self, task_id: str) -> tuple[str, str] | None:
+        return self._reasons.pop(task_id, None)
+
+    async def stop(self, task_id: str, *, kill: bool = False, grace: float = 30.0) -> None:
+        container = self._containers.get(task_id)
+        if container is None or container.sandbox.returncode is not None:
+            return
+        if kill:
+            await container.sandbox.stop(kill=True)
+            return
+        if container.stopper is None:
+            container.stopper = asyncio.ensure_future(container.sandbox.stop(grace=grace))
+
+    async def exec(self, task_id: str, argv: list[str], *, timeout: float = 60.0) -> ExecResult:
+        sandbox = self._get(task_id).sandbox
+        process = await sandbox.exec(argv, stderr=asyncio.subprocess.STDOUT)
+        try:
+            out, _ = await asyncio.wait_for(process.communicate(), timeout)
+        except asyncio.TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            out, _ = await process.communicate()
+        code = process.returncode if process.returncode is not None else -1
+        return ExecResult(code if code >= 0 else 128 - code, out.decode(errors="replace"))
+
+    async def stats(self, task_id: str) -> ContainerStats:
+        s = self._get(task_id).sandbox.stats()
+        return ContainerStats(s.pids, s.cpu_seconds, s.memory_bytes)
+
+    async def checkpoint(self, task_id: str, dest: Path) -> None:
+        raise RuntimeNotSupported("checkpoint is not supported by the container runtime yet (it needs CRIU >= 4.1)")
+
+    async def restore(self, spec: ContainerSpec, source: Path, on_output: OutputSink) -> None:
+        raise RuntimeNotSupported("restore is not supported by the container runtime yet (it needs CRIU >= 4.1)")
+
+    def running(self) -> list[str]:
+        return [tid for tid, c in self._containers.items() if c.sandbox.returncode is None]
