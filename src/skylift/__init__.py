@@ -21,12 +21,17 @@ from . import exception
 from ._context import current_function_call_id, current_input_id, is_local
 from ._output import enable_output
 from .app import App, LocalEntrypoint, Stub
+from .cloud_bucket_mount import CloudBucketMount
 from .cls import Cls, Obj, parameter
 from .config import version as _version
+from .dict import Dict
 from .functions import Function, FunctionCall, FunctionStats
 from .partial_function import batched, concurrent, enter, exit, method
+from .queue import Queue
 from .retries import Retries
 from .schedule import Cron, Period
+from .secret import Secret
+from .volume import Volume
 
 __version__ = _version()
 
@@ -47,7 +52,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "App", "Cls", "Cron", "Function", "FunctionCall", "FunctionStats", "Image", "LocalEntrypoint", "Obj",
-    "Period", "Retries", "Stub", "batched", "concurrent", "current_function_call_id", "current_input_id",
-    "enable_output", "enter", "exception", "exit", "is_local", "method", "parameter",
+    "App", "CloudBucketMount", "Cls", "Cron", "Dict", "Function", "FunctionCall", "FunctionStats", "Image",
+    "LocalEntrypoint", "Obj", "Period", "Queue", "Retries", "Secret", "Stub", "Volume", "batched", "concurrent",
+    "current_function_call_id", "current_input_id", "enable_output", "enter", "exception", "exit", "is_local",
+    "method", "parameter",
 ]

@@ -48,15 +48,11 @@ def check_object_name(name: str, kind: str) -> None:
         raise InvalidError(f"{kind} name {name!r} is invalid: use up to 64 letters, digits, '.', '_' or '-'")
 
 
-def check_secrets_and_volumes(secrets: list[Any], volumes: dict[str, Any], owner: str) -> None:
-    """Secrets and volumes are accepted by the API; until their backends land (see README) any use is
-    refused loudly rather than dropped."""
-    if secrets:
-        raise InvalidError(f"{owner}: secrets= is not available in this skylift release yet (see the README's "
-                           "roadmap); pass configuration with env={{...}} for now")
-    if volumes:
-        raise InvalidError(f"{owner}: volumes= is not available in this skylift release yet (see the README's "
-                           "roadmap)")
+def check_secrets_and_volumes(secrets: Any, volumes: Any, owner: str) -> tuple[list[Any], dict[str, Any]]:
+    """Validate `secrets=` and `volumes=` (see `_attachments`); returns them normalised."""
+    from . import _attachments
+
+    return _attachments.check(secrets, volumes, owner)
 
 
 def _apply_aliases(options: dict[str, Any], name: str) -> dict[str, Any]:
@@ -103,9 +99,9 @@ def function_options(options: dict[str, Any], *, name: str, partial: PartialFunc
         if not isinstance(image, Image):
             raise InvalidError(f"{name}: image= must be a modal.Image, got {type(image).__name__}")
     out["image"] = image
-    secrets = list(opts.get("secrets") or [])
     volumes = dict(opts.get("volumes") or {})
-    check_secrets_and_volumes(secrets, volumes, owner=name)
+    volumes.update(opts.get("cloud_bucket_mounts") or {})  # Modal's older spelling for bucket mounts
+    out["secrets"], out["volumes"] = check_secrets_and_volumes(opts.get("secrets"), volumes, owner=name)
     if opts.get("network_file_systems"):
         raise InvalidError(f"{name}: network_file_systems= is deprecated in Modal and not supported; use volumes=")
     env = opts.get("env") or {}
@@ -170,8 +166,9 @@ def validate_overrides(options: dict[str, Any], *, name: str) -> dict[str, Any]:
     unknown = set(options) - _OVERRIDABLE
     if unknown:
         raise InvalidError(f"{name}.with_options() got unknown option(s): {', '.join(sorted(unknown))}")
-    check_secrets_and_volumes(list(options.get("secrets") or []), dict(options.get("volumes") or {}), owner=name)
-    out: dict[str, Any] = {}
+    from . import _attachments
+
+    out: dict[str, Any] = _attachments.overrides(options, f"{name}.with_options")
     try:
         res = _resources.validate_resources(cpu=options.get("cpu"), memory=options.get("memory"),
                                             gpu=options.get("gpu"), ephemeral_disk=options.get("ephemeral_disk"))

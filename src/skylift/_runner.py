@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _output, config
+from . import _attachments, _output, config
 from ._client import Client, run_async, run_sync, spawn_background
 from ._definition import build_definition, function_code_location
 from ._mounts import source_mount
@@ -114,6 +114,7 @@ async def create_objects(client: Client, app: App, app_id: str) -> dict[str, str
         await _upload(client, image._local_files())
         mounts.extend(image._start_mounts())
         definition = build_definition(fn, images[id(image)], mounts)
+        definition.update(await _attachments.resolve(app, fn))
         got = await client.call("function.create", {"app_id": app_id, "definition": definition})
         fn._set_hydrated(got["function_id"], definition)
         function_ids[fn._tag] = got["function_id"]

@@ -60,7 +60,7 @@ class App:
         self._entrypoints: dict[str, LocalEntrypoint] = {}
         self._app_id: str | None = None
         self._running = False
-        _options.check_secrets_and_volumes(self._secrets, self._volumes, owner=f"App({name!r})")
+        self._secrets, self._volumes = _options.check_secrets_and_volumes(secrets, volumes, owner=f"App({name!r})")
 
     def __repr__(self) -> str:
         return f"App({self._name!r})"

@@ -41,6 +41,7 @@ from .recovery import recover_calls, recover_tasks
 from .scaler import Scaler
 from .settings import Settings
 from .sqlite_store import SqliteStore
+from .storage import Storage
 from .store import Database, Store
 from .sweeper import Sweeper
 from .tasks import Tasks
@@ -95,6 +96,7 @@ class ControlPlane:
         self.worker_api = WorkerApi(self)
         self.app_api = AppApi(self)
         self.sweeper = Sweeper(self)
+        self.storage = Storage(self.home, self.db, self.blobs)
         self._rpc: RpcServer | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._stopped = False
@@ -104,7 +106,7 @@ class ControlPlane:
     def routes(self) -> Routes:
         routes: Routes = {}
         for part in (self.call_api, self.container_api, self.worker_api, self.app_api, self.logs, self.images,
-                     BlobApi(self.blobs)):
+                     BlobApi(self.blobs), self.storage):
             routes.update(part.routes())
         routes["server.status"] = (self._status, ADMIN | {api.ROLE_CONTAINER, api.ROLE_WORKER})
         routes["server.shutdown"] = (self._shutdown, ADMIN)
@@ -118,6 +120,7 @@ class ControlPlane:
         self.images.preload({f.image_id for f in self.catalog.functions.values() if f.image_id})
         recover_tasks(self)
         recover_calls(self)
+        self.storage.start()
         authenticate = Authenticator(self.token, self.tasks, self.version, self.server_id)
         self._rpc = RpcServer(authenticate, self.routes(), self._on_disconnect)
         self.url = str(await self._rpc.listen(Address("tcp", host=self.host, port=self.port)))
@@ -144,6 +147,7 @@ class ControlPlane:
             await self._rpc.close()
         await self.dispatcher.drain_background()
         self.db.close()
+        self.storage.close()
         self._remove_info()
         log.info("skylift control plane stopped")
 
@@ -178,6 +182,7 @@ class ControlPlane:
             self.container_api.on_disconnect(session)
         elif session.role == api.ROLE_WORKER:
             self.worker_api.on_disconnect(session)
+        await self.storage.on_disconnect(session)
 
     async def _status(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
         return {

@@ -182,7 +182,14 @@ class Scaler:
     def task_spec(self, task: Task, token: str, server_url: str) -> dict[str, Any]:
         function = task.pool.function
         definition = task.definition
-        env = {str(k): str(v) for k, v in (definition.get("env") or {}).items()}
+        # Secrets in order (later ones win), then the function's env=, then the platform's own.
+        attached = self.cp.storage.attachments(definition)
+        if attached.missing_secrets:
+            self.cp.logs.system(function.app.app_id, task.task_id, function.tag,
+                                f"secret(s) {', '.join(attached.missing_secrets)} of {function.tag!r} were deleted; "
+                                "their variables are not set (redeploy with the secret recreated)")
+        env = attached.env
+        env.update({str(k): str(v) for k, v in (definition.get("env") or {}).items()})
         env.update({
             api.ENV_SERVER_URL: server_url,
             api.ENV_TASK_ID: task.task_id,
@@ -209,6 +216,10 @@ class Scaler:
             "mounts": list(definition.get("mounts") or []),
             "definition": definition,
         }
+        if attached.volumes:
+            spec["volumes"] = attached.volumes
+        if attached.bucket_mounts:
+            spec["bucket_mounts"] = attached.bucket_mounts
         if image is not None:  # lets any worker build it before starting the container
             spec["image"] = image
         return spec
