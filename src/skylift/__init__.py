@@ -32,6 +32,7 @@ from .retries import Retries
 from .schedule import Cron, Period
 from .secret import Secret
 from .volume import Volume
+from .web import asgi_app, fastapi_endpoint, web_server, wsgi_app
 
 __version__ = _version()
 
@@ -53,7 +54,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "App", "CloudBucketMount", "Cls", "Cron", "Dict", "Function", "FunctionCall", "FunctionStats", "Image",
-    "LocalEntrypoint", "Obj", "Period", "Queue", "Retries", "Secret", "Stub", "Volume", "batched", "concurrent",
-    "current_function_call_id", "current_input_id", "enable_output", "enter", "exception", "exit", "is_local",
-    "method", "parameter",
+    "LocalEntrypoint", "Obj", "Period", "Queue", "Retries", "Secret", "Stub", "Volume", "asgi_app", "batched",
+    "concurrent", "current_function_call_id", "current_input_id", "enable_output", "enter", "exception", "exit",
+    "fastapi_endpoint", "is_local", "method", "parameter", "web_server", "wsgi_app",
 ]

@@ -78,7 +78,7 @@ def build_definition(fn: Function, image_id: str, mounts: list[dict[str, Any]]) 
         "secret_ids": [],
         "volume_ids": {},
         "env": opts.get("env") or {},
-        "web": None,
+        "web": opts.get("web"),
         "experimental_options": opts.get("experimental_options") or {},
         "placement": opts.get("placement") or {},
     }

@@ -142,6 +142,10 @@ def function_options(options: dict[str, Any], *, name: str, partial: PartialFunc
                                   "target_inputs": partial.target_concurrent_inputs}
         if Flag.BATCHED in partial.flags:
             out["batching"] = {"max_batch_size": partial.max_batch_size, "wait_ms": partial.batch_wait_ms}
+        if Flag.WEB in partial.flags:
+            out["web"] = dict(partial.web_config)
+            if out["retries"]:
+                raise InvalidError(f"{name}: retries are not supported on web endpoints")
     if out["batching"] and out["concurrency"]:
         raise InvalidError(f"{name}: @modal.batched and @modal.concurrent can't be combined")
     for flag in ("serialized", "enable_memory_snapshot", "block_network", "single_use_containers",

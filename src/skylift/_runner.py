@@ -117,9 +117,16 @@ async def create_objects(client: Client, app: App, app_id: str) -> dict[str, str
         definition.update(await _attachments.resolve(app, fn))
         got = await client.call("function.create", {"app_id": app_id, "definition": definition})
         fn._set_hydrated(got["function_id"], definition)
+        fn._web_urls = dict(got.get("web_urls") or {})
         function_ids[fn._tag] = got["function_id"]
         kind = "class" if fn._cls is not None else "function"
-        _output.item(f"🔨 Created {kind} {fn._tag}.", last=fn is functions[-1])
+        if fn._web_urls:
+            for key, url in sorted(fn._web_urls.items()):
+                name = f"{fn._tag}.{key}" if key else fn._tag
+                _output.item(f"🔨 Created web {'endpoint' if key else 'function'} {name} => {url}",
+                             last=fn is functions[-1] and key == max(fn._web_urls))
+        else:
+            _output.item(f"🔨 Created {kind} {fn._tag}.", last=fn is functions[-1])
     return function_ids
 
 

@@ -160,6 +160,9 @@ class App:
                     raise InvalidError(f"{tag}: @modal.enter(snap=True) needs enable_memory_snapshot=True on @app.cls")
                 del name
             opts["methods"] = {n: {"is_generator": pf.is_generator} for n, pf in hooks.methods.items()}
+            for n, pf in hooks.methods.items():
+                if Flag.WEB in pf.flags:
+                    opts["methods"][n]["web"] = dict(pf.web_config)
             self._check_tag(tag)
             service = Function(None, tag, app=self, options=opts)
             service._raw_f = None

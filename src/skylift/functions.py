@@ -56,6 +56,7 @@ class Function:
         self._cls: Cls | None = None
         self._local_obj: Any = None
         self._checked_target: Target | None = None
+        self._web_urls: dict[str, str] = {}  # "" for a function, the method name for a Cls method
         if raw_f is not None:
             self.__doc__ = raw_f.__doc__
             self.__name__ = getattr(raw_f, "__name__", tag)
@@ -136,6 +137,7 @@ class Function:
                     params["version"] = version
                 got = await client.call("function.get", params)
                 self._set_hydrated(got["function_id"], got.get("definition"))
+                self._web_urls = dict(got.get("web_urls") or {})
             elif self._variant_of is not None:
                 base = self._variant_of
                 await base._hydrate()
@@ -158,8 +160,25 @@ class Function:
                     f"Function {self._name!r} is not running: call it inside `with app.run():`, from "
                     f"`skylift run`, or deploy the app and use Function.from_name(app_name, {self._tag!r}).")
 
+    def _web_config(self) -> dict[str, Any] | None:
+        """The web endpoint settings of this function or method, if it is one."""
+        owner = self._service or self
+        if self._method is not None:
+            meta = (owner._options.get("methods") or (owner._definition or {}).get("methods") or {})
+            web = (meta.get(self._method) or {}).get("web")
+        else:
+            web = self._options.get("web") or (self._definition or {}).get("web")
+        return dict(web) if web else None
+
+    def _check_no_web(self) -> None:
+        if self._web_config() is not None:
+            raise InvalidError(f"{self._name} is a web endpoint; it can't be called with .remote(), .map() or "
+                               f".spawn(). Send an HTTP request to its URL ({self._name}.get_web_url()) instead")
+
     async def _target(self) -> Target:
+        self._check_no_web()
         await self._hydrate()
+        self._check_no_web()
         if self._method is not None and self._cls is not None:
             self._is_generator = self._cls._method_names().get(self._method, self._is_generator)
         self._checked_target = Target(self.object_id, self._name, self._params, self._method)
@@ -309,8 +328,18 @@ class Function:
                                 ("backlog", "num_total_runners", "num_running_inputs", "input_headroom")})
 
     def get_web_url(self) -> str | None:
-        """The URL of a web endpoint function (None for other functions)."""
-        return None
+        """The URL of a web endpoint function (None for other functions).
+
+        Known once the app runs (or, for `Function.from_name`, after the first lookup)."""
+        owner = self._service or self
+        key = self._method or ""
+        if key not in owner._web_urls and owner._from_name is not None and owner._object_id is None:
+            owner.hydrate()
+        return owner._web_urls.get(key)
+
+    @property
+    def web_url(self) -> str | None:
+        return self.get_web_url()
 
     @property
     def _params_dict(self) -> dict[str, Any]:

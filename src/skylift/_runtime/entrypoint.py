@@ -26,7 +26,7 @@ from .._protocol import api
 from .._protocol.rpc import ConnectionLost, RpcError
 from .._serialization import decode_params
 from .._version import __version__
-from . import user_code
+from . import user_code, web
 from .connection import ReconnectingClient
 from .inputs import InputLoop
 
@@ -66,6 +66,7 @@ async def _serve(rpc: ReconnectingClient) -> int:
     try:
         service = user_code.load(definition, decode_params(init.get("params")))
         await service.enter()
+        endpoints = await web.prepare(service, rpc, definition)  # web apps, ASGI lifespan startup
     except BaseException as exc:
         if isinstance(exc, asyncio.CancelledError):
             raise
@@ -84,6 +85,8 @@ async def _serve(rpc: ReconnectingClient) -> int:
     if inputs.fatal:
         return inputs.exit_code
     try:
+        if endpoints is not None:
+            await endpoints.shutdown()
         await service.exit()
     except Exception:
         _log(f"an @exit hook failed:\n{traceback.format_exc()}")

@@ -17,6 +17,7 @@ from .._protocol.rpc import Session
 from .auth import CLIENTS, Routes
 from .catalog import APP_TRANSITIONS, AUTOSCALER_FIELDS, AppEntry, AppState, FunctionEntry, validate_definition
 from .params import Params, invalid, not_found
+from .web_routes import check_labels
 
 if TYPE_CHECKING:
     from .control_plane import ControlPlane
@@ -239,6 +240,7 @@ class AppApi:
         app = await self._running_app("function.create", p.text("app_id"))
         definition = validate_definition("function.create", raw.get("definition"))
         tag = definition["tag"]
+        check_labels(self.cp.catalog, app, definition, "function.create")
         existing = next((f for f in self.cp.catalog.functions_of(app.app_id) if f.tag == tag), None)
         if existing is not None:
             if definition != existing.definition:
@@ -246,7 +248,7 @@ class AppApi:
                     self._staged[existing.function_id] = definition
                 else:
                     await self._apply(existing, definition)
-            return {"function_id": existing.function_id}
+            return {"function_id": existing.function_id, **self._web_urls(existing, definition)}
         function = FunctionEntry(ids.new_id("function"), app, tag, definition, time.time())
         self.cp.catalog.functions[function.function_id] = function  # (before the await, as in _new_app)
         try:
@@ -254,7 +256,12 @@ class AppApi:
         except BaseException:
             self.cp.catalog.functions.pop(function.function_id, None)
             raise
-        return {"function_id": function.function_id}
+        return {"function_id": function.function_id, **self._web_urls(function, definition)}
+
+    def _web_urls(self, function: FunctionEntry, definition: dict[str, Any]) -> dict[str, Any]:
+        """`web_urls` for an answer: the gateway URL of each web endpoint of `definition`."""
+        urls = self.cp.gateway.web_urls_for(function.app, function.tag, definition)
+        return {"web_urls": urls} if urls else {}
 
     async def function_get(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
         p = Params("function.get", raw)
@@ -275,7 +282,8 @@ class AppApi:
             known = ", ".join(sorted(tags)) or "none"
             raise not_found(f"app {app_name!r} has no function {tag!r}; its functions are: {known}")
         function = await self.cp.catalog.function(fid)
-        return {"function_id": function.function_id, "definition": function.definition}
+        return {"function_id": function.function_id, "definition": function.definition,
+                **self._web_urls(function, function.definition)}
 
     async def function_stats(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
         p = Params("function.stats", raw)

@@ -34,17 +34,22 @@ from .catalog import Catalog
 from .clock import Clock, RealClock
 from .container_api import ContainerApi
 from .dispatch import Dispatcher
+from .gateway import Gateway, GatewayConfig
 from .images import Images
 from .logs import LogHub
+from .proxy_auth import ProxyTokens
 from .queues import Pools
 from .recovery import recover_calls, recover_tasks
 from .scaler import Scaler
+from .scheduler import Scheduler
 from .settings import Settings
 from .sqlite_store import SqliteStore
 from .storage import Storage
 from .store import Database, Store
 from .sweeper import Sweeper
 from .tasks import Tasks
+from .web_api import WebApi
+from .web_store import SqliteWebStore
 from .worker_api import WorkerApi
 from .workers import Workers
 
@@ -97,6 +102,12 @@ class ControlPlane:
         self.app_api = AppApi(self)
         self.sweeper = Sweeper(self)
         self.storage = Storage(self.home, self.db, self.blobs)
+        # Web endpoints and schedules (docs/web.md): their own small store in the same state.db.
+        self.web_store = SqliteWebStore(self.home / "state.db")
+        self.proxy_tokens = ProxyTokens(self.db, self.web_store)
+        self.gateway = Gateway(self, self.proxy_tokens, GatewayConfig.from_env(host))
+        self.scheduler = Scheduler(self, self.web_store)
+        self.web_url = ""
         self._rpc: RpcServer | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._stopped = False
@@ -108,6 +119,8 @@ class ControlPlane:
         for part in (self.call_api, self.container_api, self.worker_api, self.app_api, self.logs, self.images,
                      BlobApi(self.blobs), self.storage):
             routes.update(part.routes())
+        for web_part in (WebApi(self.gateway), self.proxy_tokens, self.scheduler):
+            routes.update(web_part.routes())
         routes["server.status"] = (self._status, ADMIN | {api.ROLE_CONTAINER, api.ROLE_WORKER})
         routes["server.shutdown"] = (self._shutdown, ADMIN)
         return routes
@@ -121,6 +134,8 @@ class ControlPlane:
         recover_tasks(self)
         recover_calls(self)
         self.storage.start()
+        self.proxy_tokens.load()
+        self.scheduler.load()
         authenticate = Authenticator(self.token, self.tasks, self.version, self.server_id)
         self._rpc = RpcServer(authenticate, self.routes(), self._on_disconnect)
         self.url = str(await self._rpc.listen(Address("tcp", host=self.host, port=self.port)))
@@ -130,9 +145,11 @@ class ControlPlane:
         else:
             log.warning("%s is too long for a unix socket; local clients and workers will use %s", sock, self.url)
             self.unix_url = self.url
+        self.web_url = await self.gateway.start(self.home / "web_port")
         loop = asyncio.get_running_loop()
         self._loops = [loop.create_task(self.scaler.run(), name="skylift-scaler"),
-                       loop.create_task(self.sweeper.run(), name="skylift-sweeper")]
+                       loop.create_task(self.sweeper.run(), name="skylift-sweeper"),
+                       loop.create_task(self.scheduler.run(), name="skylift-scheduler")]
         self._write_info()
         log.info("skylift control plane %s listening on %s and %s", self.version, self.url, self.unix_url)
 
@@ -145,8 +162,10 @@ class ControlPlane:
         await asyncio.gather(*self._loops, return_exceptions=True)
         if self._rpc is not None:
             await self._rpc.close()
+        await self.gateway.stop()
         await self.dispatcher.drain_background()
         self.db.close()
+        self.web_store.close()
         self.storage.close()
         self._remove_info()
         log.info("skylift control plane stopped")
@@ -160,7 +179,7 @@ class ControlPlane:
 
     def _write_info(self) -> None:
         info = {"url": self.url, "unix_url": self.unix_url, "pid": os.getpid(), "version": self.version,
-                "started_at": self.started_at}
+                "started_at": self.started_at, "web_url": self.web_url}
         tmp = self.home / f".server.json.{os.getpid()}"
         tmp.write_text(json.dumps(info, indent=2) + "\n")
         os.replace(tmp, self.home / "server.json")
@@ -188,7 +207,7 @@ class ControlPlane:
         return {
             "version": self.version, "pid": os.getpid(), "started_at": self.started_at, "url": self.url,
             "workers": [w.info() for w in self.workers.all()],
-            "apps_running": sum(1 for a in self.catalog.apps.values() if a.running),
+            "apps_running": sum(1 for a in self.catalog.apps.values() if a.running), "web_url": self.web_url,
         }
 
     async def _shutdown(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,270 @@
+"""Web endpoints inside the container: build the ASGI app once, then answer each web input with it.
+
+At start (after `@enter`), each web endpoint of the definition becomes an ASGI app:
+`fastapi_endpoint` wraps the function in FastAPI as Modal does (CORS open, `/docs` with
+`docs=True`), `asgi_app` calls the user's factory, `wsgi_app` wraps the factory's WSGI app
+(`wsgi.py`), and `web_server` calls the function and proxies to the port it opened
+(`web_proxy.py`). ASGI lifespan startup runs here too; a failure is a failed container start.
+
+A web input's argument is `{scope, body, more_body}` (see `skylift.server.web_exchange`). The app
+runs on the container's event loop with `receive`/`send` bound to the gateway: the response goes
+out with `container.web_send` (the start waits for the first body chunk so a plain response is one
+message), and a body that did not fit in the input is pulled with `container.web_receive`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import sys
+import traceback
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .._context import current_input_id_var
+from ..exception import InvalidError
+from .container_io import Caller
+from .user_code import Service, Target
+
+ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]],
+                    Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
+
+RECEIVE_POLL_SECONDS = 50.0
+LIFESPAN_SECONDS = 60.0
+
+
+class ClientDisconnected(OSError):
+    """The HTTP client went away while the app was still answering (as uvicorn's)."""
+
+
+def endpoints(definition: dict[str, Any]) -> dict[str | None, dict[str, Any]]:
+    found: dict[str | None, dict[str, Any]] = {}
+    if definition.get("web"):
+        found[None] = dict(definition["web"])
+    for name, meta in (definition.get("methods") or {}).items():
+        if isinstance(meta, dict) and meta.get("web"):
+            found[name] = dict(meta["web"])
+    return found
+
+
+def fastapi_app(fn: Callable[..., Any], method: str, docs: bool) -> Any:
+    """Modal's `webhook_asgi_app`: one route at "/", CORS open to all."""
+    try:
+        from fastapi import FastAPI
+        from fastapi.middleware.cors import CORSMiddleware
+    except ImportError as exc:
+        raise InvalidError(
+            "@modal.fastapi_endpoint needs FastAPI in the image, as on Modal: "
+            "image=modal.Image.debian_slim().pip_install(\"fastapi[standard]\")") from exc
+    app = FastAPI(openapi_url="/openapi.json" if docs else None, docs_url="/docs" if docs else None,
+                  redoc_url="/redoc" if docs else None)
+    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_credentials=True, allow_methods=["*"],
+                       allow_headers=["*"])
+    app.add_api_route("/", fn, methods=[method])
+    return app
+
+
+class Lifespan:
+    """ASGI lifespan for one app, as uvicorn's `lifespan="auto"`: unsupported apps are fine."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.state: dict[str, Any] = {}
+        self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.supported = True
+
+    async def _main(self) -> None:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": self.state}
+        try:
+            await self.app(scope, self._inbox.get, self._events.put)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            self.supported = False
+            await self._events.put({"type": "_ended", "error": exc})
+            return
+        await self._events.put({"type": "_ended", "error": None})
+
+    async def _exchange(self, send: str) -> dict[str, Any]:
+        await self._inbox.put({"type": send})
+        return await asyncio.wait_for(self._events.get(), LIFESPAN_SECONDS)
+
+    async def startup(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._main())
+        event = await self._exchange("lifespan.startup")
+        if event["type"] == "lifespan.startup.failed":
+            raise RuntimeError(f"the ASGI app's lifespan startup failed: {event.get('message') or 'no message'}")
+        if event["type"] == "_ended" and event.get("error") is not None:
+            self.supported = False  # an app without lifespan support raises on the lifespan scope
+
+    async def shutdown(self) -> None:
+        if not self.supported or self._task is None or self._task.done():
+            return
+        try:
+            await self._exchange("lifespan.shutdown")
+        except (asyncio.TimeoutError, RuntimeError):
+            pass
+
+
+class Channel:
+    """`receive` and `send` of one request, bound to the gateway by the input's id."""
+
+    def __init__(self, rpc: Caller, input_id: str, request: dict[str, Any], websocket: bool) -> None:
+        self.rpc = rpc
+        self.input_id = input_id
+        self.websocket = websocket
+        self.body: bytes = request.get("body") or b""
+        self.more: bool = bool(request.get("more_body"))
+        self.first = True
+        self.disconnected = asyncio.Event()
+        self.inbox: deque[dict[str, Any]] = deque()
+        self.pending: list[dict[str, Any]] = []
+        self.lock = asyncio.Lock()
+
+    async def receive(self) -> dict[str, Any]:
+        if self.first:
+            self.first = False
+            if self.websocket:
+                return {"type": "websocket.connect"}
+            return {"type": "http.request", "body": self.body, "more_body": self.more}
+        if self.websocket or self.more:
+            message = await self._pull()
+            if message["type"] == "http.request":
+                self.more = bool(message.get("more_body"))
+            return message
+        await self.disconnected.wait()
+        return {"type": "http.disconnect"}
+
+    async def _pull(self) -> dict[str, Any]:
+        while not self.inbox:
+            if self.disconnected.is_set():
+                return {"type": "websocket.disconnect", "code": 1006} if self.websocket else {"type": "http.disconnect"}
+            got = await self.rpc.call("container.web_receive", {"input_id": self.input_id,
+                                                                 "timeout": RECEIVE_POLL_SECONDS})
+            for message in got.get("messages") or []:
+                if message.get("type") in ("http.disconnect", "websocket.disconnect"):
+                    self.disconnected.set()
+                self.inbox.append(message)
+        return self.inbox.popleft()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.disconnected.is_set():
+            raise ClientDisconnected("the web client disconnected")
+        kind = message.get("type")
+        wire: dict[str, Any] = {"type": kind}
+        for key, value in message.items():
+            if key == "headers":
+                wire["headers"] = [[bytes(k), bytes(v)] for k, v in value]
+            elif key in ("status", "body", "more_body", "subprotocol", "text", "bytes", "code", "reason"):
+                wire[key] = value
+        self.pending.append(wire)
+        if kind == "http.response.start":
+            return  # it goes out with the first body chunk
+        await self.flush()
+
+    async def flush(self) -> None:
+        async with self.lock:
+            if not self.pending:
+                return
+            batch, self.pending = self.pending, []
+            reply = await self.rpc.call("container.web_send", {"input_id": self.input_id, "messages": batch})
+        if reply.get("closed"):
+            self.disconnected.set()
+
+
+def _scope(raw: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+    scope = dict(raw)
+    scope["headers"] = [(bytes(k), bytes(v)) for k, v in raw.get("headers") or []]
+    for key in ("client", "server"):
+        if isinstance(raw.get(key), list):
+            scope[key] = tuple(raw[key])
+    scope["state"] = dict(state)
+    return scope
+
+
+class WebRuntime:
+    """The container's web endpoints: their apps, lifespans and input handlers."""
+
+    def __init__(self, rpc: Caller) -> None:
+        self.rpc = rpc
+        self.lifespans: list[Lifespan] = []
+
+    def handler(self, app: ASGIApp, lifespan: Lifespan | None) -> Callable[[dict[str, Any]], Awaitable[None]]:
+        async def handle(request: dict[str, Any]) -> None:
+            scope = _scope(request["scope"], lifespan.state if lifespan else {})
+            channel = Channel(self.rpc, current_input_id_var.get() or "", request, scope["type"] == "websocket")
+            try:
+                await app(scope, channel.receive, channel.send)
+            except ClientDisconnected:
+                return
+            except BaseException as exc:
+                if not isinstance(exc, asyncio.CancelledError):
+                    sys.stderr.write(f"Exception in web endpoint {scope.get('method', '')} {scope.get('path')}:\n"
+                                     + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+                    sys.stderr.flush()
+                raise
+            finally:
+                if not channel.disconnected.is_set():
+                    await channel.flush()
+
+        return handle
+
+    async def build(self, fn: Callable[..., Any], config: dict[str, Any]) -> tuple[ASGIApp, Lifespan | None]:
+        kind = config.get("type")
+        if kind == "function":
+            return await self._with_lifespan(fastapi_app(fn, str(config.get("method", "GET")),
+                                                         bool(config.get("docs"))))
+        if kind == "asgi":
+            app = fn()
+            if inspect.isawaitable(app):
+                app = await app
+            if not callable(app):
+                raise InvalidError(f"@modal.asgi_app: {getattr(fn, '__name__', fn)}() returned {app!r}, "
+                                   "not an ASGI app")
+            return await self._with_lifespan(app)
+        if kind == "wsgi":
+            from .wsgi import WsgiToAsgi
+
+            app = fn()
+            if not callable(app):
+                raise InvalidError(f"@modal.wsgi_app: {getattr(fn, '__name__', fn)}() returned {app!r}, "
+                                   "not a WSGI app")
+            return WsgiToAsgi(app), None
+        if kind == "web_server":
+            from .web_proxy import ProxyApp, wait_for_port
+
+            started = fn()
+            if inspect.isawaitable(started):
+                await started
+            port = int(config["port"])
+            await wait_for_port(port, float(config.get("startup_timeout") or 5.0))
+            return ProxyApp(port), None
+        raise InvalidError(f"unknown web endpoint type {kind!r}")
+
+    async def _with_lifespan(self, app: ASGIApp) -> tuple[ASGIApp, Lifespan]:
+        lifespan = Lifespan(app)
+        await lifespan.startup()
+        self.lifespans.append(lifespan)
+        return app, lifespan
+
+    async def shutdown(self) -> None:
+        for lifespan in self.lifespans:
+            await lifespan.shutdown()
+
+
+async def prepare(service: Service, rpc: Caller, definition: dict[str, Any]) -> WebRuntime | None:
+    """Build the apps of a web function or class (after @enter) and route its inputs to them."""
+    found = endpoints(definition)
+    if not found:
+        return None
+    runtime = WebRuntime(rpc)
+    for method, config in found.items():
+        fn = service.function if method is None else getattr(service.instance, method)
+        if fn is None:
+            raise InvalidError(f"web endpoint {definition.get('tag')!r} has no function to serve")
+        app, lifespan = await runtime.build(fn, config)
+        service._targets[method] = Target(runtime.handler(app, lifespan), is_async=True, is_generator=False)
+    return runtime

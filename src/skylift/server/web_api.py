@@ -1,0 +1,71 @@
+"""The `container.web_*` methods: how a container answers the web request it was given as an input.
+
+`container.web_send` carries ASGI messages (response start and body chunks, WebSocket accept,
+send and close) to the gateway, which writes them to the client at once; it answers only once
+the client's socket has taken them (backpressure), and says `closed` when the client is gone.
+`container.web_receive` long-polls for request-body chunks and WebSocket messages that did not
+fit in the input. Both address the request by its input id; only the container that first
+answered may continue (a redelivered input is told the client is gone).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .._protocol import api
+from .._protocol.rpc import Session
+from .auth import CLIENTS, CONTAINERS, Routes
+from .longpoll import Deadline
+from .params import Params, invalid
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+
+_TYPES = frozenset({"http.response.start", "http.response.body", "http.response.trailers", "websocket.accept",
+                    "websocket.send", "websocket.close"})
+
+
+class WebApi:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def routes(self) -> Routes:
+        return {
+            "container.web_send": (self.send, CONTAINERS),
+            "container.web_receive": (self.receive, CONTAINERS),
+            "web.list": (self.list, CLIENTS),
+        }
+
+    async def send(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
+        input_id = raw.get("input_id")
+        messages = raw.get("messages")
+        if not isinstance(input_id, str) or not isinstance(messages, list):
+            raise invalid("container.web_send", "needs 'input_id' (str) and 'messages' (a list of ASGI messages)")
+        for n, message in enumerate(messages):
+            if not isinstance(message, dict) or message.get("type") not in _TYPES:
+                raise invalid("container.web_send", f"messages[{n}] is not an ASGI response message "
+                                                    f"(type one of {', '.join(sorted(_TYPES))})")
+        exchange = self.gateway.exchanges.get(input_id)
+        if exchange is None or exchange.client_gone:
+            return {"closed": True}
+        if exchange.sender != session.identity:
+            if exchange.sender:
+                return {"closed": True}
+            exchange.sender = session.identity
+        exchange.apply(messages)
+        await exchange.drain()
+        return {"closed": exchange.client_gone}
+
+    async def receive(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
+        p = Params("container.web_receive", raw)
+        input_id = p.text("input_id")
+        deadline = Deadline(p.timeout(default=api.MAX_POLL_SECONDS))
+        exchange = self.gateway.exchanges.get(input_id)
+        if exchange is None:
+            return {"messages": [{"type": "http.disconnect"}]}
+        while not exchange.inbound and not exchange.client_gone and deadline.remaining() > 0:
+            await exchange.signal.wait(deadline.remaining())
+        return {"messages": exchange.take_inbound()}
+
+    async def list(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
+        return {"gateway_url": self.gateway.url, "endpoints": self.gateway.describe()}
