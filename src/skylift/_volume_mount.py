@@ -80,6 +80,9 @@ def find(volume_id: str) -> MountedVolume:
     for mount in mounted():
         if mount.volume_id == volume_id:
             return mount
+    if not os.environ.get("SKYLIFT_TASK_ID"):
+        raise InvalidError("Volume.commit() and reload() work inside a container that mounts the volume; from "
+                           "here, use batch_upload(), remove_file() and copy_files(), which commit at once")
     raise InvalidError("this Volume is not mounted in this container; commit() and reload() work inside a "
                        "function that has it in volumes={...}")
 

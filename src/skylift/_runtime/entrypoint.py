@@ -22,6 +22,7 @@ import time
 import traceback
 from typing import Any
 
+from .. import _volume_mount
 from .._protocol import api
 from .._protocol.rpc import ConnectionLost, RpcError
 from .._serialization import decode_params
@@ -91,6 +92,8 @@ async def _serve(rpc: ReconnectingClient) -> int:
     except Exception:
         _log(f"an @exit hook failed:\n{traceback.format_exc()}")
     await inputs.sender.flush()
+    if os.environ.get(_volume_mount.ENV_VOLUMES):
+        await _volume_mount.commit_all_at_exit(rpc)  # a normal exit commits mounted volumes, as in Modal
     return inputs.exit_code
 
 

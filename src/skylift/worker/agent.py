@@ -36,6 +36,7 @@ from .mounts import MountStore, source_dir
 from .process_runtime import ProcessRuntime
 from .runtime import ContainerRuntime
 from .task_spec import container_spec, task_mounts
+from .volumes import StorageMounts
 
 log = logging.getLogger("skylift.worker")
 
@@ -77,6 +78,7 @@ class WorkerAgent:
         blobs = BlobCache(home / "blobs-cache", RpcBlobSource(self.rpc))
         self.images = ImageStore(home / "images", blobs, runtime_site=prepare_runtime_site(home / "runtime-site"))
         self.mounts = MountStore(home / "mounts", blobs)
+        self.storage_mounts = StorageMounts(self.rpc, blobs, self.system_log)
         self.tasks: dict[str, Task] = {}
         self._builds: dict[str, asyncio.Task[BuiltImage]] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -284,12 +286,14 @@ class WorkerAgent:
             scratch.mkdir(parents=True, exist_ok=True)
             cspec = container_spec(spec, image, source_dir=source_dir(mount_root, mounts), mount_root=mount_root,
                                    scratch=scratch, gpu_indices=gpus, host_has_gpus=bool(self.gpus))
+            await self.storage_mounts.attach(spec, cspec, scratch, self.runtime.name)  # volumes, buckets
             await self.runtime.prepare(cspec)
             await self.runtime.start(cspec, self._on_output)
         except Exception as exc:
             message = str(exc) if isinstance(exc, BuildError) else f"{type(exc).__name__}: {exc}"
             self.system_log(task_id, f"container could not start: {message}")
             await self.report(task_id, "exited", message=f"container could not start: {message}")
+            await self.storage_mounts.detach(task_id)
             self._forget(task_id, scratch)
             return
         task.state = "running"
@@ -298,6 +302,7 @@ class WorkerAgent:
         if task.stop_requested:
             await self.runtime.stop(task_id, kill=task.kill, grace=self.stop_grace)
         code = await self.runtime.wait(task_id)
+        await self.storage_mounts.detach(task_id)  # the last bucket sync
         task.state = "exited"
         message = f"exited with code {code}"
         if code > 128:

@@ -14,6 +14,7 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import process_binds
 from .runtime import ContainerSpec, ContainerStats, ExecResult, OutputSink, RuntimeNotSupported
 
 # Lines longer than this are split: one runaway line must not hold the log in memory.
@@ -75,8 +76,11 @@ class ProcessRuntime:
     async def start(self, spec: ContainerSpec, on_output: OutputSink) -> None:
         if spec.task_id in self._containers:
             raise RuntimeError(f"container {spec.task_id} is already running")
+        argv, warnings = process_binds.wrap(spec)  # volumes shown at their paths (see process_binds)
+        for warning in warnings:
+            on_output(spec.task_id, "stderr", f"skylift: {warning}")
         process = await asyncio.create_subprocess_exec(
-            *spec.argv, cwd=str(spec.cwd), env=spec.env, stdin=asyncio.subprocess.DEVNULL,
+            *argv, cwd=str(spec.cwd), env=spec.env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
         container = _Container(spec, process)
         assert process.stdout is not None and process.stderr is not None
@@ -94,6 +98,7 @@ class ProcessRuntime:
         if container.killer is not None:
             container.killer.cancel()
         self._containers.pop(task_id, None)
+        process_binds.release(task_id)
         return code if code >= 0 else 128 - code
 
     async def stop(self, task_id: str, *, kill: bool = False, grace: float = 30.0) -> None:
