@@ -76,10 +76,19 @@ call.get_gen_items {call_id, start: int, timeout: float}
 call.cancel {call_id, terminate_containers?: bool} -> {}
 call.info {call_id} -> {call_id, function_id, state, num_inputs, created_at}   NotFound / expired
 
+task.list {environment, app_id?} -> {tasks: [TaskInfo]}          (admin) running containers
+task.get {task_id} -> {task: TaskInfo + {profile: ColdStartProfile}}    (admin)
+task.logs {task_id, after_seq: int, timeout: float, limit?: int}
+     -> {entries: [LogEntry], next_seq: int, done: bool}  (admin) one container's lines of its app's
+                                           log; long-polls; done=True once the container has exited
+task.exec {task_id, argv: [str], timeout?: float} -> {exit_code, output: str, truncated: bool}
+     (admin) relayed to the container's worker (exec_task); runs with the container's env and cwd
+task.stop {task_id, kill?: bool} -> {}    (admin) drain and stop (or kill) one container
+
 == container methods ===========================================================================
 container.init {} -> {task_id, function_id, app_id, app_name, environment, definition,
                       params?: bytes, function_ids: {tag: fu-id}}        the container's own task
-container.ready {} -> {}                                   @enter hooks done; inputs may flow
+container.ready {profile?: StartProfile} -> {}           @enter hooks done; inputs may flow
 container.init_failed {error: str, traceback: str} -> {}   import/@enter crashed; pending inputs fail
 container.get_inputs {max: int, timeout: float}
      -> {inputs: [LeasedInput], stop: bool}
@@ -96,6 +105,8 @@ worker.poll {timeout: float} -> {commands: [WorkerCommand]}        long-poll
 worker.report {events: [TaskEvent]} -> {}
 worker.logs {entries: [{task_id, stream: "stdout"|"stderr"|"system", text, ts}]} -> {}
 worker.image_progress {image_id, logs: [str], status?: "ready"|"failed", error?: str} -> {}
+worker.exec_result {exec_id, exit_code?: int, output?: str, truncated?: bool, error?: str} -> {}
+     the answer to an exec_task command
 
 == shapes =====================================================================================
 InputItem        {args: bytes, method?: str}   args = cloudpickle((args, kwargs)); method for Cls
@@ -112,12 +123,29 @@ ContainerOutput  {input_id, attempt, status, data?, exc_type?, exc_message?, tra
 LogEntry         {seq, ts, task_id, function_tag, stream, text}
 WorkerCommand    {op: "start_task", task: TaskSpec} | {op: "stop_task", task_id, kill: bool}
                  | {op: "build_image", image_id, image: ImageDefinition}
+                 | {op: "exec_task", exec_id, task_id, argv: [str], timeout: float}
 TaskSpec         {task_id, token, app_id, function_id, function_tag, image_id, server_url,
                   env: {k: v}, resources: {cpu, memory, gpu}, mounts: [Mount], definition,
-                  image?: ImageDefinition}
+                  image?: ImageDefinition, params?: bytes}
                  `image` lets a worker build an image it was not sent build_image for (it is
                  built before the container starts); without it such a task fails to start.
-TaskEvent        {task_id, state: "running" | "exited", exit_code?: int, message?: str}
+                 `params`: the pool's Cls parameters (a memory-snapshot template builds the
+                 instance before any container of the pool exists).
+TaskEvent        {task_id, state: "running" | "exited", exit_code?: int, message?: str,
+                  profile?: WorkerStartProfile}
+
+WorkerStartProfile {how: "process"|"fork", image_ms, start_ms, template_ms?, pid?, template_pid?,
+                    note?}             durations in ms measured by the worker (template_ms: a memory-
+                                       snapshot template was started for this container)
+StartProfile     {how: "process"|"fork", boot_ms?, fork_ms?, connect_ms, import_ms?, snap_hooks_ms?,
+                  enter_ms, snapshot?: {import_ms, snap_hooks_ms}}    measured by the container;
+                 `snapshot`: what the template did once so that this forked container didn't
+TaskInfo         {task_id, app_id, app_name, function_tag, state, worker_id, uptime, idle?,
+                  running_inputs, served, start: "process"|"fork"|"", pid?, cold_start_ms?,
+                  stop_reason}
+ColdStartProfile {how, total_ms?, phases: [[label, ms]], saved: {import_ms?, snap_hooks_ms?},
+                  worker: WorkerStartProfile, container: StartProfile, ready: bool,
+                  first_input: bool}
 
 FunctionDefinition {
   tag: str                       "f" or "Model" for a class service function

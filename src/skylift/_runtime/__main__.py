@@ -1,3 +1,10 @@
-from .entrypoint import main
+import sys
 
-main()
+if "--template" in sys.argv[1:]:
+    from .template import main as template_main
+
+    template_main()
+else:
+    from .entrypoint import main
+
+    main()

@@ -20,7 +20,10 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from typing import Any
+
+import msgpack
 
 from .. import _volume_mount
 from .._protocol import api
@@ -30,6 +33,7 @@ from .._version import __version__
 from . import user_code, web
 from .connection import ReconnectingClient
 from .inputs import InputLoop
+from .profile import StartProfile
 
 # After the last input, user threads that are not daemons get this long to finish (Modal: 30 s).
 THREAD_GRACE_SECONDS = 30.0
@@ -41,7 +45,16 @@ def _log(message: str) -> None:
     print(f"skylift: {message}", file=sys.stderr, flush=True)
 
 
-async def run() -> int:
+@dataclass
+class Preloaded:
+    """A container forked from a memory snapshot: its code is loaded and `snap=True` hooks ran."""
+
+    service: user_code.Service
+    definition: dict[str, Any]
+    profile: StartProfile
+
+
+async def run(preloaded: Preloaded | None = None) -> int:
     """The whole life of the container; returns its exit code."""
     env = os.environ
     required = (api.ENV_SERVER_URL, api.ENV_TASK_ID, api.ENV_TASK_TOKEN)
@@ -53,7 +66,7 @@ async def run() -> int:
              "task_id": env[api.ENV_TASK_ID]}
     rpc = ReconnectingClient(env[api.ENV_SERVER_URL], hello, give_up_after=RECONNECT_SECONDS)
     try:
-        return await _serve(rpc)
+        return await _serve(rpc, preloaded)
     except (RpcError, ConnectionLost, OSError) as exc:
         _log(f"lost the control plane: {exc!r}")
         return 2
@@ -61,12 +74,24 @@ async def run() -> int:
         await rpc.close()
 
 
-async def _serve(rpc: ReconnectingClient) -> int:
-    init: dict[str, Any] = await rpc.call("container.init")
+async def _serve(rpc: ReconnectingClient, preloaded: Preloaded | None = None) -> int:
+    profile = preloaded.profile if preloaded is not None else StartProfile.from_env()
+    with profile.phase("connect_ms"):
+        init: dict[str, Any] = await rpc.call("container.init")
     definition: dict[str, Any] = init["definition"]
     try:
-        service = user_code.load(definition, decode_params(init.get("params")))
-        await service.enter()
+        if preloaded is None:
+            with profile.phase("import_ms"):
+                service = user_code.load(definition, decode_params(init.get("params")))
+            with profile.phase("snap_hooks_ms"):
+                await service.enter_pre_snapshot()
+        else:
+            service = preloaded.service
+            if msgpack.packb(preloaded.definition) != msgpack.packb(definition):
+                raise RuntimeError("this container was forked from a memory snapshot of another version of the "
+                                   "function; the worker's snapshot key is wrong (please report it)")
+        with profile.phase("enter_ms"):
+            await service.enter_post_snapshot()
         endpoints = await web.prepare(service, rpc, definition)  # web apps, ASGI lifespan startup
     except BaseException as exc:
         if isinstance(exc, asyncio.CancelledError):
@@ -76,7 +101,7 @@ async def _serve(rpc: ReconnectingClient) -> int:
         sys.stderr.flush()
         await rpc.call("container.init_failed", {"error": f"{type(exc).__name__}: {exc}", "traceback": tb})
         return 1
-    await rpc.call("container.ready")
+    await rpc.call("container.ready", {"profile": profile.wire()})
 
     inputs = InputLoop(rpc, service, definition)
     loop = asyncio.get_running_loop()

@@ -81,8 +81,17 @@ class Service:
                 await result
 
     async def enter(self) -> None:
+        await self.enter_pre_snapshot()
+        await self.enter_post_snapshot()
+
+    async def enter_pre_snapshot(self) -> None:
+        """`@enter(snap=True)`: once per memory snapshot (or first, in a container without one)."""
         if self.hooks is not None:
             await self.run_hooks(self.hooks.enter_pre_snapshot)
+
+    async def enter_post_snapshot(self) -> None:
+        """`@enter()` / `@enter(snap=False)`: once in every container."""
+        if self.hooks is not None:
             await self.run_hooks(self.hooks.enter_post_snapshot)
 
     async def exit(self) -> None:

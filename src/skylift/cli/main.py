@@ -9,7 +9,7 @@ import click
 
 from .. import config
 from ..exception import Error
-from . import app_cmd, run, server_cmd
+from . import app_cmd, container_cmd, run, server_cmd
 
 
 class _Group(click.Group):
@@ -33,6 +33,7 @@ def cli() -> None:
 cli.add_command(run.run_cmd)
 cli.add_command(run.deploy_cmd)
 cli.add_command(app_cmd.app_group)
+cli.add_command(container_cmd.container_group)
 cli.add_command(server_cmd.server_group)
 
 

@@ -108,6 +108,10 @@ class AppApi:
             staged = self._staged.pop(fid, None)
             if staged is not None:
                 await self._apply(self.cp.catalog.functions[fid], staged)
+            elif state is AppState.DEPLOYED and self.cp.catalog.functions[fid].override:
+                # Every deploy resets update_autoscaler overrides (Modal), unchanged functions too.
+                self.cp.catalog.functions[fid].override = {}
+                await self.cp.db.run(self.cp.db.store.set_autoscaler_override, fid, {})
             self.cp.scaler.ensure_warm(self.cp.catalog.functions[fid])
         app.function_ids = dict(function_ids)
         app.version = version or app.version

@@ -80,7 +80,10 @@ class ContainerApi:
         task.pool.crash_streak = 0
 
     async def ready(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
-        self._mark_ready(self._task(session))
+        task = self._task(session)
+        task.profile.on_ready(raw.get("profile"), self.cp.clock.now(), task.pool.n_pending > 0)
+        self._mark_ready(task)
+        self.cp.task_api.profile_progress(task)
         return {}
 
     async def init_failed(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
@@ -104,6 +107,9 @@ class ContainerApi:
         if batch:
             for inp in batch:
                 inp.call.started = True
+            if task.profile.first_input_at is None:
+                task.profile.on_first_input(self.cp.clock.now())
+                self.cp.task_api.profile_progress(task)
             return {"inputs": [inp.leased_view() for inp in batch], "stop": False}
         return {"inputs": [], "stop": task.stop_requested}
 

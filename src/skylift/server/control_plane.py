@@ -47,6 +47,7 @@ from .sqlite_store import SqliteStore
 from .storage import Storage
 from .store import Database, Store
 from .sweeper import Sweeper
+from .task_api import TaskApi
 from .tasks import Tasks
 from .web_api import WebApi
 from .web_store import SqliteWebStore
@@ -100,6 +101,7 @@ class ControlPlane:
         self.container_api = ContainerApi(self)
         self.worker_api = WorkerApi(self)
         self.app_api = AppApi(self)
+        self.task_api = TaskApi(self)
         self.sweeper = Sweeper(self)
         self.storage = Storage(self.home, self.db, self.blobs)
         # Web endpoints and schedules (docs/web.md): their own small store in the same state.db.
@@ -116,8 +118,8 @@ class ControlPlane:
 
     def routes(self) -> Routes:
         routes: Routes = {}
-        for part in (self.call_api, self.container_api, self.worker_api, self.app_api, self.logs, self.images,
-                     BlobApi(self.blobs), self.storage):
+        for part in (self.call_api, self.container_api, self.worker_api, self.app_api, self.task_api, self.logs,
+                     self.images, BlobApi(self.blobs), self.storage):
             routes.update(part.routes())
         for web_part in (WebApi(self.gateway), self.proxy_tokens, self.scheduler):
             routes.update(web_part.routes())

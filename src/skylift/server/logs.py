@@ -42,6 +42,15 @@ class LogHub:
             self.cp.dispatcher.spawn(self.append([LogRecord(0, app_id, task_id, function_tag, "system", text,
                                                             time.time())]))
 
+    def version(self, app_id: str) -> int:
+        """Grows with every batch appended to the app's log (pair it with `wait_after`)."""
+        return self._versions.get(app_id, 0)
+
+    async def wait_after(self, app_id: str, version: int, timeout: float) -> None:
+        """Wait until the app's log has moved past `version` (or `timeout`, or `wake`)."""
+        if self._versions.get(app_id, 0) == version and timeout > 0:
+            await self._signals.setdefault(app_id, Signal()).wait(timeout)
+
     def wake(self, app_id: str) -> None:
         """Answer waiting readers now (the app stopped: no more lines will come)."""
         signal = self._signals.get(app_id)

@@ -222,4 +222,6 @@ class Scaler:
             spec["bucket_mounts"] = attached.bucket_mounts
         if image is not None:  # lets any worker build it before starting the container
             spec["image"] = image
+        if task.pool.params is not None:  # a memory-snapshot template builds the instance before any container
+            spec["params"] = task.pool.params
         return spec

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._protocol import ids
+from .profiles import ColdStart
 
 if TYPE_CHECKING:
     from .placement import Placed
@@ -73,6 +74,10 @@ class Task:
     reserved: bool = False  # its resources are counted on its worker
     # The definition it was started with: a redeploy changes the function's, not this one's.
     definition: dict[str, Any] = field(default_factory=dict)
+    profile: ColdStart = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.profile = ColdStart(self.created_at)
 
     def __repr__(self) -> str:
         return f"Task({self.task_id}, {self.state.value}, leased={len(self.leased)})"

@@ -93,6 +93,9 @@ class WorkerApi:
                 continue
             if state == "running":
                 task.advance(TaskState.RUNNING)
+                if event.get("profile"):
+                    task.profile.on_worker(event["profile"])
+                    self.cp.task_api.profile_progress(task)
             elif state == "exited":
                 code = event.get("exit_code")
                 message = event.get("message")

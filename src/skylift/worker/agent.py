@@ -35,6 +35,8 @@ from .images import BuildError, BuiltImage, ImageStore, prepare_runtime_site
 from .mounts import MountStore, source_dir
 from .process_runtime import ProcessRuntime
 from .runtime import ContainerRuntime
+from .snapshot_runtime import SnapshotRuntime
+from .task_commands import run_exec
 from .task_spec import container_spec, task_mounts
 from .volumes import StorageMounts
 
@@ -63,7 +65,9 @@ class WorkerAgent:
                  labels: dict[str, str] | None = None, worker_id: str | None = None,
                  stop_grace: float = STOP_GRACE_SECONDS, gpus: list[host.Gpu] | None = None) -> None:
         self.home = home
-        self.runtime: ContainerRuntime = runtime or ProcessRuntime()
+        # Containers of enable_memory_snapshot functions are forked from templates (snapshot_runtime.py).
+        self.snapshots = SnapshotRuntime(runtime or ProcessRuntime(), home / "snapshots", note=self.system_log)
+        self.runtime: ContainerRuntime = self.snapshots
         self.labels = labels or {}
         self.worker_id = worker_id
         self.stop_grace = stop_grace
@@ -108,8 +112,11 @@ class WorkerAgent:
     async def _send_logs(self, entries: list[dict[str, Any]]) -> None:
         await self.rpc.call("worker.logs", {"entries": entries})
 
-    async def report(self, task_id: str, state: str, exit_code: int | None = None, message: str | None = None) -> None:
+    async def report(self, task_id: str, state: str, exit_code: int | None = None, message: str | None = None,
+                     profile: dict[str, Any] | None = None) -> None:
         event: dict[str, Any] = {"task_id": task_id, "state": state}
+        if profile:
+            event["profile"] = profile
         if exit_code is not None:
             event["exit_code"] = exit_code
         if message:
@@ -208,6 +215,8 @@ class WorkerAgent:
             self._spawn(self.stop_task(command["task_id"], kill=bool(command.get("kill"))))
         elif op == "build_image":
             self._spawn(self._build_command(command["image_id"], command["image"]))
+        elif op == "exec_task":
+            self._spawn(run_exec(self.rpc, self.runtime, command))
         else:
             log.warning("ignoring unknown command %r", op)
 
@@ -275,10 +284,12 @@ class WorkerAgent:
         spec = task.spec
         task_id = spec["task_id"]
         scratch = self.home / "tasks" / task_id
+        begun = time.perf_counter()
         try:
             image = await self._image_for(task)
             mounts = task_mounts(spec)
             mount_root = await self.mounts.ensure(mounts)
+            image_ms = (time.perf_counter() - begun) * 1000
             if task.stop_requested:
                 await self.report(task_id, "exited", message="stopped before it started")
                 return
@@ -297,8 +308,10 @@ class WorkerAgent:
             self._forget(task_id, scratch)
             return
         task.state = "running"
-        self.system_log(task_id, f"container started on worker {self.worker_id} ({self.runtime.name} runtime)")
-        await self.report(task_id, "running")
+        profile = {"image_ms": round(image_ms, 3), **self.snapshots.start_profile(task_id)}
+        how = "forked from a memory snapshot" if profile.get("how") == "fork" else "started"
+        self.system_log(task_id, f"container {how} on worker {self.worker_id} ({self.runtime.name} runtime)")
+        await self.report(task_id, "running", profile=profile)
         if task.stop_requested:
             await self.runtime.stop(task_id, kill=task.kill, grace=self.stop_grace)
         code = await self.runtime.wait(task_id)
@@ -335,6 +348,7 @@ class WorkerAgent:
             await asyncio.wait(runners, timeout=self.stop_grace + 5)
         for task in list(self._background):
             task.cancel()
+        await self.snapshots.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._logs.flush(), 5)
         await self.rpc.close()

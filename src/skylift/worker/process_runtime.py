@@ -30,7 +30,7 @@ class _Container:
     exit_code: int | None = None
 
 
-async def _pump(reader: asyncio.StreamReader, emit: OutputSink, task_id: str, stream: str) -> None:
+async def pump_lines(reader: asyncio.StreamReader, emit: OutputSink, task_id: str, stream: str) -> None:
     def send(line: bytes) -> None:
         line = line.rstrip(b"\r")
         for start in range(0, max(len(line), 1), MAX_LINE_BYTES):
@@ -85,8 +85,8 @@ class ProcessRuntime:
         container = _Container(spec, process)
         assert process.stdout is not None and process.stderr is not None
         loop = asyncio.get_running_loop()
-        container.pumps = [loop.create_task(_pump(process.stdout, on_output, spec.task_id, "stdout")),
-                           loop.create_task(_pump(process.stderr, on_output, spec.task_id, "stderr"))]
+        container.pumps = [loop.create_task(pump_lines(process.stdout, on_output, spec.task_id, "stdout")),
+                           loop.create_task(pump_lines(process.stderr, on_output, spec.task_id, "stderr"))]
         self._containers[spec.task_id] = container
 
     async def wait(self, task_id: str) -> int:
@@ -115,38 +115,10 @@ class ProcessRuntime:
             container.killer = asyncio.get_running_loop().call_later(grace, _kill_group, pid, signal.SIGKILL)
 
     async def exec(self, task_id: str, argv: list[str], *, timeout: float = 60.0) -> ExecResult:
-        spec = self._get(task_id).spec
-        process = await asyncio.create_subprocess_exec(
-            *argv, cwd=str(spec.cwd), env=spec.env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
-        try:
-            out, _ = await asyncio.wait_for(process.communicate(), timeout)
-        except asyncio.TimeoutError:
-            _kill_group(process.pid, signal.SIGKILL)
-            out, _ = await process.communicate()
-        code = process.returncode if process.returncode is not None else -1
-        return ExecResult(code if code >= 0 else 128 - code, out.decode(errors="replace"))
+        return await exec_in(self._get(task_id).spec, argv, timeout=timeout)
 
     async def stats(self, task_id: str) -> ContainerStats:
-        session = self._get(task_id).process.pid
-        ticks = os.sysconf("SC_CLK_TCK")
-        page = os.sysconf("SC_PAGE_SIZE")
-        pids, cpu, rss = 0, 0.0, 0
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry.name}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            # Fields after the command name: state ppid pgrp session ... utime(12) stime(13) ... rss(22)
-            if int(fields[3]) != session:
-                continue
-            pids += 1
-            cpu += (int(fields[11]) + int(fields[12])) / ticks
-            rss += int(fields[21]) * page
-        return ContainerStats(pids, cpu, rss)
+        return session_stats(self._get(task_id).process.pid)
 
     async def checkpoint(self, task_id: str, dest: Path) -> None:
         raise RuntimeNotSupported("checkpoint is not supported by the process runtime; memory snapshots need "
@@ -158,3 +130,43 @@ class ProcessRuntime:
 
     def running(self) -> list[str]:
         return [tid for tid, c in self._containers.items() if c.process.returncode is None]
+
+
+async def exec_in(spec: ContainerSpec, argv: list[str], *, timeout: float = 60.0) -> ExecResult:
+    """Run a command with a process-runtime container's environment and working directory."""
+    process = await asyncio.create_subprocess_exec(
+        *argv, cwd=str(spec.cwd), env=spec.env, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+    try:
+        out, _ = await asyncio.wait_for(process.communicate(), timeout)
+    except asyncio.TimeoutError:
+        _kill_group(process.pid, signal.SIGKILL)
+        out, _ = await process.communicate()
+    code = process.returncode if process.returncode is not None else -1
+    return ExecResult(code if code >= 0 else 128 - code, out.decode(errors="replace"))
+
+
+def session_stats(session: int) -> ContainerStats:
+    """Processes, CPU time and memory of everything in one session (a process-runtime container)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    page = os.sysconf("SC_PAGE_SIZE")
+    pids, cpu, rss = 0, 0.0, 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # Fields after the command name: state ppid pgrp session ... utime(12) stime(13) ... rss(22)
+        if int(fields[3]) != session:
+            continue
+        pids += 1
+        cpu += (int(fields[11]) + int(fields[12])) / ticks
+        rss += int(fields[21]) * page
+    return ContainerStats(pids, cpu, rss)
+
+
+# The container runtime imports it under its first name.
+_pump = pump_lines

@@ -22,6 +22,16 @@ class RuntimeNotSupported(Exception):
 
 
 @dataclass
+class SnapshotSource:
+    """What a memory-snapshot template needs: set when the function has `enable_memory_snapshot`."""
+
+    function_id: str
+    image_id: str
+    definition: dict[str, Any]
+    params: bytes | None = None
+
+
+@dataclass
 class ContainerSpec:
     """Everything needed to start one container, already resolved to host paths."""
 
@@ -33,6 +43,7 @@ class ContainerSpec:
     resources: dict[str, Any] = field(default_factory=dict)
     mount_root: Path | None = None
     scratch: Path | None = None
+    snapshot: SnapshotSource | None = None
     # The container runtime's view (the process runtime has no root filesystem of its own):
     # image directories to stack, lowest first, and host paths shown at container paths. Volumes
     # are binds: `binds.append((host_dir, "/data", False))` makes host_dir appear at /data.

@@ -21,7 +21,7 @@ from typing import Any
 
 from .._protocol import api
 from .images import BuiltImage
-from .runtime import ContainerSpec
+from .runtime import ContainerSpec, SnapshotSource
 
 ENTRYPOINT = ["-m", "skylift._runtime"]
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -74,6 +74,11 @@ def container_spec(task: dict[str, Any], image: BuiltImage, *, source_dir: Path 
         cwd = source_dir
     else:
         cwd = scratch
+    definition = task.get("definition") or {}
+    snapshot = None
+    if definition.get("enable_memory_snapshot"):
+        snapshot = SnapshotSource(function_id=str(task.get("function_id") or ""), image_id=str(image.image_id),
+                                  definition=definition, params=task.get("params"))
     return ContainerSpec(task_id=task["task_id"], argv=[str(image.python), *ENTRYPOINT], env=env, cwd=cwd,
                          image_root=image.root, resources=dict(task.get("resources") or {}),
-                         mount_root=mount_root, scratch=scratch)
+                         mount_root=mount_root, scratch=scratch, snapshot=snapshot)

@@ -1,0 +1,138 @@
+"""What a container forked from a memory-snapshot template does before it is a container.
+
+The child starts as a copy of the template: user code imported, `snap=True` hooks run, and
+everything else of the template's too. `become` turns it into its own container, then runs the
+ordinary container life (`entrypoint.run`) from `container.init` on, with the service already
+loaded:
+
+* its own session and process group (signals and `stop` reach it and its children only), and it
+  dies with the template (`PR_SET_PDEATHSIG`): a template only exits after its children, so this
+  fires only if the template is killed;
+* the template's fds closed (its socket to the worker, its wakeup pipe); stdin is /dev/null,
+  stdout and stderr are the pipes the worker sent for this container;
+* the container's own environment (task id, token, GPUs), working directory and cgroups;
+* fresh randomness (`random`; numpy's global generator when numpy is loaded), and the SDK's
+  cached client and app layout forgotten, so nothing of the template's identity is used;
+* then it connects to the control plane with its own token and runs `@enter(snap=False)`.
+
+It never returns: the process ends with `os._exit`, after the user's atexit handlers on a clean
+exit, so the template's stack below it never runs again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import ctypes
+import os
+import random
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from .. import _client, _container_layout
+from . import entrypoint, user_code
+from .profile import StartProfile
+
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class Inheritance:
+    """What the template hands to one child at fork time."""
+
+    message: dict[str, Any]
+    fds: list[int]  # the write ends of this container's stdout and stderr pipes
+    close_fds: list[int]  # the template's own fds
+    service: user_code.Service
+    definition: dict[str, Any]
+    snapshot_times: dict[str, float] = field(default_factory=dict)
+    forked_at: float = 0.0  # perf_counter() just before fork()
+    template_pid: int = 0
+
+
+def become(inherited: Inheritance) -> NoReturn:
+    code = 1
+    try:
+        _isolate(inherited)
+        profile = StartProfile(how="fork", snapshot=dict(inherited.snapshot_times))
+        profile.phases["fork_ms"] = (time.perf_counter() - inherited.forked_at) * 1000
+        code = asyncio.run(entrypoint.run(entrypoint.Preloaded(inherited.service, inherited.definition, profile)))
+        _flush()
+        if code == 0 and entrypoint._wait_for_user_threads():
+            atexit._run_exitfuncs()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        with contextlib.suppress(Exception):
+            traceback.print_exc()
+        code = 1
+    finally:
+        _flush()
+        os._exit(code)
+
+
+def _isolate(inherited: Inheritance) -> None:
+    message = inherited.message
+    os.setsid()
+    _die_with_parent(inherited.template_pid)
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for fd in inherited.close_fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    stdout, stderr = inherited.fds
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(stdout, 1)
+    os.dup2(stderr, 2)
+    for fd in {null, stdout, stderr} - {0, 1, 2}:
+        os.close(fd)
+    for procs in message.get("cgroup_procs") or []:
+        # The container runtime's seam: join this container's cgroups (the template's are shared).
+        with open(procs, "w") as f:
+            f.write("0")
+    os.environ.clear()
+    os.environ.update({str(k): str(v) for k, v in message["env"].items()})
+    cwd = message.get("cwd")
+    if cwd:
+        os.chdir(cwd)
+    _reseed()
+    _forget_sdk_state()
+
+
+def _die_with_parent(template_pid: int) -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if template_pid and os.getppid() != template_pid:  # it died before prctl took effect
+        os._exit(137)
+
+
+def _reseed() -> None:
+    # `random` re-seeds itself after fork (os.register_at_fork); numpy's legacy global generator
+    # does not, and a snapshot that froze it would give every container the same numbers.
+    random.seed()
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        with contextlib.suppress(Exception):
+            numpy.random.seed()
+
+
+def _forget_sdk_state() -> None:
+    _client._default_client = None
+    _container_layout._layout = None
+    _container_layout._lock = None
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()

@@ -1,0 +1,246 @@
+"""A memory-snapshot template: `python -m skylift._runtime --template` (docs/cold-starts.md).
+
+The worker starts one per snapshot key (image, function version, Cls parameters, environment)
+with the definition in a file (`ENV_TEMPLATE_SPEC`) and one end of a socket pair
+(`ENV_TEMPLATE_FD`). The template
+
+1. imports the user's code and runs the `@enter(snap=True)` hooks, without ever talking to the
+   control plane (it has no token: it is nobody's container);
+2. checks that a fork can't leak anything: no other Python thread, no open socket, no GPU
+   mapping. If one is found it refuses, with the reason, and the worker starts this pool's
+   containers the ordinary way (Modal documents the same limits for its snapshots);
+3. freezes the garbage collector's view of what it loaded (`gc.freeze()`: children don't touch,
+   so don't copy, those pages), says `ready` and then forks one container per request
+   (`fork_child.become`). It reaps its children and reports their exit codes.
+
+It never runs inputs itself. It exits once told to retire (or when the worker goes away) and its
+last child has exited, so the containers it forked keep their parent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from .._protocol import forkserver
+from .._serialization import decode_params
+from . import fork_child, user_code
+
+
+def fork_problems(control_fd: int) -> list[str]:
+    """Why forking this process now would leak state into its children (empty: safe)."""
+    problems = []
+    others = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    if others:
+        problems.append(f"{len(others)} Python thread(s) are running ({', '.join(sorted(others)[:5])}); threads "
+                        "don't survive a fork. Start them in @enter(snap=False) instead")
+    sockets = []
+    for entry in _fds():
+        if entry[0] != control_fd and entry[1].startswith("socket:"):
+            sockets.append(entry[0])
+    if sockets:
+        problems.append(f"{len(sockets)} socket(s) are open (fds {', '.join(map(str, sockets[:5]))}); a connection "
+                        "can't be shared by every container. Open connections in @enter(snap=False) instead")
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        maps = ""
+    if "/dev/nvidia" in maps:
+        problems.append("a GPU is mapped into the process (CUDA was initialised); GPU state can't cross a fork. "
+                        "Load weights on the CPU in @enter(snap=True) and move them to the GPU in "
+                        "@enter(snap=False)")
+    return problems
+
+
+def _fds() -> list[tuple[int, str]]:
+    out: list[tuple[int, str]] = []
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return out
+    for name in names:
+        try:
+            out.append((int(name), os.readlink(f"/proc/self/fd/{name}")))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+class Template:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.connected = True
+        self.retiring = False
+        self.children: dict[int, str] = {}  # pid -> task id
+        self.service: user_code.Service | None = None
+        self.definition: dict[str, Any] = {}
+        self.times: dict[str, float] = {}
+        self._wake_r = self._wake_w = -1
+
+    # -- talking to the worker ----------------------------------------------------------------
+
+    def send(self, message: dict[str, Any]) -> None:
+        if not self.connected:
+            return
+        try:
+            forkserver.send(self.sock, message)
+        except OSError:
+            self.connected = False
+            self.retiring = True
+
+    # -- loading ------------------------------------------------------------------------------
+
+    def load(self) -> bool:
+        spec = msgpack.unpackb(Path(os.environ[forkserver.ENV_TEMPLATE_SPEC]).read_bytes(), raw=False)
+        self.definition = spec["definition"]
+        try:
+            start = time.perf_counter()
+            self.service = user_code.load(self.definition, decode_params(spec.get("params")))
+            loaded = time.perf_counter()
+            asyncio.run(self.service.enter_pre_snapshot())
+            done = time.perf_counter()
+        except BaseException as exc:
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            sys.stderr.write(tb)
+            self.send({"op": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": tb})
+            return False
+        self.times = {"import_ms": (loaded - start) * 1000, "snap_hooks_ms": (done - loaded) * 1000}
+        problems = fork_problems(self.sock.fileno())
+        if problems:
+            self.send({"op": "refused", "reason": "; ".join(problems)})
+            return False
+        gc.collect()
+        gc.freeze()
+        self.send({"op": "ready", "pid": os.getpid(), **{k: round(v, 3) for k, v in self.times.items()}})
+        return True
+
+    # -- serving ------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        signal.signal(signal.SIGCHLD, _ignore)
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_term)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        # poll(), not epoll: it holds no fd that every child would inherit.
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        poller.register(self.sock.fileno(), select.POLLIN)
+        while True:
+            self._reap()
+            if self.retiring and not self.children:
+                return
+            for fd, _ in poller.poll():
+                if fd == self._wake_r:
+                    _drain(self._wake_r)
+                elif self.connected and not self._handle_request():
+                    poller.unregister(self.sock.fileno())
+
+    def _on_term(self, signum: int, frame: Any) -> None:
+        self.retiring = True
+
+    def _handle_request(self) -> bool:
+        try:
+            message, fds = forkserver.recv(self.sock)
+        except forkserver.ForkProtocolError as exc:
+            print(f"skylift template: {exc}", file=sys.stderr, flush=True)
+            return True
+        except OSError:
+            message, fds = None, []
+        if message is None:  # the worker went away: finish what we forked, then go
+            self.connected = False
+            self.retiring = True
+            return False
+        op = message["op"]
+        if op == "fork":
+            self._fork(message, fds)
+        elif op == "retire":
+            self.retiring = True
+        else:
+            forkserver.close_fds(fds)
+        return True
+
+    def _fork(self, message: dict[str, Any], fds: list[int]) -> None:
+        task_id = str(message.get("task_id") or "")
+        if self.retiring or len(fds) != 2 or not isinstance(message.get("env"), dict):
+            forkserver.close_fds(fds)
+            self.send({"op": "fork_failed", "task_id": task_id,
+                       "error": "this template is retiring" if self.retiring else "a fork request needs an env "
+                                                                                "and two fds (stdout, stderr)"})
+            return
+        assert self.service is not None
+        sys.stdout.flush()
+        sys.stderr.flush()
+        me = os.getpid()
+        started = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:
+            fork_child.become(fork_child.Inheritance(
+                message=message, fds=fds, close_fds=[self.sock.fileno(), self._wake_r, self._wake_w],
+                service=self.service, definition=self.definition, snapshot_times=self.times, forked_at=started,
+                template_pid=me))
+        forked = time.perf_counter()
+        forkserver.close_fds(fds)
+        self.children[pid] = task_id
+        self.send({"op": "forked", "task_id": task_id, "pid": pid, "fork_ms": round((forked - started) * 1000, 3)})
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            code = os.waitstatus_to_exitcode(status)
+            self.children.pop(pid, None)
+            self.send({"op": "exited", "pid": pid, "code": code if code >= 0 else 128 - code})
+
+
+def _ignore(signum: int, frame: Any) -> None:
+    pass
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
+
+
+def main() -> None:
+    try:
+        fd = int(os.environ[forkserver.ENV_TEMPLATE_FD])
+    except (KeyError, ValueError):
+        print(f"skylift: {forkserver.ENV_TEMPLATE_FD} not set: a worker starts templates", file=sys.stderr)
+        os._exit(2)
+    template = Template(socket.socket(fileno=fd))
+    code = 0
+    try:
+        if template.load():
+            template.serve()
+        else:
+            code = 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Not sys.exit: the user's atexit handlers belong to containers, not to the snapshot.
+    os._exit(code)

@@ -1,0 +1,295 @@
+"""Memory snapshots on a worker: containers of `enable_memory_snapshot` functions are forked.
+
+`SnapshotRuntime` wraps the worker's `ContainerRuntime`. A ContainerSpec without a `snapshot`
+goes to the wrapped runtime untouched. One with a snapshot is forked from the template of its
+snapshot key (`fork_server.TemplateProcess`), which is started the first time the key is seen
+and then reused by every container of the pool:
+
+    key = sha256(image, interpreter, function definition, Cls parameters, environment, cwd)
+          (the container's own task id, token, GPUs and scratch paths left out)
+
+* A redeploy changes the definition, so its containers get a new key and a new template; the
+  previous template of that function and parameters is retired then (it exits after the old
+  containers have drained). A template with no containers for `TEMPLATE_IDLE_SECONDS` retires.
+* A template that fails to load the code, or refuses to be forked (threads, sockets, GPU state;
+  see `_runtime/template.py`), makes the pool's containers start the ordinary way, with the
+  reason in the container's log. A load failure is then reported by the container as usual.
+* A forked container is a process of its own session: stop sends SIGTERM (SIGKILL to the whole
+  group after the grace period), exec runs with its environment and working directory, stats
+  count its session — as the process runtime does.
+
+Only the process runtime forks today. The container runtime's seam: the template must run in a
+sandbox whose processes may create namespaces (CAP_SYS_ADMIN in a user namespace); each child
+then unshares its mount/net/ipc/uts namespaces, stacks its own writable layer over the template's
+root, and joins its cgroups (`cgroup_procs` of the fork request, done in `_runtime/fork_child`).
+Until that exists, snapshot functions on a container worker start the ordinary way, with a note.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from .._protocol import api
+from .._runtime.profile import ENV_SPAWNED_AT
+from .fork_server import ForkedChild, TemplateProcess, TemplateUnavailable
+from .process_runtime import exec_in, pump_lines, session_stats
+from .runtime import ContainerRuntime, ContainerSpec, ContainerStats, ExecResult, OutputSink
+
+KEY_VERSION = 1
+TEMPLATE_IDLE_SECONDS = 600.0
+TEMPLATE_TASK_ID = "ta-snapshot-template"
+# Per container, so not part of what a snapshot is of.
+PER_CONTAINER_ENV = frozenset({api.ENV_TASK_ID, api.ENV_TASK_TOKEN, "CUDA_VISIBLE_DEVICES", ENV_SPAWNED_AT})
+
+Note = Callable[[str, str], None]  # (task_id, text): a system line in the container's log
+
+
+def snapshot_key(spec: ContainerSpec) -> str:
+    """What makes two containers forkable from one template (see the module docstring)."""
+    source = spec.snapshot
+    assert source is not None
+    scratch = str(spec.scratch) if spec.scratch is not None else None
+    env = {k: ("<scratch>" if v == scratch else v) for k, v in spec.env.items() if k not in PER_CONTAINER_ENV}
+    cwd = "<scratch>" if str(spec.cwd) == scratch else str(spec.cwd)
+    material = msgpack.packb([KEY_VERSION, source.image_id, str(spec.image_root), list(spec.argv),
+                              msgpack.packb(source.definition, use_bin_type=True), source.params,
+                              sorted(env.items()), cwd], use_bin_type=True)
+    return hashlib.sha256(material).hexdigest()[:32]
+
+
+@dataclass(eq=False)
+class _Forked:
+    spec: ContainerSpec
+    child: ForkedChild
+    template: TemplateProcess
+    pumps: list[asyncio.Task[None]] = field(default_factory=list)
+    killer: asyncio.TimerHandle | None = None
+
+
+class SnapshotRuntime:
+    def __init__(self, inner: ContainerRuntime, home: Path, *, note: Note | None = None) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.home = home
+        self._note = note or (lambda task_id, text: None)
+        self.templates: dict[str, TemplateProcess] = {}
+        self._unusable: dict[str, str] = {}  # key -> why its template can't be used
+        self._forked: dict[str, _Forked] = {}
+        self._starts: dict[str, dict[str, Any]] = {}  # task id -> how it started (for its profile)
+        self._idle_checks: dict[str, asyncio.TimerHandle] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        # Whatever else the wrapped runtime offers (e.g. exit_reason) is reached through us.
+        return getattr(self.inner, name)
+
+    def snapshot_support(self) -> str | None:
+        """Why this worker can't fork containers from snapshots (None: it can)."""
+        if self.inner.name != "process":
+            return (f"memory snapshots are forked by the process runtime only for now; this worker runs the "
+                    f"{self.inner.name} runtime (docs/cold-starts.md)")
+        if not hasattr(os, "fork"):
+            return "this platform has no fork()"
+        return None
+
+    def start_profile(self, task_id: str) -> dict[str, Any]:
+        """How a container was started: {how, start_ms, pid?, template_ms?, note?} (once per task)."""
+        return self._starts.pop(task_id, {})
+
+    # -- ContainerRuntime ------------------------------------------------------------------------
+
+    async def prepare(self, spec: ContainerSpec) -> None:
+        await self.inner.prepare(spec)
+
+    async def start(self, spec: ContainerSpec, on_output: OutputSink) -> None:
+        begun = time.perf_counter()
+        if spec.snapshot is not None:
+            why = self.snapshot_support()
+            if why is None:
+                try:
+                    await self._start_forked(spec, on_output, begun)
+                    return
+                except TemplateUnavailable as exc:
+                    why = str(exc)
+            self._note(spec.task_id, f"memory snapshot not used: {why}; starting the container from scratch")
+            self._starts[spec.task_id] = {"how": "process", "note": f"no snapshot: {why}"}
+        spec.env[ENV_SPAWNED_AT] = repr(time.time())
+        await self.inner.start(spec, on_output)
+        info = self._starts.setdefault(spec.task_id, {"how": "process"})
+        info["start_ms"] = round((time.perf_counter() - begun) * 1000, 3)
+
+    async def wait(self, task_id: str) -> int:
+        forked = self._forked.get(task_id)
+        if forked is None:
+            return await self.inner.wait(task_id)
+        code = await forked.child.exit
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(forked.child.pid, signal.SIGKILL)  # what it left behind goes with it
+        await asyncio.gather(*forked.pumps, return_exceptions=True)
+        if forked.killer is not None:
+            forked.killer.cancel()
+        self._forked.pop(task_id, None)
+        self._starts.pop(task_id, None)
+        self._schedule_idle_check(forked.template)
+        return code
+
+    async def stop(self, task_id: str, *, kill: bool = False, grace: float = 30.0) -> None:
+        forked = self._forked.get(task_id)
+        if forked is None:
+            await self.inner.stop(task_id, kill=kill, grace=grace)
+            return
+        if forked.child.exit.done():
+            return
+        pid = forked.child.pid
+        if kill:
+            _signal(pid, signal.SIGKILL, group=True)
+            return
+        _signal(pid, signal.SIGTERM, group=False)
+        if forked.killer is None:
+            forked.killer = asyncio.get_running_loop().call_later(grace, _signal, pid, signal.SIGKILL, True)
+
+    async def exec(self, task_id: str, argv: list[str], *, timeout: float = 60.0) -> ExecResult:
+        forked = self._forked.get(task_id)
+        if forked is None:
+            return await self.inner.exec(task_id, argv, timeout=timeout)
+        return await exec_in(forked.spec, argv, timeout=timeout)
+
+    async def stats(self, task_id: str) -> ContainerStats:
+        forked = self._forked.get(task_id)
+        if forked is None:
+            return await self.inner.stats(task_id)
+        return session_stats(forked.child.pid)
+
+    async def checkpoint(self, task_id: str, dest: Path) -> None:
+        await self.inner.checkpoint(task_id, dest)
+
+    async def restore(self, spec: ContainerSpec, source: Path, on_output: OutputSink) -> None:
+        await self.inner.restore(spec, source, on_output)
+
+    def running(self) -> list[str]:
+        forked = [tid for tid, f in self._forked.items() if not f.child.exit.done()]
+        return self.inner.running() + forked
+
+    async def close(self) -> None:
+        """Retire every template (each exits once the containers it forked have)."""
+        for handle in self._idle_checks.values():
+            handle.cancel()
+        self._idle_checks.clear()
+        for template in list(self.templates.values()):
+            await template.close()
+        self.templates.clear()
+
+    # -- forking -----------------------------------------------------------------------------------
+
+    async def _start_forked(self, spec: ContainerSpec, on_output: OutputSink, begun: float) -> None:
+        key = snapshot_key(spec)
+        if key in self._unusable:
+            raise TemplateUnavailable(self._unusable[key])
+        template, created = await self._template(key, spec, on_output)
+        try:
+            await template.wait_ready()
+        except TemplateUnavailable as exc:
+            self._unusable[key] = str(exc)
+            if self.templates.get(key) is template:
+                del self.templates[key]
+            raise
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            child = await template.fork(spec.task_id, spec.env, spec.cwd, out_w, err_w)
+        except BaseException:
+            for fd in (out_r, err_r):
+                os.close(fd)
+            raise
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        forked = _Forked(spec, child, template)
+        self._forked[spec.task_id] = forked
+        loop = asyncio.get_running_loop()
+        forked.pumps = [loop.create_task(_pump_fd(out_r, on_output, spec.task_id, "stdout")),
+                        loop.create_task(_pump_fd(err_r, on_output, spec.task_id, "stderr"))]
+        idle = self._idle_checks.pop(key, None)
+        if idle is not None:
+            idle.cancel()
+        info: dict[str, Any] = {"how": "fork", "start_ms": round((time.perf_counter() - begun) * 1000, 3),
+                                "pid": child.pid, "template_pid": template.pid}
+        if created:
+            info["template_ms"] = round(template.started_ms, 3)
+        self._starts[spec.task_id] = info
+
+    async def _template(self, key: str, spec: ContainerSpec, on_output: OutputSink) -> tuple[TemplateProcess, bool]:
+        template = self.templates.get(key)
+        if template is not None and template.usable:
+            return template, False
+        source = spec.snapshot
+        assert source is not None
+        # A new version of the function (or image) supersedes the old one's template.
+        for other_key, other in list(self.templates.items()):
+            if other.function_id == source.function_id and other.params == source.params and other_key != key:
+                other.retire()
+                del self.templates[other_key]
+        template = TemplateProcess(key, source.function_id, source.params, self.home / key)
+        self.templates[key] = template
+        scratch = self.home / key / "scratch"
+        scratch.mkdir(parents=True, exist_ok=True)
+        env = dict(spec.env)
+        env.pop(api.ENV_TASK_TOKEN, None)
+        env[api.ENV_TASK_ID] = TEMPLATE_TASK_ID  # "in a container" for is_local(); nobody's container
+        env["CUDA_VISIBLE_DEVICES"] = ""  # GPUs are invisible while the snapshot is taken (as on Modal)
+        for name, value in list(env.items()):
+            if spec.scratch is not None and value == str(spec.scratch):
+                env[name] = str(scratch)
+        cwd = scratch if spec.scratch is not None and spec.cwd == spec.scratch else spec.cwd
+        try:
+            await template.start(list(spec.argv), env, cwd, source, on_output, owner=spec.task_id)
+        except OSError as exc:
+            del self.templates[key]
+            raise TemplateUnavailable(f"the snapshot template could not start: {exc}") from None
+        return template, True
+
+    def _schedule_idle_check(self, template: TemplateProcess) -> None:
+        if template.children or self.templates.get(template.key) is not template:
+            return
+        old = self._idle_checks.pop(template.key, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        self._idle_checks[template.key] = loop.call_later(TEMPLATE_IDLE_SECONDS, self._retire_if_idle, template)
+
+    def _retire_if_idle(self, template: TemplateProcess) -> None:
+        self._idle_checks.pop(template.key, None)
+        if template.children or time.monotonic() - template.last_used < TEMPLATE_IDLE_SECONDS * 0.9:
+            return
+        if self.templates.get(template.key) is template:
+            del self.templates[template.key]
+        template.retire()
+
+
+def _signal(pid: int, signum: int, group: bool) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if group:
+            os.killpg(pid, signum)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signum)
+
+
+async def _pump_fd(fd: int, emit: OutputSink, task_id: str, stream: str) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
+                                                os.fdopen(fd, "rb", buffering=0))
+    try:
+        await pump_lines(reader, emit, task_id, stream)
+    finally:
+        transport.close()
