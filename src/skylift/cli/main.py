@@ -9,7 +9,7 @@ import click
 
 from .. import config
 from ..exception import Error
-from . import app_cmd, container_cmd, run, server_cmd
+from . import app_cmd, container_cmd, run, schedule_cmd, serve, server_cmd, token_cmd
 
 
 class _Group(click.Group):
@@ -35,6 +35,10 @@ cli.add_command(run.deploy_cmd)
 cli.add_command(app_cmd.app_group)
 cli.add_command(container_cmd.container_group)
 cli.add_command(server_cmd.server_group)
+cli.add_command(serve.serve_cmd)
+cli.add_command(schedule_cmd.schedule_group)
+cli.add_command(token_cmd.token_group)
+app_cmd.app_group.add_command(schedule_cmd.app_schedules_cmd)
 
 
 def main() -> None:

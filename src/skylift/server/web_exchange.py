@@ -203,8 +203,8 @@ class Exchange:
 
     def disconnected(self) -> None:
         """The client went away."""
-        if self.client_gone:
-            return
+        if self.client_gone or self.detached:
+            return  # a detached exchange answers at its result URL, not on this connection
         self.client_gone = True
         self.conn = None
         self.signal.notify()
@@ -332,6 +332,7 @@ class Exchange:
         """No answer in time: keep the result for the result URL, free the connection."""
         assert self.call is not None
         self.detached = True
+        self.conn = None
         with contextlib.suppress(Exception):
             self.gateway.keep_detached(self)
         return f"/__skylift/calls/{self.call.call_id}"
