@@ -103,6 +103,17 @@ def test_a_function_with_snapshots_runs_its_imports_once() -> None:
     assert first["pid"] != second["pid"] and first["imported_by"] == second["imported_by"] != first["pid"]
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="volumes at their own paths need root (mount namespaces)")
+def test_a_forked_container_sees_its_volumes_at_their_paths() -> None:
+    first = snapshots.write_to_volume.remote("a.txt", "one")
+    stop_all("write_to_volume")
+    second = snapshots.write_to_volume.remote("b.txt", "two")
+    assert first["pid"] != first["imported_by"] and second["imported_by"] == first["imported_by"]
+    assert second["listing"] == ["a.txt", "b.txt"]
+    assert b"".join(snapshots.snap_vol.read_file("b.txt")) == b"two"
+    assert not Path("/snapvol").exists() or not any(Path("/snapvol").iterdir())  # only inside the containers
+
+
 def test_a_template_with_threads_is_refused_and_containers_start_from_scratch(tmp_path: Path) -> None:
     pid = snapshots.Threaded(workdir=str(tmp_path)).pid.remote()
     # The refused template ran snap=True once; the container, started from scratch, ran it again.

@@ -14,7 +14,8 @@ template -> worker
     {op: "fork_failed", task_id, error}
     {op: "exited", pid, code}                          a forked container ended (128 + N: signal N)
 worker -> template
-    {op: "fork", task_id, env: {k: v}, cwd, requested_at, cgroup_procs?: [path]}
+    {op: "fork", task_id, env: {k: v}, cwd, requested_at, binds?: [[host, path, read_only]],
+     cgroup_procs?: [path]}
          + fds [stdout, stderr]: the write ends of the container's output pipes
     {op: "retire"}                                     fork no more; exit once every child has
 

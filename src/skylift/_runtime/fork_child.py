@@ -10,7 +10,9 @@ loaded:
   fires only if the template is killed;
 * the template's fds closed (its socket to the worker, its wakeup pipe); stdin is /dev/null,
   stdout and stderr are the pipes the worker sent for this container;
-* the container's own environment (task id, token, GPUs), working directory and cgroups;
+* the container's own environment (task id, token, GPUs), working directory and cgroups, and
+  its volumes bound at their paths in a mount namespace of its own (`binds`, as the process
+  runtime's `process_binds` does for a container it starts);
 * fresh randomness (`random`; numpy's global generator when numpy is loaded), and the SDK's
   cached client and app layout forgotten, so nothing of the template's identity is used;
 * then it connects to the control plane with its own token and runs `@enter(snap=False)`.
@@ -39,6 +41,8 @@ from . import entrypoint, user_code
 from .profile import StartProfile
 
 PR_SET_PDEATHSIG = 1
+CLONE_NEWNS = 0x00020000
+MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
 
 
 @dataclass
@@ -98,6 +102,9 @@ def _isolate(inherited: Inheritance) -> None:
         # The container runtime's seam: join this container's cgroups (the template's are shared).
         with open(procs, "w") as f:
             f.write("0")
+    binds = message.get("binds") or []
+    if binds:
+        _bind_mounts(binds)
     os.environ.clear()
     os.environ.update({str(k): str(v) for k, v in message["env"].items()})
     cwd = message.get("cwd")
@@ -114,6 +121,25 @@ def _die_with_parent(template_pid: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if template_pid and os.getppid() != template_pid:  # it died before prctl took effect
         os._exit(137)
+
+
+def _bind_mounts(binds: list[list[Any]]) -> None:
+    """Show each host dir at its container path, in a private mount namespace (root only)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def check(result: int, what: str) -> None:
+        if result != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"{what}: {os.strerror(errno)}")
+
+    check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "making / private")
+    for host, path, read_only in binds:
+        os.makedirs(path, exist_ok=True)
+        check(libc.mount(os.fsencode(host), os.fsencode(path), None, MS_BIND, None), f"binding {host} at {path}")
+        if read_only:
+            check(libc.mount(None, os.fsencode(path), None, MS_BIND | MS_REMOUNT | MS_RDONLY, None),
+                  f"making {path} read-only")
 
 
 def _reseed() -> None:

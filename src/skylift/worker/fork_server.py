@@ -121,7 +121,8 @@ class TemplateProcess:
         return self.state in (TemplateState.STARTING, TemplateState.READY)
 
     async def fork(self, task_id: str, env: dict[str, str], cwd: Path, stdout_fd: int, stderr_fd: int,
-                   *, cgroup_procs: list[str] | None = None) -> ForkedChild:
+                   *, binds: list[tuple[str, str, bool]] | None = None,
+                   cgroup_procs: list[str] | None = None) -> ForkedChild:
         """Fork a container; the fds are sent (the caller still closes its copies)."""
         if self.state is not TemplateState.READY or self._sock is None:
             raise TemplateUnavailable(f"the snapshot template is {self.state.value}: {self.reason or 'not ready'}")
@@ -129,6 +130,8 @@ class TemplateProcess:
         self._forks[task_id] = future
         message: dict[str, Any] = {"op": "fork", "task_id": task_id, "env": env, "cwd": str(cwd),
                                    "requested_at": time.time()}
+        if binds:
+            message["binds"] = [list(b) for b in binds]
         if cgroup_procs:
             message["cgroup_procs"] = cgroup_procs
         try:

@@ -6,7 +6,7 @@ snapshot key (`fork_server.TemplateProcess`), which is started the first time th
 and then reused by every container of the pool:
 
     key = sha256(image, interpreter, function definition, Cls parameters, environment, cwd)
-          (the container's own task id, token, GPUs and scratch paths left out)
+          (the container's own task id, token, GPUs and task-directory paths left out)
 
 * A redeploy changes the definition, so its containers get a new key and a new template; the
   previous template of that function and parameters is retired then (it exits after the old
@@ -16,7 +16,8 @@ and then reused by every container of the pool:
   reason in the container's log. A load failure is then reported by the container as usual.
 * A forked container is a process of its own session: stop sends SIGTERM (SIGKILL to the whole
   group after the grace period), exec runs with its environment and working directory, stats
-  count its session — as the process runtime does.
+  count its session, and its volumes are bound at their paths in a mount namespace of its own
+  (or symlinked when the worker isn't root) — as the process runtime does (`process_binds`).
 
 Only the process runtime forks today. The container runtime's seam: the template must run in a
 sandbox whose processes may create namespaces (CAP_SYS_ADMIN in a user namespace); each child
@@ -30,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import signal
 import time
@@ -42,9 +44,12 @@ import msgpack
 
 from .._protocol import api
 from .._runtime.profile import ENV_SPAWNED_AT
+from . import criu, process_binds
 from .fork_server import ForkedChild, TemplateProcess, TemplateUnavailable
 from .process_runtime import exec_in, pump_lines, session_stats
 from .runtime import ContainerRuntime, ContainerSpec, ContainerStats, ExecResult, OutputSink
+
+log = logging.getLogger("skylift.worker")
 
 KEY_VERSION = 1
 TEMPLATE_IDLE_SECONDS = 600.0
@@ -55,13 +60,19 @@ PER_CONTAINER_ENV = frozenset({api.ENV_TASK_ID, api.ENV_TASK_TOKEN, "CUDA_VISIBL
 Note = Callable[[str, str], None]  # (task_id, text): a system line in the container's log
 
 
+def _generic(spec: ContainerSpec, value: str, scratch: str = "<scratch>") -> str:
+    """`value` with this container's own directory (and id) in it made generic."""
+    if spec.scratch is not None:
+        value = value.replace(str(spec.scratch), scratch)
+    return value.replace(spec.task_id, "<task>")
+
+
 def snapshot_key(spec: ContainerSpec) -> str:
     """What makes two containers forkable from one template (see the module docstring)."""
     source = spec.snapshot
     assert source is not None
-    scratch = str(spec.scratch) if spec.scratch is not None else None
-    env = {k: ("<scratch>" if v == scratch else v) for k, v in spec.env.items() if k not in PER_CONTAINER_ENV}
-    cwd = "<scratch>" if str(spec.cwd) == scratch else str(spec.cwd)
+    env = {k: _generic(spec, v) for k, v in spec.env.items() if k not in PER_CONTAINER_ENV}
+    cwd = _generic(spec, str(spec.cwd))
     material = msgpack.packb([KEY_VERSION, source.image_id, str(spec.image_root), list(spec.argv),
                               msgpack.packb(source.definition, use_bin_type=True), source.params,
                               sorted(env.items()), cwd], use_bin_type=True)
@@ -88,6 +99,8 @@ class SnapshotRuntime:
         self._forked: dict[str, _Forked] = {}
         self._starts: dict[str, dict[str, Any]] = {}  # task id -> how it started (for its profile)
         self._idle_checks: dict[str, asyncio.TimerHandle] = {}
+        self.criu: criu.CriuStatus | None = None  # probed once, when the first template starts
+        self._criu_probe: asyncio.Task[None] | None = None
 
     def __getattr__(self, name: str) -> Any:
         # Whatever else the wrapped runtime offers (e.g. exit_reason) is reached through us.
@@ -138,6 +151,7 @@ class SnapshotRuntime:
         await asyncio.gather(*forked.pumps, return_exceptions=True)
         if forked.killer is not None:
             forked.killer.cancel()
+        process_binds.release(task_id)
         self._forked.pop(task_id, None)
         self._starts.pop(task_id, None)
         self._schedule_idle_check(forked.template)
@@ -185,6 +199,8 @@ class SnapshotRuntime:
         for handle in self._idle_checks.values():
             handle.cancel()
         self._idle_checks.clear()
+        if self._criu_probe is not None and not self._criu_probe.done():
+            self._criu_probe.cancel()
         for template in list(self.templates.values()):
             await template.close()
         self.templates.clear()
@@ -203,13 +219,15 @@ class SnapshotRuntime:
             if self.templates.get(key) is template:
                 del self.templates[key]
             raise
+        binds = _volume_binds(spec, on_output)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
-            child = await template.fork(spec.task_id, spec.env, spec.cwd, out_w, err_w)
+            child = await template.fork(spec.task_id, spec.env, spec.cwd, out_w, err_w, binds=binds)
         except BaseException:
             for fd in (out_r, err_r):
                 os.close(fd)
+            process_binds.release(spec.task_id)
             raise
         finally:
             os.close(out_w)
@@ -241,6 +259,8 @@ class SnapshotRuntime:
                 del self.templates[other_key]
         template = TemplateProcess(key, source.function_id, source.params, self.home / key)
         self.templates[key] = template
+        if self._criu_probe is None:
+            self._criu_probe = asyncio.get_running_loop().create_task(self._probe_criu())
         scratch = self.home / key / "scratch"
         scratch.mkdir(parents=True, exist_ok=True)
         env = dict(spec.env)
@@ -248,15 +268,18 @@ class SnapshotRuntime:
         env[api.ENV_TASK_ID] = TEMPLATE_TASK_ID  # "in a container" for is_local(); nobody's container
         env["CUDA_VISIBLE_DEVICES"] = ""  # GPUs are invisible while the snapshot is taken (as on Modal)
         for name, value in list(env.items()):
-            if spec.scratch is not None and value == str(spec.scratch):
-                env[name] = str(scratch)
-        cwd = scratch if spec.scratch is not None and spec.cwd == spec.scratch else spec.cwd
+            env[name] = _generic(spec, value, str(scratch)).replace("<task>", TEMPLATE_TASK_ID)
+        cwd = Path(_generic(spec, str(spec.cwd), str(scratch)))
         try:
             await template.start(list(spec.argv), env, cwd, source, on_output, owner=spec.task_id)
         except OSError as exc:
             del self.templates[key]
             raise TemplateUnavailable(f"the snapshot template could not start: {exc}") from None
         return template, True
+
+    async def _probe_criu(self) -> None:
+        self.criu = await asyncio.to_thread(criu.detect)
+        log.info("%s", criu.describe(self.criu))
 
     def _schedule_idle_check(self, template: TemplateProcess) -> None:
         if template.children or self.templates.get(template.key) is not template:
@@ -274,6 +297,19 @@ class SnapshotRuntime:
         if self.templates.get(template.key) is template:
             del self.templates[template.key]
         template.retire()
+
+
+def _volume_binds(spec: ContainerSpec, on_output: OutputSink) -> list[tuple[str, str, bool]]:
+    """The binds the forked child makes itself (root), else none: process_binds symlinks them here."""
+    needed = [(str(h), c, ro) for h, c, ro in spec.binds if os.path.realpath(h) != os.path.realpath(c)]
+    if not needed:
+        return []
+    if process_binds.namespace_available():
+        return needed
+    _, warnings = process_binds.wrap(spec)
+    for warning in warnings:
+        on_output(spec.task_id, "stderr", f"skylift: {warning}")
+    return []
 
 
 def _signal(pid: int, signum: int, group: bool) -> None:

@@ -71,6 +71,16 @@ def snap_function(x: int) -> dict[str, int]:
     return {"x": x, "pid": os.getpid(), "imported_by": IMPORTED_BY}
 
 
+snap_vol = modal.Volume.from_name("e2e-snapshot-vol", create_if_missing=True)
+
+
+@app.function(enable_memory_snapshot=True, volumes={"/snapvol": snap_vol})
+def write_to_volume(name: str, text: str) -> dict[str, object]:
+    Path("/snapvol", name).write_text(text)
+    snap_vol.commit()
+    return {"pid": os.getpid(), "imported_by": IMPORTED_BY, "listing": sorted(os.listdir("/snapvol"))}
+
+
 @app.function(min_containers=2, scaledown_window=2)
 def warm(x: int) -> int:
     return x

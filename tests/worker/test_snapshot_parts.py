@@ -1,0 +1,102 @@
+"""The pieces of memory snapshots that need no platform: the fork-server wire, snapshot keys,
+the template's fork-safety checks, and CRIU detection (tests/e2e/test_snapshots.py runs the whole)."""
+
+from __future__ import annotations
+
+import doctest
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from skylift._protocol import api, forkserver
+from skylift.worker import criu
+from skylift.worker.runtime import ContainerSpec, SnapshotSource
+from skylift.worker.snapshot_runtime import SnapshotRuntime, snapshot_key
+
+
+def test_fork_server_messages_carry_fds_and_keep_their_boundaries(tmp_path: Path) -> None:
+    ours, theirs = forkserver.pair()
+    with ours, theirs:
+        r, w = os.pipe()
+        forkserver.send(ours, {"op": "fork", "task_id": "ta-1", "env": {"A": "1"}}, [w])
+        forkserver.send(ours, {"op": "retire"})
+        os.close(w)
+        message, fds = forkserver.recv(theirs)
+        assert message == {"op": "fork", "task_id": "ta-1", "env": {"A": "1"}} and len(fds) == 1
+        os.write(fds[0], b"through the passed fd")
+        os.close(fds[0])
+        assert os.read(r, 100) == b"through the passed fd"
+        os.close(r)
+        assert forkserver.recv(theirs) == ({"op": "retire"}, [])
+        theirs.send(b"\xc1 not msgpack")
+        with pytest.raises(forkserver.ForkProtocolError, match="not msgpack"):
+            forkserver.recv(ours)
+        theirs.send(b"\x91\x01")  # a list, not a map with an op
+        with pytest.raises(forkserver.ForkProtocolError, match="no 'op'"):
+            forkserver.recv(ours)
+    ours, theirs = forkserver.pair()
+    theirs.close()
+    with ours:
+        assert forkserver.recv(ours) == (None, [])
+
+
+def spec(task_id: str, *, qualname: str = "f", params: bytes | None = None,
+         env: dict[str, str] | None = None) -> ContainerSpec:
+    scratch = Path("/work/tasks") / task_id
+    definition = {"tag": "f", "enable_memory_snapshot": True, "module": "m", "qualname": qualname}
+    full_env = {"PATH": "/bin", "HOME": str(scratch), api.ENV_TASK_ID: task_id, api.ENV_TASK_TOKEN: f"t-{task_id}",
+                "CUDA_VISIBLE_DEVICES": task_id[-1], "SKYLIFT_VOLUMES": f'{{"/data": "{scratch}/volumes/data"}}',
+                **(env or {})}
+    return ContainerSpec(task_id=task_id, argv=["/img/bin/python", "-m", "skylift._runtime"], env=full_env,
+                         cwd=scratch, image_root=Path("/img"), scratch=scratch,
+                         snapshot=SnapshotSource("fu-1", "im-1", definition, params))
+
+
+def test_containers_of_one_pool_share_a_snapshot_key_and_versions_do_not() -> None:
+    assert snapshot_key(spec("ta-1")) == snapshot_key(spec("ta-2"))
+    assert snapshot_key(spec("ta-1")) != snapshot_key(spec("ta-1", qualname="g"))
+    assert snapshot_key(spec("ta-1")) != snapshot_key(spec("ta-1", params=b"p"))
+    assert snapshot_key(spec("ta-1")) != snapshot_key(spec("ta-1", env={"SECRET": "x"}))
+
+
+def test_snapshots_are_forked_by_the_process_runtime_only(tmp_path: Path) -> None:
+    class Other:
+        name = "container"
+
+    runtime = SnapshotRuntime(Other(), tmp_path)  # type: ignore[arg-type]
+    assert runtime.name == "container"
+    assert "process runtime only" in (runtime.snapshot_support() or "")
+
+
+def test_a_template_refuses_to_fork_with_threads_or_sockets() -> None:
+    script = textwrap.dedent("""
+        import socket, threading, time
+        from skylift._runtime.template import fork_problems
+        print("clean:", fork_problems(-1))
+        s = socket.socket()
+        print("socket:", fork_problems(-1))
+        s.close()
+        threading.Thread(target=time.sleep, args=(5,), name="loader", daemon=True).start()
+        print("thread:", fork_problems(-1))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60).stdout
+    lines = dict(line.split(": ", 1) for line in out.splitlines())
+    assert lines["clean"] == "[]"
+    assert "1 socket(s) are open" in lines["socket"] and "@enter(snap=False)" in lines["socket"]
+    assert "1 Python thread(s) are running (loader)" in lines["thread"]
+
+
+def test_criu_detection_says_why_it_cannot_persist_snapshots() -> None:
+    assert doctest.testmod(criu).failed == 0
+    old = criu.judge("/usr/sbin/criu", "Version: 3.17.1\n", None)
+    assert not old.usable and old.version == "3.17.1" and "older than 4.1" in old.reason
+    broken = criu.judge("/usr/sbin/criu", "Version: 4.1\n", (1, "Error (criu/vdso.c:...): bad\nLooks bad."))
+    assert not broken.usable and "`criu check` fails here: Looks bad." in broken.reason
+    assert criu.judge("/x/criu", "Version: 4.2.1", (0, "Looks good.")).usable
+    missing = criu.detect(which=lambda name: None)
+    assert not missing.usable and "not installed" in missing.reason
+    assert "stay in memory" in criu.describe(missing)
