@@ -90,7 +90,8 @@ async def test_cold_start_profile_is_logged_once_complete(platform):
         profile = got["profile"]
         assert got["start"] == "fork" and got["pid"] == 1234 and got["cold_start_ms"] is not None
         assert [label for label, _ in profile["phases"]] == ["image", "fork", "connect", "snap=False hooks",
-                                                             "first input"]
+                                                             "first input", "other"]
+        assert dict(profile["phases"])["fork"] == 2.0  # the child's own measure: fork() until it is set up
         assert profile["saved"] == {"import_ms": 300.0, "snap_hooks_ms": 250.0}
         logs = (await client.call("task.logs", {"task_id": task_id, "after_seq": 0, "timeout": 5}))["entries"]
         lines = [e["text"] for e in logs if e["text"].startswith("cold start")]
@@ -129,5 +130,6 @@ def test_a_process_start_profile_names_every_phase() -> None:
                       "snap_hooks_ms": 250.0, "enter_ms": 1.0}, now=10.6, inputs_waiting=False)
     assert profile.complete and not profile.forked
     assert [label for label, _ in profile.phases()] == ["image", "process start", "boot", "connect", "imports",
-                                                         "snap=True hooks", "enter hooks"]
+                                                         "snap=True hooks", "enter hooks", "other"]
+    assert sum(ms for _, ms in profile.phases()) == pytest.approx(600.0)
     assert profile.line().startswith("container ready in 600 ms, waiting for inputs: image 1.0 ms")

@@ -95,7 +95,9 @@ class ColdStart:
             template = w.get("template_ms")
             add("snapshot template", template)
             start = w.get("start_ms")
-            if isinstance(start, (int, float)):
+            if isinstance(c.get("fork_ms"), (int, float)):  # fork() until the child is set up: the critical path
+                add("fork", c["fork_ms"])
+            elif isinstance(start, (int, float)):
                 add("fork", max(0.0, start - float(template or 0.0)))
         else:
             add("process start", w.get("start_ms"))
@@ -107,6 +109,10 @@ class ColdStart:
         add("snap=False hooks" if self.forked else "enter hooks", c.get("enter_ms"))
         if self.first_input_at is not None and self.ready_at is not None:
             add("first input", (self.first_input_at - self.ready_at) * 1000)
+        total = self.total_ms()
+        if out and total is not None:
+            # Whatever no party measured: scheduling, the worker's own work, messages between them.
+            add("other", max(0.0, total - sum(ms for _, ms in out)))
         return out
 
     def line(self) -> str:
