@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from apps import core
@@ -105,20 +105,19 @@ def test_cancel_a_spawned_call() -> None:
     assert "cancel" in str(info.value).lower() or type(info.value).__name__ == "InputCancellation"
 
 
-def test_spawn_map_runs_everything(tmp_path: Path) -> None:
-    core.flaky.spawn_map([str(tmp_path / f"c{i}") for i in range(3)], [1, 1, 1])
+def test_spawn_map_runs_everything() -> None:
+    keys = [f"spawned-{uuid.uuid4().hex}" for _ in range(3)]
+    core.flaky.spawn_map(keys, [1, 1, 1])
     deadline = time.time() + 30
-    while time.time() < deadline and not all((tmp_path / f"c{i}").exists() for i in range(3)):
+    while time.time() < deadline and not all(core.attempts.get(k) for k in keys):
         time.sleep(0.05)
-    assert all((tmp_path / f"c{i}").read_text() == "1" for i in range(3))
+    assert [core.attempts.get(k) for k in keys] == [1, 1, 1]
 
 
-def test_retries_with_backoff(tmp_path: Path) -> None:
-    counter = tmp_path / "count"
-    assert core.flaky.remote(str(counter), 3) == 3
-    counter.unlink()
+def test_retries_with_backoff() -> None:
+    assert core.flaky.remote(f"retried-{uuid.uuid4().hex}", 3) == 3
     with pytest.raises(RuntimeError, match="attempt 4 fails"):
-        core.flaky.remote(str(counter), 10)
+        core.flaky.remote(f"retried-{uuid.uuid4().hex}", 10)
 
 
 def test_timeout_kills_the_attempt() -> None:

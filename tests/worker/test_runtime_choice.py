@@ -98,7 +98,6 @@ def test_container_spec_speaks_in_container_paths(tmp_path: Path) -> None:
     assert env["PYTHONPATH"] == "/root:/opt/lib:/opt/skylift-runtime"
     assert env["SKYLIFT_SERVER_URL"] == "tcp://10.1.2.3:7410" and env["SKYLIFT_TASK_TOKEN"] == "tok"
     assert env["SECRET"] == "s3" and env["HTTPS_PROXY"] == "http://proxy:3128" and env["MODAL_IS_REMOTE"] == "1"
-    assert env["MODAL_TASK_ID"] == "ta-1"
     assert "SKYLIFT_TOKEN" not in env and "SSL_CERT_FILE" not in env and "VIRTUAL_ENV" not in env
     assert spec.resources["cpu_limit"] == 0.5 and spec.resources["memory_limit"] == 64
     assert spec.block_network is True

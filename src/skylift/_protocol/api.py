@@ -131,8 +131,10 @@ TaskSpec         {task_id, token, app_id, function_id, function_tag, image_id, s
                  built before the container starts); without it such a task fails to start.
                  `params`: the pool's Cls parameters (a memory-snapshot template builds the
                  instance before any container of the pool exists).
-TaskEvent        {task_id, state: "running" | "exited", exit_code?: int, message?: str,
+TaskEvent        {task_id, state: "running" | "exited", exit_code?: int, message?: str, cause?: str,
                   profile?: WorkerStartProfile}
+                 cause "oom": the container exceeded its memory limit; the inputs it was running
+                 fail (user retries apply) with `message`, instead of being re-run elsewhere.
 
 WorkerStartProfile {how: "process"|"fork", image_ms, start_ms, template_ms?, pid?, template_pid?,
                     note?}             durations in ms measured by the worker (template_ms: a memory-

@@ -142,8 +142,17 @@ class ControlPlane:
         self._rpc = RpcServer(authenticate, self.routes(), self._on_disconnect)
         self.url = str(await self._rpc.listen(Address("tcp", host=self.host, port=self.port)))
         sock = self.home / "server.sock"
-        if len(str(sock)) <= MAX_SOCKET_PATH:
-            self.unix_url = str(await self._rpc.listen(Address("unix", path=str(sock))))
+        # The socket itself lives alone in socket/ (server.sock links to it): the container runtime
+        # binds that directory into containers, which must not see the rest of the home (the token).
+        real = self.home / "socket" / "server.sock"
+        if len(str(real)) <= MAX_SOCKET_PATH:
+            real.parent.mkdir(mode=0o700, exist_ok=True)
+            await self._rpc.listen(Address("unix", path=str(real)))
+            link = self.home / f".server.sock.{os.getpid()}"
+            link.unlink(missing_ok=True)
+            link.symlink_to("socket/server.sock")
+            os.replace(link, sock)
+            self.unix_url = f"unix://{sock}"
         else:
             log.warning("%s is too long for a unix socket; local clients and workers will use %s", sock, self.url)
             self.unix_url = self.url

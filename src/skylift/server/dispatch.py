@@ -332,7 +332,7 @@ class Dispatcher:
         if task.leased:
             self.requeue_internal(list(task.leased.values()), f"its container was killed ({reason})")
 
-    def task_exited(self, task: Task, exit_code: int | None, message: str = "") -> None:
+    def task_exited(self, task: Task, exit_code: int | None, message: str = "", *, cause: str = "") -> None:
         if not task.alive:
             return
         now = self.clock.now()
@@ -348,7 +348,17 @@ class Dispatcher:
         pool.release_waiters(task)
         code = "unknown" if exit_code is None else str(exit_code)
         detail = f"{message}" if message else ""
-        if task.leased:
+        if task.leased and cause == "oom":
+            # The inputs themselves used the memory: running them elsewhere would only repeat it.
+            finals: list[tuple[Input, dict[str, Any]]] = []
+            for inp in [i for i in task.leased.values() if i.state is InputState.LEASED]:
+                task.release(inp, now)
+                inp.task = None
+                self._retry_or_final(inp, error_output(
+                    inp, api.STATUS_FAILURE, f"{pool.function.tag}: its container {detail or 'ran out of memory'}",
+                    exc_type="OutOfMemoryError"), finals)
+            self.finish_soon(finals)
+        elif task.leased:
             self.requeue_internal(list(task.leased.values()),
                                   f"its container exited with code {code}" + (f" ({detail})" if detail else ""))
         if not task.ever_ready and not task.stop_requested and not task.init_failed:

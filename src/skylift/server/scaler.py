@@ -195,6 +195,7 @@ class Scaler:
             api.ENV_TASK_ID: task.task_id,
             api.ENV_TASK_TOKEN: token,
             api.ENV_IS_REMOTE: "1",
+            "MODAL_TASK_ID": task.task_id,  # Modal's name; user code tells containers apart by it
             "SKYLIFT_ENVIRONMENT": function.app.environment,
         })
         resources = definition.get("resources") or {}

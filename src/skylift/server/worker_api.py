@@ -99,8 +99,10 @@ class WorkerApi:
             elif state == "exited":
                 code = event.get("exit_code")
                 message = event.get("message")
+                cause = event.get("cause")
                 self.cp.dispatcher.task_exited(task, code if isinstance(code, int) else None,
-                                               message if isinstance(message, str) else "")
+                                               message if isinstance(message, str) else "",
+                                               cause=cause if isinstance(cause, str) else "")
             else:
                 raise invalid("worker.report", f"events[{n}].state must be 'running' or 'exited', got {state!r}")
         return {}

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 
 from .._protocol.rpc import RpcError
+from . import host
 from .agent import STOP_GRACE_SECONDS, WorkerAgent
+from .runtimes import RuntimeUnavailable, make_runtime
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,9 +51,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.home.mkdir(parents=True, exist_ok=True)
 
+    try:
+        runtime = make_runtime(os.environ, args.home, has_gpus=bool(host.detect_gpus()))
+    except RuntimeUnavailable as exc:
+        print(f"can't start the worker: {exc}", file=sys.stderr)
+        return 2
+
     async def serve() -> None:
-        agent = WorkerAgent(args.server_url, token, args.home, labels=labels, worker_id=args.worker_id,
-                            stop_grace=args.stop_grace)
+        agent = WorkerAgent(args.server_url, token, args.home, runtime=runtime, labels=labels,
+                            worker_id=args.worker_id, stop_grace=args.stop_grace)
         agent.exit_with_parent = args.exit_with_parent
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

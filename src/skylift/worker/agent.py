@@ -31,13 +31,14 @@ from .._version import __version__
 from . import host
 from .batching import BatchSender
 from .blobs import BlobCache, RpcBlobSource
-from .images import BuildError, BuiltImage, ImageStore, prepare_runtime_site
+from .images import BuildError, BuiltImage, prepare_runtime_site
 from .mounts import MountStore, source_dir
 from .process_runtime import ProcessRuntime
-from .runtime import ContainerRuntime
+from .runtime import ContainerRuntime, ExplainsExits
+from .runtimes import container_spec, image_store
 from .snapshot_runtime import SnapshotRuntime
 from .task_commands import run_exec
-from .task_spec import container_spec, task_mounts
+from .task_spec import task_mounts
 from .volumes import StorageMounts
 
 log = logging.getLogger("skylift.worker")
@@ -80,7 +81,7 @@ class WorkerAgent:
         self.rpc = ReconnectingClient(server_url, hello, give_up_after=None, max_backoff=5.0,
                                       on_connect=self._register)
         blobs = BlobCache(home / "blobs-cache", RpcBlobSource(self.rpc))
-        self.images = ImageStore(home / "images", blobs, runtime_site=prepare_runtime_site(home / "runtime-site"))
+        self.images = image_store(self.runtime, home, blobs, prepare_runtime_site(home / "runtime-site"))
         self.mounts = MountStore(home / "mounts", blobs)
         self.storage_mounts = StorageMounts(self.rpc, blobs, self.system_log)
         self.tasks: dict[str, Task] = {}
@@ -113,7 +114,7 @@ class WorkerAgent:
         await self.rpc.call("worker.logs", {"entries": entries})
 
     async def report(self, task_id: str, state: str, exit_code: int | None = None, message: str | None = None,
-                     profile: dict[str, Any] | None = None) -> None:
+                     cause: str | None = None, profile: dict[str, Any] | None = None) -> None:
         event: dict[str, Any] = {"task_id": task_id, "state": state}
         if profile:
             event["profile"] = profile
@@ -121,6 +122,8 @@ class WorkerAgent:
             event["exit_code"] = exit_code
         if message:
             event["message"] = message
+        if cause:
+            event["cause"] = cause
         try:
             await self.rpc.call("worker.report", {"events": [event]})
         except RpcError as exc:
@@ -295,8 +298,9 @@ class WorkerAgent:
                 return
             gpus = self.allocator.allocate(task_id, (spec.get("resources") or {}).get("gpu"))
             scratch.mkdir(parents=True, exist_ok=True)
-            cspec = container_spec(spec, image, source_dir=source_dir(mount_root, mounts), mount_root=mount_root,
-                                   scratch=scratch, gpu_indices=gpus, host_has_gpus=bool(self.gpus))
+            cspec = container_spec(self.runtime, spec, image, source_dir=source_dir(mount_root, mounts),
+                                   mount_root=mount_root, scratch=scratch, gpu_indices=gpus,
+                                   host_has_gpus=bool(self.gpus))
             await self.storage_mounts.attach(spec, cspec, scratch, self.runtime.name)  # volumes, buckets
             await self.runtime.prepare(cspec)
             await self.runtime.start(cspec, self._on_output)
@@ -320,10 +324,14 @@ class WorkerAgent:
         message = f"exited with code {code}"
         if code > 128:
             message = f"killed by signal {code - 128}"
+        explained = self.runtime.exit_reason(task_id) if isinstance(self.runtime, ExplainsExits) else None
+        cause = None
+        if explained is not None:  # e.g. ("oom", "the container exceeded its memory limit of 64 MiB ...")
+            cause, message = explained
         if code != 0 and task.stderr_tail and not task.stop_requested:
             message += "; last output:\n" + "\n".join(task.stderr_tail)
         self.system_log(task_id, f"container {message}")
-        await self.report(task_id, "exited", exit_code=code, message=message)
+        await self.report(task_id, "exited", exit_code=code, message=message, cause=cause)
         self._forget(task_id, scratch)
 
     def _forget(self, task_id: str, scratch: Path) -> None:

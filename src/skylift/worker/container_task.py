@@ -8,8 +8,7 @@
                 volumes (whoever mounts them appends `(host dir, container path, read_only)`)
     env         HOME=/root, LANG, PATH; the host's proxy settings; image env; task env (secrets,
                 function env); PYTHONPATH=/root:<image's>:/opt/skylift-runtime; PYTHONUNBUFFERED=1;
-                SKYLIFT_SERVER_URL=unix:///run/skylift/server.sock, SKYLIFT_TASK_ID/TOKEN, MODAL_TASK_ID,
-                MODAL_IS_REMOTE=1
+                SKYLIFT_SERVER_URL=unix:///run/skylift/server.sock, SKYLIFT_TASK_ID/TOKEN, MODAL_IS_REMOTE=1
     cwd         the image's workdir, else /root (Modal's)
     limits      `limits()`: CPU quota and memory limit from the function's resources
 
@@ -96,7 +95,6 @@ def container_spec(task: dict[str, Any], image: LayeredImage, *, mount_root: Pat
     env[api.ENV_TASK_ID] = task["task_id"]
     env[api.ENV_TASK_TOKEN] = task["token"]
     env[api.ENV_IS_REMOTE] = "1"
-    env["MODAL_TASK_ID"] = task["task_id"]  # Modal's name for it; user code reads it to tell containers apart
     definition = task.get("definition") or {}
     cpu, memory = limits(dict(definition.get("resources") or {}))
     resources = dict(task.get("resources") or {})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from pathlib import Path
 
 import skylift as modal
 
@@ -83,11 +82,15 @@ def slow(seconds: float) -> float:
     return seconds
 
 
+# Attempts are counted where every container (and the test) can see them, as on Modal: a container
+# can't see the caller's files.
+attempts = modal.Dict.from_name("e2e-core-attempts", create_if_missing=True)
+
+
 @app.function(retries=modal.Retries(max_retries=3, initial_delay=0.1, backoff_coefficient=1.0))
-def flaky(counter_file: str, succeed_on: int) -> int:
-    path = Path(counter_file)
-    n = int(path.read_text()) + 1 if path.exists() else 1
-    path.write_text(str(n))
+def flaky(key: str, succeed_on: int) -> int:
+    n = attempts.get(key, 0) + 1
+    attempts[key] = n
     if n < succeed_on:
         raise RuntimeError(f"attempt {n} fails")
     return n
@@ -130,7 +133,7 @@ class Counter:
     @modal.enter()
     def setup(self) -> None:
         self.value = self.start
-        self.pid = os.getpid()
+        self.container = os.environ.get("MODAL_TASK_ID") or str(os.getpid())  # pids repeat across containers
 
     @modal.method()
     def incr(self, by: int = 1) -> int:
@@ -138,8 +141,8 @@ class Counter:
         return self.value
 
     @modal.method()
-    def info(self) -> tuple[str, int]:
-        return self.label, self.pid
+    def info(self) -> tuple[str, str]:
+        return self.label, self.container
 
     @modal.method()
     def countdown(self, n: int):  # type: ignore[no-untyped-def]

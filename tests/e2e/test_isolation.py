@@ -1,0 +1,66 @@
+"""Isolation through the public API, on the container runtime (root): files, processes, memory, the image."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from skylift._client import Client, run_sync
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
+
+
+@pytest.fixture(scope="module")
+def isolation(platform: Any) -> Iterator[Any]:
+    deadline = time.monotonic() + 30
+    while True:  # the embedded worker registers a moment after the control plane starts
+        status = run_sync(Client.from_env().call("server.status", {}))
+        runtimes = {r for worker in status["workers"] for r in worker["runtimes"]}
+        if runtimes or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    if "container" not in runtimes:
+        pytest.skip(f"the platform's worker runs {sorted(runtimes)}, not the container runtime (needs root, "
+                    "bubblewrap and the packages in src/skylift/worker/container/DEBIAN_PACKAGES)")
+    from apps import isolation
+
+    with isolation.app.run():
+        yield isolation
+
+
+def test_a_function_sees_its_image_not_the_host(isolation: Any, platform: Any) -> None:
+    marker = Path("/tmp") / f"skylift-marker-{uuid.uuid4().hex}"
+    marker.write_text("host only")
+    try:
+        seen = isolation.probe.remote(str(marker))
+    finally:
+        marker.unlink()
+    assert seen["sees_host_file"] is False
+    assert seen["debian"].startswith("12.")  # the debian_slim root filesystem
+    assert seen["exe"] == "/opt/skylift-venv/bin/python" and seen["prefix"] == "/opt/skylift-venv"
+    assert isolation.probe.remote(str(platform.home / "token"))["sees_host_file"] is False
+
+
+def test_containers_dont_see_each_others_processes(isolation: Any) -> None:
+    tag = f"{1000 + uuid.uuid4().int % 1000}.{os.getpid()}"
+    isolation.neighbour.remote(tag)
+    on_host = subprocess.run(["pgrep", "-f", f"sleep {tag}"], capture_output=True, text=True).stdout.split()
+    assert on_host, "the neighbour's process should be running (seen from the host)"
+    seen = isolation.probe.remote("/nonexistent")
+    assert not any(tag in cmdline for cmdline in seen["processes"]), seen["processes"]
+    assert len(seen["processes"]) <= 3, seen["processes"]  # bubblewrap's init, the runtime, maybe a helper
+    assert seen["pid"] < 10
+
+
+def test_exceeding_the_memory_limit_is_a_clear_error(isolation: Any) -> None:
+    with pytest.raises(Exception, match="exceeded its memory limit of 64 MiB") as info:
+        isolation.hog.remote()
+    assert "OutOfMemoryError" in str(info.value)
+    assert isolation.probe.remote("/nonexistent")["debian"]  # the app carries on
