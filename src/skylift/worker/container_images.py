@@ -43,6 +43,7 @@ from .images import LAYER_META, BuildError, BuiltImage, ImageStore, Log, describ
 
 BASE_CACHE_ENV = "SKYLIFT_IMAGE_CACHE"
 DEFAULT_BASE_CACHE = Path("/var/cache/skylift")
+REPROBE_AFTER = frozenset({"apt_install", "run_commands", "run_function", "pip_install", "uv_pip_install"})
 
 
 def base_cache_dir() -> Path:
@@ -113,9 +114,11 @@ class ContainerImageStore(ImageStore):
             ctx = container_steps.LayerBuild(
                 layer=layer, fs=fs, lowers=lowers, meta=meta, blobs=self.blobs, log=_threadsafe(log),
                 scratch=scratch, cache_dir=self.cache_dir, base_cache=self.base_cache, first=parent is None,
-                extra=self.services)
+                store_root=self.root, services=self.services)
             try:
                 await container_steps.run_step(ctx)
+                if not meta.get("python") and layer["step"] in REPROBE_AFTER:
+                    await ctx.probe_python()  # e.g. apt_install("python3") on an image that had none
             except StepError as exc:
                 raise BuildError(f"step {index + 1} ({describe(layer)}) failed: {exc}") from None
             shutil.rmtree(scratch)

@@ -74,7 +74,8 @@ class LayerBuild:
     cache_dir: Path
     base_cache: Path
     first: bool
-    extra: dict[str, Any] = field(default_factory=dict)  # services for base steps (e.g. the registry)
+    store_root: Path  # the image store's directory: pulled layers (oci/), Dockerfile step layers (steps/)
+    services: dict[str, Any] = field(default_factory=dict)  # e.g. "secret_values": async (secret id) -> dict
 
     @property
     def args(self) -> dict[str, Any]:
@@ -326,10 +327,13 @@ STEPS: dict[str, Step] = {
 
 
 async def run_step(ctx: LayerBuild) -> None:
+    from .registry_steps import STEPS as REGISTRY_STEPS
+
     step = ctx.layer["step"]
-    handler = STEPS.get(step)
+    handler = STEPS.get(step) or REGISTRY_STEPS.get(step)
     if handler is None:
-        raise StepError(f"unknown build step {step!r}; this worker knows {', '.join(sorted(STEPS))}")
+        known = ", ".join(sorted({*STEPS, *REGISTRY_STEPS}))
+        raise StepError(f"unknown build step {step!r}; this worker knows {known}")
     if ctx.first and step not in BASE_STEPS:
         raise StepError(f"{step} can't be the first layer; an image starts with debian_slim() or from_registry()")
     if not ctx.first and step in BASE_STEPS:
