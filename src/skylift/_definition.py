@@ -59,6 +59,10 @@ def build_definition(fn: Function, image_id: str, mounts: list[dict[str, Any]]) 
         "serialized": serialized,
         "is_class": is_class,
         "methods": opts.get("methods", {}) if is_class else {},
+        # A class's modal.parameter() names, and the encoded Cls() parameter set when all have defaults:
+        # the pool min_containers keeps warm with no traffic (parameter sets get pools when first called).
+        "parameters": opts.get("parameters", []) if is_class else [],
+        "default_params": opts.get("default_params") if is_class else None,
         "is_generator": fn._is_generator,
         "image_id": image_id,
         "mounts": mounts,

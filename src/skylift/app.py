@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _options
-from .cls import Cls, check_user_class
+from .cls import Cls, check_user_class, default_params, parameter_specs
 from .exception import InvalidError
 from .functions import Function
 from .partial_function import Flag, PartialFunction, collect_hooks
@@ -153,13 +153,15 @@ class App:
             hooks = collect_hooks(user_cls)
             if not hooks.methods:
                 warnings.warn(f"{tag} has no @modal.method(); nothing can be called on it", stacklevel=2)
-            for name, pf in hooks.methods.items():
+            for pf in hooks.methods.values():
                 if Flag.BATCHED in pf.flags:
                     opts["batching"] = {"max_batch_size": pf.max_batch_size, "wait_ms": pf.batch_wait_ms}
-                if hooks.enter_pre_snapshot and not opts.get("enable_memory_snapshot"):
-                    raise InvalidError(f"{tag}: @modal.enter(snap=True) needs enable_memory_snapshot=True on @app.cls")
-                del name
+            if hooks.enter_pre_snapshot and not opts.get("enable_memory_snapshot"):
+                raise InvalidError(f"{tag}: @modal.enter(snap=True) needs enable_memory_snapshot=True on @app.cls")
             opts["methods"] = {n: {"is_generator": pf.is_generator} for n, pf in hooks.methods.items()}
+            # Which parameter set min_containers keeps warm before anyone calls (see _definition).
+            opts["parameters"] = sorted(parameter_specs(user_cls))
+            opts["default_params"] = default_params(user_cls)
             for n, pf in hooks.methods.items():
                 if Flag.WEB in pf.flags:
                     opts["methods"][n]["web"] = dict(pf.web_config)

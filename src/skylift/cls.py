@@ -88,6 +88,15 @@ def validate_params(user_cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+def default_params(user_cls: type) -> bytes | None:
+    """The encoded parameter set of `Cls()` when every parameter has a default (None otherwise, or
+    when there are no parameters). The control plane keeps `min_containers` warm for that pool."""
+    specs = parameter_specs(user_cls)
+    if not specs or any(default is _MISSING for _, default in specs.values()):
+        return None
+    return _serialization.encode_params(validate_params(user_cls, {}))
+
+
 def instantiate_user_class(user_cls: type, params: dict[str, Any]) -> Any:
     """Build the user's object with its parameters set (no hooks run). Used in the container."""
     has_own_init = any("__init__" in vars(k) for k in user_cls.__mro__ if k is not object)

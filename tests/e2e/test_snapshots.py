@@ -145,6 +145,15 @@ def test_min_containers_keeps_containers_up_with_no_traffic() -> None:
     assert logs.exit_code == 0 and "container ready in" in logs.output
 
 
+def test_min_containers_of_a_cls_warm_the_pool_its_default_parameters_use() -> None:
+    deadline = time.monotonic() + 20
+    while not [t for t in containers("WarmCls") if t["state"] == "ready"]:
+        assert time.monotonic() < deadline, containers("WarmCls")
+        time.sleep(0.05)
+    [warm] = containers("WarmCls")
+    assert snapshots.WarmCls().where.remote() == {"task_id": warm["task_id"], "size": 1}  # no cold start
+
+
 def test_a_redeploy_invalidates_the_template(tmp_path: Path, process_platform: Platform) -> None:
     snapshot_v1.app.deploy()
     from skylift import Cls

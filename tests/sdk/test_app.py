@@ -189,3 +189,41 @@ def test_from_name_rejects_method_syntax() -> None:
 def test_is_local_outside_containers() -> None:
     assert modal.is_local()
     assert modal.current_input_id() is None
+
+
+def test_a_cls_definition_names_its_parameters_and_the_default_set() -> None:
+    from skylift._definition import build_definition
+    from skylift._serialization import decode_params
+
+    app = modal.App("params-app")
+
+    @app.cls(serialized=True)
+    class Defaults:
+        size: int = modal.parameter(default=3)
+
+        @modal.method()
+        def run(self) -> int:
+            return self.size
+
+    @app.cls(serialized=True)
+    class Required:
+        name: str = modal.parameter()
+
+        @modal.method()
+        def run(self) -> str:
+            return self.name
+
+    defaults = build_definition(Defaults._service, "im-x", [])
+    assert defaults["parameters"] == ["size"] and decode_params(defaults["default_params"]) == {"size": 3}
+    required = build_definition(Required._service, "im-x", [])
+    assert required["parameters"] == ["name"] and required["default_params"] is None
+
+
+def test_snap_true_without_snapshots_is_refused_even_without_methods() -> None:
+    app = modal.App("snap-app")
+    with pytest.raises(InvalidError, match="enable_memory_snapshot=True"), pytest.warns(UserWarning):
+        @app.cls()
+        class NoMethods:
+            @modal.enter(snap=True)
+            def load(self) -> None:
+                pass

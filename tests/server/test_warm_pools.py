@@ -133,3 +133,21 @@ def test_a_process_start_profile_names_every_phase() -> None:
                                                          "snap=True hooks", "enter hooks", "other"]
     assert sum(ms for _, ms in profile.phases()) == pytest.approx(600.0)
     assert profile.line().startswith("container ready in 600 ms, waiting for inputs: image 1.0 ms")
+
+
+async def test_min_containers_warm_the_pool_cls_would_use(platform):
+    async with platform() as h:
+        client = await h.client()
+        worker = await h.worker()
+        required = definition("Needs", is_class=True, parameters=["size"], default_params=None,
+                              autoscaler={"min_containers": 1})
+        defaulted = definition("Defaults", is_class=True, parameters=["size"], default_params=b"size=1",
+                               autoscaler={"min_containers": 1})
+        _, ids = await h.app(client, required, defaulted)
+        command = await worker.next("start_task")
+        assert command["task"]["function_tag"] == "Defaults" and command["task"]["params"] == b"size=1"
+        await worker.no_command("start_task")  # nothing to warm for Needs until a parameter set is called
+        await client.call("call.start", {"function_id": ids["Needs"], "params": b"size=2", "invocation": "async",
+                                         "kind": "unary", "inputs": [{"args": b"x", "method": "run"}]})
+        command = await worker.next("start_task")
+        assert command["task"]["function_tag"] == "Needs" and command["task"]["params"] == b"size=2"

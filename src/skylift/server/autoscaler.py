@@ -10,6 +10,9 @@
   `max_containers` caps everything (requests queue beyond it).
 * Only containers idle for at least `scaledown_window` are stopped, longest-idle first, and never
   below the target. A starting or busy container is never chosen.
+* Each Cls parameter set is a pool of its own. With no traffic, `min_containers` warms the pool
+  `Cls()` would use (`warm_pool_params`): a class without parameters, or whose parameters all have
+  defaults. Other parameter sets get a pool, and then their floor, when first called.
 
 No I/O and no clock of its own: the scaling loop (`scaler.py`) passes `now`.
 """
@@ -17,6 +20,7 @@ No I/O and no clock of its own: the scaling loop (`scaler.py`) passes `now`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .._protocol import api
 
@@ -50,6 +54,21 @@ class Decision:
     target: int
     to_start: int = 0
     to_stop: tuple[str, ...] = ()
+
+
+def warm_pool_params(definition: dict[str, Any]) -> tuple[bytes | None, ...]:
+    """The parameter sets whose pools `min_containers` keeps up before any call.
+
+    Example:
+        >>> warm_pool_params({"is_class": False})
+        (None,)
+        >>> warm_pool_params({"is_class": True, "parameters": ["size"], "default_params": None})
+        ()
+    """
+    if not definition.get("is_class") or not definition.get("parameters"):
+        return (None,)
+    default = definition.get("default_params")
+    return (default,) if isinstance(default, bytes) else ()
 
 
 def desired_containers(pool: PoolSnapshot, policy: Policy, now: float) -> Decision:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._protocol import api
 from . import placement
-from .autoscaler import ContainerView, PoolSnapshot, desired_containers
+from .autoscaler import ContainerView, PoolSnapshot, desired_containers, warm_pool_params
 from .catalog import FunctionEntry
 from .images import BUILDING, FAILED
 from .longpoll import Signal
@@ -66,7 +66,8 @@ class Scaler:
             if not function.app.running:
                 self._warm.discard(function)
             elif function.policy().min_containers > 0:
-                self.cp.pools.get(function, None)
+                for params in warm_pool_params(function.definition):
+                    self.cp.pools.get(function, params)
         for pool in self.cp.pools.all():
             self._scale(pool, now)
 

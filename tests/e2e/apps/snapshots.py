@@ -84,3 +84,12 @@ def write_to_volume(name: str, text: str) -> dict[str, object]:
 @app.function(min_containers=2, scaledown_window=2)
 def warm(x: int) -> int:
     return x
+
+
+@app.cls(min_containers=1)
+class WarmCls:
+    size: int = modal.parameter(default=1)
+
+    @modal.method()
+    def where(self) -> dict[str, object]:
+        return {"task_id": os.environ.get("SKYLIFT_TASK_ID"), "size": self.size}
