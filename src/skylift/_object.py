@@ -52,6 +52,7 @@ class _Object:
         self._loader = loader
         self._create_if_missing = create_if_missing
         self._lock: asyncio.Lock | None = None
+        self._hydrated_for: Client | None = None
 
     def __repr__(self) -> str:
         label = repr(self._name) if self._name else (self._object_id or "unhydrated")
@@ -103,16 +104,25 @@ class _Object:
         assert self._object_id is not None
         return self._object_id
 
+    def _fresh(self, client: Client) -> bool:
+        # An id found through one client is looked up again through another (tests and tools that
+        # switch SKYLIFT_HOME); handles made from an id keep it.
+        return self._object_id is not None and (self._loader is None or self._hydrated_for is client)
+
     async def _hydrate(self) -> str:
-        if self._object_id is not None:
+        client = Client.from_env()
+        if self._fresh(client):
+            assert self._object_id is not None
             return self._object_id
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
-            if self._object_id is None:
+            if not self._fresh(client):
                 if self._loader is None:
                     raise InvalidError(f"this {self._title} has no name or id to look up")
-                self._object_id = await self._loader(Client.from_env())
+                self._object_id = await self._loader(client)
+                self._hydrated_for = client
+        assert self._object_id is not None
         return self._object_id
 
     @blocking

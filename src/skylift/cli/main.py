@@ -9,7 +9,19 @@ import click
 
 from .. import config
 from ..exception import Error
-from . import app_cmd, container_cmd, run, schedule_cmd, serve, server_cmd, token_cmd
+from . import (
+    app_cmd,
+    container_cmd,
+    dict_cmd,
+    queue_cmd,
+    run,
+    schedule_cmd,
+    secret_cmd,
+    serve,
+    server_cmd,
+    token_cmd,
+    volume_cmd,
+)
 
 
 class _Group(click.Group):
@@ -35,6 +47,10 @@ cli.add_command(run.deploy_cmd)
 cli.add_command(app_cmd.app_group)
 cli.add_command(container_cmd.container_group)
 cli.add_command(server_cmd.server_group)
+cli.add_command(secret_cmd.secret_group)
+cli.add_command(volume_cmd.volume_group)
+cli.add_command(dict_cmd.dict_group)
+cli.add_command(queue_cmd.queue_group)
 cli.add_command(serve.serve_cmd)
 cli.add_command(schedule_cmd.schedule_group)
 cli.add_command(token_cmd.token_group)

@@ -58,7 +58,7 @@ def credentials_from_env(env: dict[str, str]) -> Credentials | None:
 def region_for(endpoint_url: str | None, env: dict[str, str]) -> str:
     if env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"):
         return env.get("AWS_REGION") or env["AWS_DEFAULT_REGION"]
-    host = urlparse(endpoint_url).hostname or "" if endpoint_url else ""
+    host = (urlparse(endpoint_url).hostname or "") if endpoint_url else ""
     if host.endswith("r2.cloudflarestorage.com") or host == "storage.googleapis.com":
         return "auto"
     return "us-east-1"
@@ -91,6 +91,8 @@ def sign(method: str, host: str, path: str, query: dict[str, str], headers: dict
 
 
 class S3Client:
+    page_size = 1000  # ListObjectsV2's maximum
+
     def __init__(self, bucket: str, *, endpoint_url: str | None = None, credentials: Credentials | None = None,
                  region: str = "us-east-1", force_path_style: bool = False, requester_pays: bool = False,
                  timeout: float = 60.0) -> None:
@@ -160,7 +162,7 @@ class S3Client:
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         token: str | None = None
         while True:
-            query = {"list-type": "2", "prefix": prefix, "max-keys": "1000"}
+            query = {"list-type": "2", "prefix": prefix, "max-keys": str(self.page_size)}
             if token:
                 query["continuation-token"] = token
             root = ET.fromstring(self._request("GET", query=query).read())
@@ -198,6 +200,9 @@ class S3Client:
             size = f.tell()
             self._request("PUT", key, body=f, payload_hash=digest.hexdigest(),
                           headers={"Content-Length": str(size)}).read()
+
+    def create_bucket(self) -> None:
+        self._request("PUT", "").read()
 
     def delete(self, key: str) -> None:
         self._request("DELETE", key).read()
