@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from skylift._client import Client, run_sync
 from skylift.cli.main import cli
+from skylift.exception import FunctionTimeoutError
 from skylift.testing import Platform, local_platform
 
 
@@ -112,6 +113,14 @@ def test_a_forked_container_sees_its_volumes_at_their_paths() -> None:
     assert second["listing"] == ["a.txt", "b.txt"]
     assert b"".join(snapshots.snap_vol.read_file("b.txt")) == b"two"
     assert not Path("/snapvol").exists() or not any(Path("/snapvol").iterdir())  # only inside the containers
+
+
+def test_a_forked_container_that_times_out_is_killed_and_the_next_one_forks() -> None:
+    with pytest.raises(FunctionTimeoutError):
+        snapshots.sleeps.remote(30)
+    assert snapshots.sleeps.remote(0) > 0
+    [task] = containers("sleeps")
+    assert call("task.get", {"task_id": task["task_id"]})["task"]["start"] == "fork"
 
 
 def test_a_template_with_threads_is_refused_and_containers_start_from_scratch(tmp_path: Path) -> None:

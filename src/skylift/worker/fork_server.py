@@ -19,6 +19,7 @@ import contextlib
 import enum
 import logging
 import os
+import shutil
 import socket
 import time
 from dataclasses import dataclass, field
@@ -269,6 +270,7 @@ class TemplateProcess:
             if not child.exit.done():
                 child.exit.set_result(KILLED_WITH_TEMPLATE)
         self.children.clear()
+        await asyncio.to_thread(shutil.rmtree, self.directory, True)
 
 
 def _wake(future: asyncio.Future[None]) -> None:

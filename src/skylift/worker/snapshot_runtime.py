@@ -33,6 +33,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import secrets
 import signal
 import time
 from collections.abc import Callable
@@ -257,11 +258,12 @@ class SnapshotRuntime:
             if other.function_id == source.function_id and other.params == source.params and other_key != key:
                 other.retire()
                 del self.templates[other_key]
-        template = TemplateProcess(key, source.function_id, source.params, self.home / key)
+        # A directory per template process: a retired one removes its own on exit, never its successor's.
+        template = TemplateProcess(key, source.function_id, source.params, self.home / f"{key}-{secrets.token_hex(4)}")
         self.templates[key] = template
         if self._criu_probe is None:
             self._criu_probe = asyncio.get_running_loop().create_task(self._probe_criu())
-        scratch = self.home / key / "scratch"
+        scratch = template.directory / "scratch"
         scratch.mkdir(parents=True, exist_ok=True)
         env = dict(spec.env)
         env.pop(api.ENV_TASK_TOKEN, None)

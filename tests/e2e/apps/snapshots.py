@@ -81,6 +81,12 @@ def write_to_volume(name: str, text: str) -> dict[str, object]:
     return {"pid": os.getpid(), "imported_by": IMPORTED_BY, "listing": sorted(os.listdir("/snapvol"))}
 
 
+@app.function(enable_memory_snapshot=True, timeout=1)
+def sleeps(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
 @app.function(min_containers=2, scaledown_window=2)
 def warm(x: int) -> int:
     return x
