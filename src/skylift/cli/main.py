@@ -19,6 +19,7 @@ from . import (
     secret_cmd,
     serve,
     server_cmd,
+    shell,
     token_cmd,
     volume_cmd,
 )
@@ -52,6 +53,7 @@ cli.add_command(volume_cmd.volume_group)
 cli.add_command(dict_cmd.dict_group)
 cli.add_command(queue_cmd.queue_group)
 cli.add_command(serve.serve_cmd)
+cli.add_command(shell.shell_cmd)
 cli.add_command(schedule_cmd.schedule_group)
 cli.add_command(token_cmd.token_group)
 app_cmd.app_group.add_command(schedule_cmd.app_schedules_cmd)
