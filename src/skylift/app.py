@@ -159,6 +159,9 @@ class App:
             if hooks.enter_pre_snapshot and not opts.get("enable_memory_snapshot"):
                 raise InvalidError(f"{tag}: @modal.enter(snap=True) needs enable_memory_snapshot=True on @app.cls")
             opts["methods"] = {n: {"is_generator": pf.is_generator} for n, pf in hooks.methods.items()}
+            for n, pf in hooks.methods.items():
+                if Flag.WEB in pf.flags:
+                    opts["methods"][n]["web"] = dict(pf.web_config)
             # Which parameter set min_containers keeps warm before anyone calls (see _definition).
             opts["parameters"] = sorted(parameter_specs(user_cls))
             opts["default_params"] = default_params(user_cls)

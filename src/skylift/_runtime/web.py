@@ -31,6 +31,7 @@ ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]],
                     Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 
 RECEIVE_POLL_SECONDS = 50.0
+MAX_FINAL_BATCH = 256
 LIFESPAN_SECONDS = 60.0
 
 
@@ -109,11 +110,47 @@ class Lifespan:
             pass
 
 
+class FinalSender:
+    """Complete responses of many inputs in one `container.web_send` (items), one call in flight.
+
+    A response that ends in one message (the common case) rides with whatever else finished
+    meanwhile, so under load the container sends one RPC for many requests, like `OutputSender`."""
+
+    def __init__(self, rpc: Caller) -> None:
+        self.rpc = rpc
+        self._queue: list[tuple[dict[str, Any], asyncio.Future[bool]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def send(self, input_id: str, messages: list[dict[str, Any]]) -> asyncio.Future[bool]:
+        """Resolves to True if the client had gone away."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.append(({"input_id": input_id, "messages": messages}, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+        return future
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:MAX_FINAL_BATCH], self._queue[MAX_FINAL_BATCH:]
+            try:
+                reply = await self.rpc.call("container.web_send", {"items": [item for item, _ in batch]})
+                closed = set(reply.get("closed") or ())
+                for item, future in batch:
+                    if not future.done():
+                        future.set_result(item["input_id"] in closed)
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+
+
 class Channel:
     """`receive` and `send` of one request, bound to the gateway by the input's id."""
 
-    def __init__(self, rpc: Caller, input_id: str, request: dict[str, Any], websocket: bool) -> None:
+    def __init__(self, rpc: Caller, input_id: str, request: dict[str, Any], websocket: bool,
+                 finals: FinalSender | None = None) -> None:
         self.rpc = rpc
+        self.finals = finals
         self.input_id = input_id
         self.websocket = websocket
         self.body: bytes = request.get("body") or b""
@@ -163,15 +200,19 @@ class Channel:
         self.pending.append(wire)
         if kind == "http.response.start":
             return  # it goes out with the first body chunk
-        await self.flush()
+        await self.flush(final=kind == "http.response.body" and not message.get("more_body"))
 
-    async def flush(self) -> None:
+    async def flush(self, final: bool = False) -> None:
         async with self.lock:
             if not self.pending:
                 return
             batch, self.pending = self.pending, []
-            reply = await self.rpc.call("container.web_send", {"input_id": self.input_id, "messages": batch})
-        if reply.get("closed"):
+            if final and self.finals is not None:
+                closed = await self.finals.send(self.input_id, batch)
+            else:
+                reply = await self.rpc.call("container.web_send", {"input_id": self.input_id, "messages": batch})
+                closed = bool(reply.get("closed"))
+        if closed:
             self.disconnected.set()
 
 
@@ -190,12 +231,14 @@ class WebRuntime:
 
     def __init__(self, rpc: Caller) -> None:
         self.rpc = rpc
+        self.finals = FinalSender(rpc)
         self.lifespans: list[Lifespan] = []
 
     def handler(self, app: ASGIApp, lifespan: Lifespan | None) -> Callable[[dict[str, Any]], Awaitable[None]]:
         async def handle(request: dict[str, Any]) -> None:
             scope = _scope(request["scope"], lifespan.state if lifespan else {})
-            channel = Channel(self.rpc, current_input_id_var.get() or "", request, scope["type"] == "websocket")
+            channel = Channel(self.rpc, current_input_id_var.get() or "", request, scope["type"] == "websocket",
+                              self.finals)
             try:
                 await app(scope, channel.receive, channel.send)
             except ClientDisconnected:

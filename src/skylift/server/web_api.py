@@ -20,6 +20,7 @@ from .params import Params, invalid
 
 if TYPE_CHECKING:
     from .gateway import Gateway
+    from .web_exchange import Exchange
 
 _TYPES = frozenset({"http.response.start", "http.response.body", "http.response.trailers", "websocket.accept",
                     "websocket.send", "websocket.close"})
@@ -37,24 +38,43 @@ class WebApi:
         }
 
     async def send(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
+        items = raw.get("items")
+        if items is None:  # one input's messages: the answer waits until the client's socket took them
+            exchange = self._apply(session, raw, "container.web_send")
+            if exchange is None:
+                return {"closed": True}
+            await exchange.drain()
+            return {"closed": exchange.client_gone}
+        # Complete responses of many inputs, batched by the container: applied without waiting.
+        if not isinstance(items, list):
+            raise invalid("container.web_send", "'items' must be a list of {input_id, messages}")
+        closed = []
+        for n, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise invalid("container.web_send", f"items[{n}] must be a map {{input_id, messages}}")
+            exchange = self._apply(session, item, f"container.web_send items[{n}]")
+            if exchange is None or exchange.client_gone:
+                closed.append(item.get("input_id"))
+        return {"closed": closed}
+
+    def _apply(self, session: Session, raw: dict[str, Any], where: str) -> Exchange | None:
         input_id = raw.get("input_id")
         messages = raw.get("messages")
         if not isinstance(input_id, str) or not isinstance(messages, list):
-            raise invalid("container.web_send", "needs 'input_id' (str) and 'messages' (a list of ASGI messages)")
+            raise invalid(where, "needs 'input_id' (str) and 'messages' (a list of ASGI messages)")
         for n, message in enumerate(messages):
             if not isinstance(message, dict) or message.get("type") not in _TYPES:
-                raise invalid("container.web_send", f"messages[{n}] is not an ASGI response message "
-                                                    f"(type one of {', '.join(sorted(_TYPES))})")
+                raise invalid(where, f"messages[{n}] is not an ASGI response message "
+                                     f"(type one of {', '.join(sorted(_TYPES))})")
         exchange = self.gateway.exchanges.get(input_id)
         if exchange is None or exchange.client_gone:
-            return {"closed": True}
+            return None
         if exchange.sender != session.identity:
             if exchange.sender:
-                return {"closed": True}
+                return None  # another container answers it (this one had a lapsed lease)
             exchange.sender = session.identity
         exchange.apply(messages)
-        await exchange.drain()
-        return {"closed": exchange.client_gone}
+        return exchange
 
     async def receive(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
         p = Params("container.web_receive", raw)

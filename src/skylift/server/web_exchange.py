@@ -80,17 +80,21 @@ class ResponseWriter:
     def body(self, data: bytes, more: bool) -> None:
         if self.finished:
             return
-        if not self.started:
-            self._write_head(data, more)
-        if data and not self.head_only:
-            if self.chunked:
-                self.conn.write(b"%x\r\n%b\r\n" % (len(data), data))
-            else:
-                self.conn.write(data)
+        head = self._head(data, more) if not self.started else b""
+        if self.head_only or not data:
+            data = b""
+        elif self.chunked:
+            data = b"%x\r\n%b\r\n" % (len(data), data)
         if not more:
-            self._finish()
+            if self.chunked and not self.head_only:
+                data += b"0\r\n\r\n"
+            self.finished = True
+        if head or data:
+            self.conn.write(head + data if head else data)  # one write (one syscall) per message
+        if not more:
+            self.conn.response_done(self.keep_alive)
 
-    def _write_head(self, first: bytes, more: bool) -> None:
+    def _head(self, first: bytes, more: bool) -> bytes:
         self.started = True
         status = self.status or 500
         names = {k.lower() for k, _ in self.headers}
@@ -108,13 +112,7 @@ class ResponseWriter:
         if not self.keep_alive:
             head.append(b"connection: close\r\n")
         head.append(b"\r\n")
-        self.conn.write(b"".join(head))
-
-    def _finish(self) -> None:
-        if self.chunked and not self.head_only:
-            self.conn.write(b"0\r\n\r\n")
-        self.finished = True
-        self.conn.response_done(self.keep_alive)
+        return b"".join(head)
 
     def error(self, status: int, text: str) -> None:
         """A response of the gateway's own (nothing was sent yet)."""
@@ -134,7 +132,7 @@ class ResponseWriter:
         if self.finished:
             return
         if self.chunked and self.started:
-            self._finish()
+            self.body(b"", False)
             return
         self.finished = True
         self.conn.close()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .catalog import AppEntry, AppState, Catalog, FunctionEntry
@@ -73,6 +73,9 @@ class Route:
     function_id: str
     method: str | None
     web: dict[str, Any]
+    # What the label was computed from: while these are the same objects, the label still holds.
+    definition: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    state: AppState = AppState.DEPLOYED
 
     @property
     def requires_proxy_auth(self) -> bool:
@@ -106,13 +109,18 @@ class Routes:
                 label = endpoint_label(app, function.tag, method, web)
                 held = table.get(label)
                 if held is None or held[1] < rank:
-                    table[label] = (Route(label, function.function_id, method, web), rank)
+                    table[label] = (Route(label, function.function_id, method, web, function.definition, app.state),
+                                    rank)
         self._table = {label: route for label, (route, _) in table.items()}
 
     def _valid(self, route: Route) -> bool:
         function = self.catalog.functions.get(route.function_id)
         if function is None or not function.app.running:
             return False
+        if function.app.function_ids.get(function.tag) != function.function_id:
+            return False  # retired by a redeploy
+        if function.definition is route.definition and function.app.state is route.state:
+            return True  # the hot path: nothing it depends on changed
         web = web_endpoints(function.definition).get(route.method)
         return web is not None and endpoint_label(function.app, function.tag, route.method, web) == route.label
 

@@ -1,0 +1,118 @@
+"""Web endpoints: wrk through skylift's gateway vs the same ASGI app on bare uvicorn, in one run.
+
+    .venv/bin/python bench/web.py [--duration 5] [--connections 32]
+
+Needs `wrk` (Debian package, installed by scripts/setup when run as root). Each app runs in one
+container with @modal.concurrent (one process, like one uvicorn worker); both sides use the
+asyncio event loop. Prints requests/s and latency for each and the gateway/bare ratio; writes
+bench/results/web.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ok(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} never answered 200")
+
+
+def wrk(url: str, duration: float, connections: int) -> dict[str, float]:
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", url],
+                         capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+
+    def latency(label: str) -> float:
+        found = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not found:
+            return float("nan")
+        value, unit = float(found.group(1)), found.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    return {"rps": rps, "p50_ms": latency("50%"), "p99_ms": latency("99%"),
+            "errors": float(errors.group(1)) if errors else 0.0}
+
+
+def bare_uvicorn(target: str, duration: float, connections: int) -> dict[str, float]:
+    port = free_port()
+    proc = subprocess.Popen([str(ROOT / ".venv/bin/uvicorn"), target, "--port", str(port), "--log-level", "warning",
+                             "--no-access-log", "--loop", "asyncio", "--http", "httptools"]
+                            + (["--factory"] if "make_" in target else []),
+                            cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_ok(url)
+        wrk(url, 1, connections)  # warm up
+        return wrk(url, duration, connections)
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--connections", type=int, default=32)
+    opts = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench/web.py needs wrk: apt-get install wrk (scripts/setup does it as root)")
+    from skylift.testing import local_platform
+
+    results: dict[str, dict[str, float]] = {}
+    with local_platform(tempfile.mkdtemp(prefix="skylift-webbench-")):
+        import web_app
+
+        with web_app.app.run():
+            for fn in (web_app.raw, web_app.fast):  # both containers up before anything is measured
+                wait_ok((fn.get_web_url() or "") + "/")
+            for name, fn, bare in (("raw ASGI", web_app.raw, "web_app:raw_app"),
+                                   ("FastAPI", web_app.fast, "web_app:make_fastapi_app")):
+                url = (fn.get_web_url() or "") + "/"
+                wait_ok(url)
+                wrk(url, 1, opts.connections)  # warm up
+                results[f"{name} via gateway"] = wrk(url, opts.duration, opts.connections)
+                results[f"{name} bare uvicorn"] = bare_uvicorn(bare, opts.duration, opts.connections)
+    print(f"\nwrk -t1 -c{opts.connections} -d{opts.duration:g}s on {os.cpu_count()} CPUs\n")
+    print(f"{'':28}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    for what, r in results.items():
+        print(f"{what:28}{r['rps']:>10,.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['errors']:>8.0f}")
+    for name in ("raw ASGI", "FastAPI"):
+        ratio = results[f"{name} via gateway"]["rps"] / results[f"{name} bare uvicorn"]["rps"]
+        results[f"{name} ratio"] = {"gateway_over_bare": ratio}
+        print(f"{name}: gateway / bare uvicorn = {ratio:.0%}")
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "web.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
