@@ -134,7 +134,11 @@ def status(home: Path) -> dict[str, Any] | None:
     info = read_info(home)
     if info is None:
         return None
-    return {"url": info.url, "unix_url": info.unix_url, "pid": info.pid, "version": info.version, "home": str(home)}
+    found: dict[str, Any] = {"url": info.url, "unix_url": info.unix_url, "pid": info.pid, "version": info.version,
+                             "home": str(home)}
+    with contextlib.suppress(OSError, ValueError):  # the gateway of web endpoints (docs/web.md)
+        found["web_url"] = json.loads((home / "server.json").read_text()).get("web_url") or ""
+    return found
 
 
 def _tail(path: Path, lines: int = 20) -> str:

@@ -36,9 +36,12 @@ app.lookup {name, environment} -> {app_id, state, function_tags: [str]}     NotF
 app.logs {app_id, after_seq: int, timeout: float, limit?: int}
      -> {entries: [LogEntry], next_seq: int, app_state: str}   long-polls up to timeout for new entries
 
-function.create {app_id, definition: FunctionDefinition} -> {function_id}
+function.create {app_id, definition: FunctionDefinition} -> {function_id, web_urls?: {key: url}}
      For deployed apps the server reuses the id of the function with the same tag (stable from_name).
-function.get {app_name, tag, environment, version?: int} -> {function_id, definition: FunctionDefinition}
+     web_urls: the gateway URL of each web endpoint (key "" for a function, the method name for a
+     class); invalid labels and labels another deployed app holds are refused (docs/web.md).
+function.get {app_name, tag, environment, version?: int} -> {function_id, definition: FunctionDefinition,
+                                                             web_urls?: {key: url}}
 function.stats {function_id} -> {backlog, num_total_runners, num_running_inputs, input_headroom}
 function.update_autoscaler {function_id, min_containers?, max_containers?, buffer_containers?,
                             scaledown_window?} -> {autoscaler: AutoscalerSettings}
@@ -76,6 +79,16 @@ call.get_gen_items {call_id, start: int, timeout: float}
 call.cancel {call_id, terminate_containers?: bool} -> {}
 call.info {call_id} -> {call_id, function_id, state, num_inputs, created_at}   NotFound / expired
 
+== web endpoints and schedules (docs/web.md) =====================================================
+web.list {} -> {gateway_url, endpoints: [{label, function_id, method, url, requires_proxy_auth}]}
+proxy_token.create {} -> {token_id: "wk-…", token_secret: "ws-…"}     (admin; the secret is shown once)
+proxy_token.list {} -> {tokens: [{token_id, created_at}]}             (admin)
+proxy_token.delete {token_id} -> {}                                   (admin)
+schedule.list {environment, app_name?} -> {schedules: [{app_name, tag, function_id, schedule,
+     description, next_run: wall ts | None (paused), last_run, paused}]}
+schedule.pause {app_name, tag, environment} -> (a schedules entry)    survives restarts
+schedule.resume {app_name, tag, environment} -> (a schedules entry)   from the next slot; no catch-up
+
 task.list {environment, app_id?} -> {tasks: [TaskInfo]}          (admin) running containers
 task.get {task_id} -> {task: TaskInfo + {profile: ColdStartProfile}}    (admin)
 task.logs {task_id, after_seq: int, timeout: float, limit?: int}
@@ -97,6 +110,15 @@ container.put_outputs {outputs: [ContainerOutput]} -> {}
 container.put_gen_items {input_id, attempt, start: int, items: [bytes]} -> {}
 container.heartbeat {running_input_ids: [str]} -> {cancel_input_ids: [str], stop: bool}
      Renews the leases of running inputs.
+container.web_send {input_id, messages: [AsgiMessage]} -> {closed: bool}
+container.web_send {items: [{input_id, messages}]} -> {closed: [input_id]}
+     The response of a web input (WebRequest) as ASGI messages: http.response.start/body,
+     websocket.accept/send/close. The one-input form answers once the client's socket took the
+     bytes (backpressure); the items form carries complete responses of many inputs, unthrottled.
+     closed: the client went away (stop answering).
+container.web_receive {input_id, timeout} -> {messages: [AsgiMessage]}
+     Long-polls request-body chunks (http.request {body, more_body}) and WebSocket messages
+     (websocket.receive {text|bytes}, websocket.disconnect {code}); http.disconnect when gone.
 
 == worker methods ==============================================================================
 worker.register {worker_id?, hostname, resources: {cpu, memory_mb, gpus: {type: count}},
@@ -168,9 +190,15 @@ FunctionDefinition {
   schedule: {kind: "period"|"cron", ...} | None
   enable_memory_snapshot: bool, region, cloud, block_network: bool
   secret_ids: [str], volume_ids: {path: id}, env: {k: v}
-  web: dict | None               reserved for web endpoints
+  web: WebConfig | None          a web endpoint (methods[name].web for a class's web methods)
   experimental_options: dict
 }
+WebConfig        {type: "function"|"asgi"|"wsgi"|"web_server", label: str | None, requires_proxy_auth: bool,
+                  method?: str, docs?: bool (function), port?: int, startup_timeout?: float (web_server)}
+WebRequest       the args of a web input: pickle(((request,), {})) with request =
+                 {scope: ASGI scope (headers as [[bytes, bytes]]), body: bytes, more_body: bool};
+                 a body over 1 MiB or chunked streams through container.web_receive
+AsgiMessage      an ASGI message dict: msgpack-native (headers as [[bytes, bytes]])
 AutoscalerSettings {min_containers: int, max_containers: int | None, buffer_containers: int,
                     scaledown_window: int}
 Mount            {remote_path, files: [{path: relative, sha256, mode}]}   contents in blob store
