@@ -100,3 +100,26 @@ def test_criu_detection_says_why_it_cannot_persist_snapshots() -> None:
     missing = criu.detect(which=lambda name: None)
     assert not missing.usable and "not installed" in missing.reason
     assert "stay in memory" in criu.describe(missing)
+
+
+def test_a_runtime_that_cannot_fork_starts_snapshot_containers_the_ordinary_way(tmp_path: Path) -> None:
+    import asyncio
+
+    class Sandboxes:
+        name = "container"
+
+        def __init__(self) -> None:
+            self.started: list[str] = []
+
+        async def start(self, spec: ContainerSpec, on_output: object) -> None:
+            self.started.append(spec.task_id)
+
+    inner = Sandboxes()
+    notes: list[tuple[str, str]] = []
+    runtime = SnapshotRuntime(inner, tmp_path, note=lambda task_id, text: notes.append((task_id, text)))  # type: ignore[arg-type]
+    asyncio.run(runtime.start(spec("ta-1"), lambda *a: None))
+    assert inner.started == ["ta-1"]
+    assert notes and notes[0][0] == "ta-1" and "memory snapshot not used" in notes[0][1]
+    assert "container runtime" in notes[0][1]
+    profile = runtime.start_profile("ta-1")
+    assert profile["how"] == "process" and "no snapshot" in profile["note"]

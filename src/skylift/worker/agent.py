@@ -38,7 +38,7 @@ from .runtime import ContainerRuntime, ExplainsExits
 from .runtimes import container_spec, image_store
 from .snapshot_runtime import SnapshotRuntime
 from .task_commands import run_exec
-from .task_spec import task_mounts
+from .task_spec import snapshot_source, task_mounts
 from .volumes import StorageMounts
 
 log = logging.getLogger("skylift.worker")
@@ -301,6 +301,7 @@ class WorkerAgent:
             cspec = container_spec(self.runtime, spec, image, source_dir=source_dir(mount_root, mounts),
                                    mount_root=mount_root, scratch=scratch, gpu_indices=gpus,
                                    host_has_gpus=bool(self.gpus))
+            cspec.snapshot = cspec.snapshot or snapshot_source(spec, image)  # whatever the runtime's spec maker
             await self.storage_mounts.attach(spec, cspec, scratch, self.runtime.name)  # volumes, buckets
             await self.runtime.prepare(cspec)
             await self.runtime.start(cspec, self._on_output)

@@ -42,6 +42,15 @@ def task_mounts(task: dict[str, Any]) -> list[dict[str, Any]]:
     return mounts
 
 
+def snapshot_source(task: dict[str, Any], image: BuiltImage) -> SnapshotSource | None:
+    """What a memory-snapshot template of this task needs; None unless its function enables snapshots."""
+    definition = task.get("definition") or {}
+    if not definition.get("enable_memory_snapshot"):
+        return None
+    return SnapshotSource(function_id=str(task.get("function_id") or ""), image_id=str(image.image_id),
+                          definition=definition, params=task.get("params"))
+
+
 def container_spec(task: dict[str, Any], image: BuiltImage, *, source_dir: Path | None, mount_root: Path | None,
                    scratch: Path, gpu_indices: list[int] | None, host_has_gpus: bool,
                    host_env: dict[str, str] | None = None) -> ContainerSpec:
@@ -74,11 +83,6 @@ def container_spec(task: dict[str, Any], image: BuiltImage, *, source_dir: Path 
         cwd = source_dir
     else:
         cwd = scratch
-    definition = task.get("definition") or {}
-    snapshot = None
-    if definition.get("enable_memory_snapshot"):
-        snapshot = SnapshotSource(function_id=str(task.get("function_id") or ""), image_id=str(image.image_id),
-                                  definition=definition, params=task.get("params"))
     return ContainerSpec(task_id=task["task_id"], argv=[str(image.python), *ENTRYPOINT], env=env, cwd=cwd,
                          image_root=image.root, resources=dict(task.get("resources") or {}),
-                         mount_root=mount_root, scratch=scratch, snapshot=snapshot)
+                         mount_root=mount_root, scratch=scratch, snapshot=snapshot_source(task, image))
