@@ -305,10 +305,12 @@ class Function:
     async def update_autoscaler(self, *, min_containers: int | None = None, max_containers: int | None = None,
                                 buffer_containers: int | None = None, scaledown_window: int | None = None) -> None:
         """Change this function's autoscaling until the next deploy."""
+        from ._resources import validate_autoscaler
+
+        params = validate_autoscaler(min_containers=min_containers, max_containers=max_containers,
+                                     buffer_containers=buffer_containers, scaledown_window=scaledown_window,
+                                     partial=True)
         await self._hydrate()
-        params = {k: v for k, v in {"min_containers": min_containers, "max_containers": max_containers,
-                                    "buffer_containers": buffer_containers,
-                                    "scaledown_window": scaledown_window}.items() if v is not None}
         await Client.from_env().call("function.update_autoscaler", {"function_id": self.object_id, **params})
 
     @blocking

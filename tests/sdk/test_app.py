@@ -227,3 +227,16 @@ def test_snap_true_without_snapshots_is_refused_even_without_methods() -> None:
             @modal.enter(snap=True)
             def load(self) -> None:
                 pass
+
+
+def test_update_autoscaler_checks_its_values_before_calling_anyone() -> None:
+    app = modal.App("autoscaler-app")
+
+    @app.function(serialized=True)
+    def f() -> None:
+        pass
+
+    with pytest.raises(InvalidError, match="scaledown_window=1"):
+        f.update_autoscaler(scaledown_window=1)
+    with pytest.raises(InvalidError, match="max_containers=1 is lower than min_containers=2"):
+        f.update_autoscaler(min_containers=2, max_containers=1)
