@@ -242,7 +242,7 @@ def images_app(registry: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         os.environ.pop("SKYLIFT_TEST_DOCKER_CONTEXT", None)
 
 
-def test_functions_run_in_a_registry_image_and_a_dockerfile_image(images_app: Any, platform: object) -> None:
+def test_functions_run_in_a_registry_image_and_a_dockerfile_image(images_app: Any, container_platform: Any) -> None:
     with images_app.app.run():
         first = images_app.in_registry_image.remote()
         second = images_app.in_dockerfile_image.remote()
@@ -253,7 +253,7 @@ def test_functions_run_in_a_registry_image_and_a_dockerfile_image(images_app: An
     assert second["built"] == "built by skylift"
 
 
-def test_unsupported_dockerfile_instructions_are_clear_errors(images_app: Any, platform: object) -> None:
+def test_unsupported_dockerfile_instructions_are_clear_errors(images_app: Any, container_platform: Any) -> None:
     with pytest.raises(ExecutionError, match="line 2: the Dockerfile instruction USER is not supported"), \
             images_app.broken.run():
         images_app.never.remote()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,23 +11,11 @@ from typing import Any
 
 import pytest
 
-from skylift._client import Client, run_sync
-
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
 
 @pytest.fixture(scope="module")
-def isolation(platform: Any) -> Iterator[Any]:
-    deadline = time.monotonic() + 30
-    while True:  # the embedded worker registers a moment after the control plane starts
-        status = run_sync(Client.from_env().call("server.status", {}))
-        runtimes = {r for worker in status["workers"] for r in worker["runtimes"]}
-        if runtimes or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    if "container" not in runtimes:
-        pytest.skip(f"the platform's worker runs {sorted(runtimes)}, not the container runtime (needs root, "
-                    "bubblewrap and the packages in src/skylift/worker/container/DEBIAN_PACKAGES)")
+def isolation(container_platform: Any) -> Iterator[Any]:
     from apps import isolation
 
     with isolation.app.run():
