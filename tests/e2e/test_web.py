@@ -83,9 +83,17 @@ def test_web_functions_reject_remote(served: None) -> None:
 
 
 def test_raising_endpoint_is_500_without_traceback(served: None) -> None:
+    from skylift._client import Client, run_sync
+
     status, body, _ = get(web.boom.get_web_url() or "")
     assert status == 500
     assert b"kaboom" not in body and b"Traceback" not in body
+    deadline = time.monotonic() + 10
+    logged = ""
+    while "kaboom" not in logged and time.monotonic() < deadline:  # the traceback is in the app's logs
+        got = run_sync(Client.from_env().call("app.logs", {"app_id": web.app.app_id, "after_seq": 0, "timeout": 1}))
+        logged = "".join(e["text"] for e in got["entries"])
+    assert "ValueError: kaboom in the endpoint" in logged
 
 
 def test_asgi_app_streams_server_sent_events(served: None) -> None:
@@ -199,3 +207,17 @@ def test_invalid_label_is_refused() -> None:
     with pytest.raises(InvalidError, match="label"):
         modal.fastapi_endpoint(label="Not_Valid!")
 
+
+
+def test_deployed_endpoint_by_name(served: None) -> None:
+    from skylift._client import Client, run_sync
+
+    web.app.deploy()
+    try:
+        url = modal.Function.from_name("e2e-web", "hello").get_web_url()
+        assert url is not None and url.endswith("/main-e2e-web-hello")  # deployed: no -dev
+        status, body, _ = get(url + "?name=prod")
+        assert (status, json.loads(body)) == (200, {"hello": "prod"})
+        assert modal.Function.from_name("e2e-web", "create_item").get_web_url().endswith("/main-e2e-items")
+    finally:
+        run_sync(Client.from_env().call("app.stop", {"name": "e2e-web", "environment": "main"}))
