@@ -79,6 +79,42 @@ call.get_gen_items {call_id, start: int, timeout: float}
 call.cancel {call_id, terminate_containers?: bool} -> {}
 call.info {call_id} -> {call_id, function_id, state, num_inputs, created_at}   NotFound / expired
 
+== storage objects (clients and containers; docs/storage.md) ====================================
+Objects are named per environment ([A-Za-z0-9._-], <= 64) or anonymous; kind is "secret",
+"volume", "dict" or "queue"; ids st-, vo-, di-, qu-. Missing names are NotFound naming the fix.
+object.get {kind, name, environment, create_if_missing?: bool, required_keys?: [str]}
+     -> {object_id, created: bool}          secrets are never created here; required_keys checks names
+object.ephemeral {kind, environment} -> {object_id}    anonymous; deleted when this connection ends
+object.list {kind, environment} -> {objects: [{object_id, name, created_at, size}]}  size: entries,
+                                           items, files or keys; never a secret's values
+object.info {kind, object_id} -> {object_id, name, environment, created_at, ephemeral}
+object.delete {kind, name? | object_id?, environment, allow_missing?: bool} -> {}
+secret.create {name?, environment, values: {KEY: str}, overwrite?: bool} -> {object_id}
+     values are sealed (AES-256-GCM, key in the server's home) before they are stored; without a
+     name the secret is anonymous and identical values give the same id. CONFLICT if the name exists.
+dict.put {dict_id, items: [[key: bytes, value: bytes]], skip_if_exists?: bool} -> {written: int}
+dict.get | dict.pop {dict_id, key: bytes} -> {found: bool, value?: bytes}
+dict.contains {dict_id, key} -> {found}    dict.len {dict_id} -> {len}    dict.clear {dict_id} -> {}
+dict.scan {dict_id, after: int, limit: int, values?: bool} -> {items: [[key, value?]], next: int, done}
+     keys are the bytes of a deterministic pickle; insertion order; at most 10,000 items per put
+queue.put {queue_id, partition?: str, values: [bytes], partition_ttl?: int, timeout?: float} -> {}
+     waits up to timeout for room; RESOURCE_EXHAUSTED when the partition holds 5,000 items
+queue.get {queue_id, partition?, n: int, timeout: float} -> {values: [bytes]}   long-polls, woken by put
+queue.peek {queue_id, partition?, after: int, n, timeout} -> {items: [[seq, bytes]]}   no removal
+queue.len {queue_id, partition?, total?: bool} -> {len}
+queue.clear {queue_id, partition?, all?: bool} -> {}
+     items <= 1 MiB, partition keys 1..64 bytes (None: the default partition); durable
+volume.manifest {volume_id} -> {version, entries: [Entry]}
+volume.commit {volume_id, puts: [Entry], deletes: [path], force?: bool} -> {version}
+     last write wins per path; deletes are not recursive; every block must be uploaded first;
+     force=False refuses to overwrite a file (CONFLICT)
+volume.listdir {volume_id, path, recursive?} -> {entries: [[path, type, size, mtime]]}
+volume.file {volume_id, path} -> {entry: Entry}
+volume.remove {volume_id, path, recursive?} -> {version}
+volume.copy {volume_id, srcs: [path], dst: path, recursive?} -> {version}
+volume.write_blocks {blocks: [bytes]} -> {hashes: [sha256]}    many small blobs per round trip
+volume.read_blocks {hashes: [sha256]} -> {blocks: [bytes]}     may return a prefix (64 MiB a call)
+
 == web endpoints and schedules (docs/web.md) =====================================================
 web.list {} -> {gateway_url, endpoints: [{label, function_id, method, url, requires_proxy_auth}]}
 proxy_token.create {} -> {token_id: "wk-…", token_secret: "ws-…"}     (admin; the secret is shown once)
@@ -149,6 +185,8 @@ WorkerCommand    {op: "start_task", task: TaskSpec} | {op: "stop_task", task_id,
 TaskSpec         {task_id, token, app_id, function_id, function_tag, image_id, server_url,
                   env: {k: v}, resources: {cpu, memory, gpu}, mounts: [Mount], definition,
                   image?: ImageDefinition, params?: bytes}
+                 volumes?: [{mount_path, volume_id}], bucket_mounts?: [BucketMount]
+                 `env` holds the function's secrets (decrypted), then its env=, then the platform's.
                  `image` lets a worker build an image it was not sent build_image for (it is
                  built before the container starts); without it such a task fails to start.
                  `params`: the pool's Cls parameters (a memory-snapshot template builds the
@@ -190,6 +228,8 @@ FunctionDefinition {
   schedule: {kind: "period"|"cron", ...} | None
   enable_memory_snapshot: bool, region, cloud, block_network: bool
   secret_ids: [str], volume_ids: {path: id}, env: {k: v}
+  cloud_bucket_mounts: [{mount_path, bucket_name, endpoint_url, key_prefix, read_only,
+                         requester_pays, force_path_style, secret_id}]
   web: WebConfig | None          a web endpoint (methods[name].web for a class's web methods)
   experimental_options: dict
 }
@@ -202,6 +242,9 @@ AsgiMessage      an ASGI message dict: msgpack-native (headers as [[bytes, bytes
 AutoscalerSettings {min_containers: int, max_containers: int | None, buffer_containers: int,
                     scaledown_window: int}
 Mount            {remote_path, files: [{path: relative, sha256, mode}]}   contents in blob store
+Entry            [path: str (relative, normalised), type: 1 file | 2 directory, blocks: [sha256]
+                  (one per 8 MiB), size: int, mode: int, mtime: int seconds]    a volume manifest row
+BucketMount      a cloud_bucket_mounts item without secret_id, with credentials: {k: v} (decrypted)
 ImageDefinition  {layers: [Layer]}    base first; a layer's id = hash(parent id, step, file hashes)
 Layer            {step: str, args: dict, files: [{path, sha256, mode}], force_build: bool}
                  step is one of: debian_slim, pip_install, uv_pip_install, run_commands, env,

@@ -51,8 +51,14 @@ class SqliteObjects:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
+        # Point reads (a Dict get) run on the event loop through a connection of their own: a
+        # primary-key lookup costs less than the hop to the store's thread. WAL lets it read while
+        # the writer writes; it sees every committed write.
+        self._reader = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._reader.execute("PRAGMA query_only=ON")
 
     def close(self) -> None:
+        self._reader.close()
         self._db.close()
 
     def _tx(self) -> _Transaction:
@@ -147,7 +153,7 @@ class SqliteObjects:
             return max(0, cur.rowcount)
 
     def dict_get(self, dict_id: str, key: bytes) -> bytes | None:
-        row = self._db.execute("SELECT value FROM dict_entries WHERE dict_id = ? AND key = ?",
+        row = self._reader.execute("SELECT value FROM dict_entries WHERE dict_id = ? AND key = ?",
                                (dict_id, key)).fetchone()
         return row[0] if row else None
 
