@@ -170,6 +170,9 @@ class AppRun:
         self.app._running = True
         _output.step(f"Initialized. App {app_id} in environment '{self.environment}'.")
         self._stop = asyncio.Event()
+        # Heartbeats from the start: building images (a first debootstrap, big installs) can outlast
+        # APP_HEARTBEAT_TIMEOUT, and an ephemeral app without heartbeats is stopped.
+        self._tasks.append(asyncio.get_running_loop().create_task(self._heartbeat(client, app_id)))
         try:
             if _output.is_enabled():
                 self._tasks.append(asyncio.get_running_loop().create_task(self._stream_logs(client, app_id)))
@@ -180,7 +183,6 @@ class AppRun:
             await self._finish(sys.exc_info()[1])
             raise
         _output.step(f"Created objects in {timer}.")
-        self._tasks.append(asyncio.get_running_loop().create_task(self._heartbeat(client, app_id)))
 
     async def _heartbeat(self, client: Client, app_id: str) -> None:
         while not self._stop.is_set():

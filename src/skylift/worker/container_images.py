@@ -51,6 +51,24 @@ def base_cache_dir() -> Path:
     return Path(os.environ.get(BASE_CACHE_ENV) or DEFAULT_BASE_CACHE)
 
 
+def _summary(line: str) -> None:
+    if not line.startswith("debootstrap: "):
+        print(line, flush=True)
+
+
+def warm_base_cache(log: Log = _summary) -> Path | None:
+    """Build the Debian base and its venv layer now (scripts/setup does, so no test pays debootstrap)."""
+    from .container import available, build_debian_base
+
+    ok, why = available()
+    if not ok:
+        log(f"not preparing the container base image: {why}")
+        return None
+    base = build_debian_base(base_cache_dir(), None, log)
+    container_steps.ensure_venv_layer(base, log)
+    return base
+
+
 @dataclass
 class LayeredImage(BuiltImage):
     """A built image of the container runtime: directories to stack, and the image's Python."""
