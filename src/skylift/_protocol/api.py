@@ -79,6 +79,16 @@ call.get_gen_items {call_id, start: int, timeout: float}
 call.cancel {call_id, terminate_containers?: bool} -> {}
 call.info {call_id} -> {call_id, function_id, state, num_inputs, created_at}   NotFound / expired
 
+== web endpoints and schedules (docs/web.md) =====================================================
+web.list {} -> {gateway_url, endpoints: [{label, function_id, method, url, requires_proxy_auth}]}
+proxy_token.create {} -> {token_id: "wk-…", token_secret: "ws-…"}     (admin; the secret is shown once)
+proxy_token.list {} -> {tokens: [{token_id, created_at}]}             (admin)
+proxy_token.delete {token_id} -> {}                                   (admin)
+schedule.list {environment, app_name?} -> {schedules: [{app_name, tag, function_id, schedule,
+     description, next_run: wall ts | None (paused), last_run, paused}]}
+schedule.pause {app_name, tag, environment} -> (a schedules entry)    survives restarts
+schedule.resume {app_name, tag, environment} -> (a schedules entry)   from the next slot; no catch-up
+
 == storage objects (clients and containers; docs/storage.md) ====================================
 Objects are named per environment ([A-Za-z0-9._-], <= 64) or anonymous; kind is "secret",
 "volume", "dict" or "queue"; ids st-, vo-, di-, qu-. Missing names are NotFound naming the fix.

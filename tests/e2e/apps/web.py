@@ -124,14 +124,14 @@ def flask_app():  # type: ignore[no-untyped-def]
 
 
 @app.function(image=image)
-@modal.web_server(8765, startup_timeout=10)
+@modal.web_server(48217, startup_timeout=10)
 def file_server() -> None:
     import subprocess
 
     os.makedirs("/tmp/e2e-web-root", exist_ok=True)
     with open("/tmp/e2e-web-root/hello.txt", "w") as f:
         f.write("served by http.server")
-    subprocess.Popen([sys.executable, "-m", "http.server", "8765", "--bind", "127.0.0.1",
+    subprocess.Popen([sys.executable, "-m", "http.server", "48217", "--bind", "127.0.0.1",
                       "--directory", "/tmp/e2e-web-root"])
 
 
