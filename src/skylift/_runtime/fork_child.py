@@ -144,12 +144,14 @@ def _bind_mounts(binds: list[list[Any]]) -> None:
 
 def _reseed() -> None:
     # `random` re-seeds itself after fork (os.register_at_fork); numpy's legacy global generator
-    # does not, and a snapshot that froze it would give every container the same numbers.
+    # does not, and a snapshot that froze it would give every container the same numbers. Only
+    # if the template loaded numpy.random: numpy imports it lazily (~10 ms), and one imported
+    # after the fork seeds itself.
     random.seed()
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is not None:
         with contextlib.suppress(Exception):
-            numpy.random.seed()
+            numpy_random.seed()
 
 
 def _forget_sdk_state() -> None:
