@@ -71,13 +71,13 @@ class DictApi:
     async def get(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
         p = Params("dict.get", raw)
         dict_id = await self._dict(p)
-        value = self.store.dict_get(dict_id, self._key(p))
+        value = await self.objects.run(self.store.dict_get, dict_id, self._key(p))
         return {"found": False} if value is None else {"found": True, "value": value}
 
     async def contains(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
         p = Params("dict.contains", raw)
         dict_id = await self._dict(p)
-        return {"found": self.store.dict_get(dict_id, self._key(p)) is not None}
+        return {"found": self.store.dict_contains(dict_id, self._key(p))}
 
     async def pop(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
         p = Params("dict.pop", raw)

@@ -51,9 +51,9 @@ class SqliteObjects:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
-        # Point reads (a Dict get) run on the event loop through a connection of their own: a
-        # primary-key lookup costs less than the hop to the store's thread. WAL lets it read while
-        # the writer writes; it sees every committed write.
+        # `dict_contains` runs on the event loop through a connection of its own: a primary-key
+        # lookup costs less than the hop to the store's thread. WAL lets it read while the writer
+        # writes; it sees every committed write. (Values, up to 100 MiB, are read on the thread.)
         self._reader = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._reader.execute("PRAGMA query_only=ON")
 
@@ -152,8 +152,13 @@ class SqliteObjects:
                                 "updated_at = excluded.updated_at", rows)
             return max(0, cur.rowcount)
 
+    def dict_contains(self, dict_id: str, key: bytes) -> bool:
+        row = self._reader.execute("SELECT 1 FROM dict_entries WHERE dict_id = ? AND key = ?",
+                                   (dict_id, key)).fetchone()
+        return row is not None
+
     def dict_get(self, dict_id: str, key: bytes) -> bytes | None:
-        row = self._reader.execute("SELECT value FROM dict_entries WHERE dict_id = ? AND key = ?",
+        row = self._db.execute("SELECT value FROM dict_entries WHERE dict_id = ? AND key = ?",
                                (dict_id, key)).fetchone()
         return row[0] if row else None
 
