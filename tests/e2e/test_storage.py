@@ -227,3 +227,23 @@ def test_object_lists() -> None:
         modal.Queue.objects.create("e2e-made")
     modal.Queue.objects.delete("e2e-made")
     modal.Queue.objects.delete("e2e-made", allow_missing=True)
+
+
+def test_aio_variants() -> None:
+    async def go() -> list[bytes]:
+        async with modal.Dict.ephemeral() as d:
+            await d.put.aio("a", 1)
+            assert await d.get.aio("a") == 1 and await d.len.aio() == 1
+            assert [k async for k in d.keys.aio()] == ["a"]
+        async with modal.Queue.ephemeral() as q:
+            await q.put_many.aio([1, 2])
+            assert [x async for x in q.iterate.aio()] == [1, 2]
+            assert await q.get_many.aio(5) == [1, 2]
+        vol = modal.Volume.from_name("e2e-aio-vol", create_if_missing=True)
+        async with vol.batch_upload(force=True) as batch:
+            batch.put_file(io.BytesIO(b"z"), "/z")
+        return [chunk async for chunk in vol.read_file.aio("/z")]
+
+    import asyncio
+
+    assert asyncio.run(go()) == [b"z"]
