@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from container_fixture import container_platform_fixture  # noqa: F401 - the container_platform fixture
 from registry_helper import TAR, TAR_GZIP, local_registry, push, push_index, registry_missing, tar_of_directory
 from registry_helper import tar_of_entries as entries
 

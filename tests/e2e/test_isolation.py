@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from container_fixture import container_platform_fixture  # noqa: F401 - the container_platform fixture
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 

@@ -1,4 +1,8 @@
-"""Fixtures for the end-to-end tests (the session's `platform` itself is in tests/conftest.py)."""
+"""`container_platform`: the session's platform, for tests that need its worker on the container runtime.
+
+Imported by the test modules that use it (`from container_fixture import container_platform_fixture`); not a
+conftest.py, whose module name would clash with the other test directories' conftest modules.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,8 @@ from typing import Any
 import pytest
 
 
-@pytest.fixture(scope="session")
-def container_platform(platform: Any) -> Any:
+@pytest.fixture(scope="session", name="container_platform")
+def container_platform_fixture(platform: Any) -> Any:
     """The session's platform, when its worker runs the container runtime; else the test is skipped."""
     from skylift._client import Client, run_sync
 
