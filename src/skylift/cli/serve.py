@@ -36,36 +36,44 @@ IGNORED_DIRS = frozenset({"__pycache__", ".git", ".venv", "venv", ".mypy_cache",
                           "node_modules"})
 
 
-def _watch_filter(change: Any, path: str) -> bool:
-    p = Path(path)
-    if p.name in IGNORED_NAMES or p.suffix in (".pyc", ".swp", ".swx") or p.name.endswith("~"):
-        return False
-    return not any(part in IGNORED_DIRS for part in p.parts)
+class Watched:
+    """What reaches the containers, so what a change of means a reload: the app's file (or its whole
+    package) and the local files its images add. Anything else in those directories is ignored."""
 
+    def __init__(self, module_name: str, app: Any) -> None:
+        module = sys.modules[module_name]
+        top = sys.modules.get(module_name.split(".")[0])
+        self.dirs: set[Path] = set()  # everything below counts
+        self.files: set[Path] = set()
+        package_paths = list(getattr(top, "__path__", []) or [])
+        if "." in module_name and package_paths:
+            self.dirs.add(Path(package_paths[0]).resolve())
+        elif getattr(module, "__file__", None):
+            self.files.add(Path(str(module.__file__)).resolve())
+        images = [app._image] + [fn._options.get("image") for fn in app._functions.values()] + \
+                 [c._service._options.get("image") for c in app._classes.values()]
+        for image in images:
+            if image is None:
+                continue
+            with contextlib.suppress(Exception):
+                self.files.update(Path(local).resolve() for local in image._local_files().values())
 
-def watch_paths(module_name: str, app: Any) -> list[Path]:
-    """The app's source directory (or package) and the directories of files its images add."""
-    module = sys.modules[module_name]
-    top = sys.modules.get(module_name.split(".")[0])
-    roots: set[Path] = set()
-    package_paths = list(getattr(top, "__path__", []) or [])
-    if "." in module_name and package_paths:
-        roots.add(Path(package_paths[0]).resolve())
-    elif getattr(module, "__file__", None):
-        roots.add(Path(str(module.__file__)).resolve().parent)
-    images = [app._image] + [fn._options.get("image") for fn in app._functions.values()] + \
-             [c._service._options.get("image") for c in app._classes.values()]
-    for image in images:
-        if image is None:
-            continue
-        with contextlib.suppress(Exception):
-            for local in image._local_files().values():
-                roots.add(Path(local).resolve().parent)
-    kept: list[Path] = []
-    for root in sorted(roots, key=lambda p: len(p.parts)):  # drop directories inside ones already watched
-        if not any(root.is_relative_to(k) for k in kept):
-            kept.append(root)
-    return kept
+    def roots(self) -> list[Path]:
+        """Directories to watch: each watched file's directory, and the watched directories."""
+        candidates = sorted(self.dirs | {f.parent for f in self.files}, key=lambda p: len(p.parts))
+        kept: list[Path] = []
+        for root in candidates:  # drop directories inside ones already watched
+            if not any(root.is_relative_to(k) for k in kept):
+                kept.append(root)
+        return kept
+
+    def __call__(self, change: Any, path: str) -> bool:
+        p = Path(path)
+        if p.name in IGNORED_NAMES or p.suffix in (".pyc", ".swp", ".swx") or p.name.endswith("~"):
+            return False
+        if any(part in IGNORED_DIRS for part in p.parts):
+            return False
+        return p in self.files or any(p.is_relative_to(d) for d in self.dirs)
 
 
 class Server:
@@ -124,7 +132,7 @@ class Server:
         target, app_var = split_ref(self.ref)
         module = import_ref(target, is_module=self.module_flag)
         app = find_app(module, app_name=app_var)
-        paths = watch_paths(module.__name__, app)
+        watched = Watched(module.__name__, app)
         self.app_id = run_sync(self._create(self.name or app.name, app.description))
         _output.step(f"Initialized. App {self.app_id} in environment '{self.environment}' (serving).")
         background = [spawn_background(self._heartbeat()), spawn_background(self._logs())]
@@ -137,9 +145,9 @@ class Server:
         try:
             if not self.publish():
                 _output.warn("The app failed to load; fix it and save: serve reloads on every change.")
-            _output.step(f"Serving {self.ref}. Watching {', '.join(str(p) for p in paths)} for changes "
-                         "(Ctrl-C to stop).")
-            self._watch(paths, stop)
+            _output.step(f"Serving {self.ref}. Watching {', '.join(str(p) for p in watched.roots())} for "
+                         "changes (Ctrl-C to stop).")
+            self._watch(watched, stop)
         except KeyboardInterrupt:
             pass
         finally:
@@ -151,10 +159,10 @@ class Server:
                 future.cancel()
             _output.step("Stopped serving.")
 
-    def _watch(self, paths: list[Path], stop: threading.Event) -> None:
+    def _watch(self, watched: Watched, stop: threading.Event) -> None:
         from watchfiles import watch
 
-        for changes in watch(*paths, watch_filter=_watch_filter, stop_event=stop, debounce=200, step=50,
+        for changes in watch(*watched.roots(), watch_filter=watched, stop_event=stop, debounce=200, step=50,
                              rust_timeout=500, yield_on_timeout=False, raise_interrupt=True):
             names = sorted({Path(p).name for _, p in changes})
             _output.step(f"Changed: {', '.join(names[:5])}{' …' if len(names) > 5 else ''}. Reloading.")
