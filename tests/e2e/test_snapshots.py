@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from skylift._client import Client, run_sync
 from skylift.cli.main import cli
-from skylift.exception import FunctionTimeoutError
+from skylift.exception import ExecutionError, FunctionTimeoutError
 from skylift.testing import Platform, local_platform
 
 
@@ -131,6 +131,13 @@ def test_a_template_with_threads_is_refused_and_containers_start_from_scratch(tm
     logs = call("task.logs", {"task_id": task["task_id"], "after_seq": 0, "timeout": 5})["entries"]
     text = "\n".join(e["text"] for e in logs)
     assert "memory snapshot not used" in text and "snap-thread" in text
+
+
+def test_a_failing_snap_true_hook_fails_the_call_with_its_error() -> None:
+    with pytest.raises(ExecutionError, match="the weights are missing"):
+        snapshots.BrokenSnap().run.remote()
+    logs = call("app.logs", {"app_id": snapshots.app.app_id, "after_seq": 0, "timeout": 0})["entries"]
+    assert any("memory snapshot not used" in e["text"] and "the weights are missing" in e["text"] for e in logs)
 
 
 def test_min_containers_keeps_containers_up_with_no_traffic() -> None:

@@ -95,8 +95,11 @@ class TemplateProcess:
                 *argv, "--template", cwd=str(cwd), env=env, stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
                 pass_fds=(theirs.fileno(),))
-        except BaseException:
+        except BaseException as exc:
             ours.close()
+            self.state = TemplateState.FAILED
+            self.reason = f"the snapshot template could not start: {exc}"
+            self._fail_waiters(self.reason)  # containers that found it starting wait on it
             raise
         finally:
             theirs.close()

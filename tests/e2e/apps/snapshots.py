@@ -66,6 +66,17 @@ class Threaded:
         return os.getpid()
 
 
+@app.cls(enable_memory_snapshot=True)
+class BrokenSnap:
+    @modal.enter(snap=True)
+    def load(self) -> None:
+        raise RuntimeError("the weights are missing")
+
+    @modal.method()
+    def run(self) -> int:
+        return 1
+
+
 @app.function(enable_memory_snapshot=True)
 def snap_function(x: int) -> dict[str, int]:
     return {"x": x, "pid": os.getpid(), "imported_by": IMPORTED_BY}
