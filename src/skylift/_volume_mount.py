@@ -25,7 +25,17 @@ from pathlib import Path
 from typing import Any
 
 from . import _volume_files as files
-from ._volume_manifest import BLOCK_SIZE, DIRECTORY, FILE, Base, Entry, plan_commit, plan_reload, trusted_mtime
+from ._volume_manifest import (
+    BLOCK_SIZE,
+    DIRECTORY,
+    FILE,
+    UNKNOWN_MTIME,
+    Base,
+    Entry,
+    plan_commit,
+    plan_reload,
+    trusted_mtime,
+)
 from ._volume_transfer import BlockSource, download_blocks, upload_blocks
 from .exception import InvalidError
 
@@ -160,7 +170,8 @@ async def reload(client: Any, mount: MountedVolume) -> None:
         got = await client.call("volume.manifest", {"volume_id": mount.volume_id})
         latest = {e.path: e for e in (Entry.from_wire(raw) for raw in got["entries"])}
         scan = await asyncio.to_thread(files.scan, mount.dir)
-        plan = plan_reload(mount.base, latest, scan)
+        base = await asyncio.to_thread(_vouch_by_content, mount.dir, mount.base, scan)
+        plan = plan_reload(base, latest, scan)
         for path in plan.remove:
             files.remove_path(mount.dir, path)
         base = dict(plan.base)
@@ -168,6 +179,23 @@ async def reload(client: Any, mount: MountedVolume) -> None:
         mount.base = base
         mount.version = int(got["version"])
         await asyncio.to_thread(mount.save)
+
+
+def _vouch_by_content(root: Path, base: dict[str, Base], scan: dict[str, Any]) -> dict[str, Base]:
+    """Files committed moments ago have no trusted mtime; hash them, so that a reload doesn't take
+    them for local changes (and keep them over others' newer commits)."""
+    out = dict(base)
+    for path, known in base.items():
+        st = scan.get(path)
+        if known.mtime_ns != UNKNOWN_MTIME or st is None or st.type != FILE or st.size != known.entry.size:
+            continue
+        try:
+            digests, _, _ = files.hash_blocks(root / path)
+        except FileNotFoundError:
+            continue
+        if tuple(digests) == known.entry.blocks and st.mode == known.entry.mode:
+            out[path] = Base(known.entry, st.mtime_ns)
+    return out
 
 
 async def write_entries(client: Any, root: Path, entries: list[Entry], base: dict[str, Base]) -> None:

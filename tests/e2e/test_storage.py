@@ -247,3 +247,32 @@ def test_aio_variants() -> None:
     import asyncio
 
     assert asyncio.run(go()) == [b"z"]
+
+
+def test_two_mounts_last_write_wins_and_reload(tmp_path: Path) -> None:
+    """The container-side commit and reload, run from here on two directories of one volume."""
+    from skylift import _volume_files
+    from skylift._client import Client, run_sync
+    from skylift._volume_mount import MountedVolume, commit, reload
+
+    vol = modal.Volume.from_name("e2e-two-mounts", create_if_missing=True)
+    client = Client.from_env()
+    mounts = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        _volume_files.write_base(tmp_path / f"{name}.base", 0, {})
+        mounts.append(MountedVolume("/data", vol.object_id, tmp_path / name, tmp_path / f"{name}.base"))
+    a, b = mounts
+    (a.dir / "x.txt").write_text("from a")
+    (a.dir / "only-a.txt").write_text("a")
+    assert run_sync(commit(client, a)) == 2
+    (b.dir / "x.txt").write_text("from b")  # b never saw a's x: last write wins
+    assert run_sync(commit(client, b)) == 1
+    run_sync(reload(client, a))  # a's x was committed moments ago: still replaced by b's newer one
+    assert (a.dir / "x.txt").read_text() == "from b"
+    (b.dir / "x.txt").unlink()  # b deletes x, which it knew; only-a.txt it never saw stays
+    assert run_sync(commit(client, b)) == 1
+    assert {e.path for e in vol.listdir("/")} == {"only-a.txt"}
+    (a.dir / "draft.txt").write_text("uncommitted")
+    run_sync(reload(client, a))
+    assert not (a.dir / "x.txt").exists() and (a.dir / "draft.txt").read_text() == "uncommitted"
