@@ -52,3 +52,11 @@ def test_exceeding_the_memory_limit_is_a_clear_error(isolation: Any) -> None:
         isolation.hog.remote()
     assert "OutOfMemoryError" in str(info.value)
     assert isolation.probe.remote("/nonexistent")["debian"]  # the app carries on
+
+
+def test_cpu_and_memory_requests_are_limits_and_block_network_leaves_loopback(isolation: Any) -> None:
+    seen = isolation.limits.remote()
+    assert seen["cpu"].split()[0] == "25000"  # a quarter of each 100 ms period (v1 quota or v2 cpu.max)
+    assert seen["memory"] == str(96 << 20)
+    # The function still answers: the control plane is reached through its socket, not the network.
+    assert isolation.offline.remote() == ["lo"]

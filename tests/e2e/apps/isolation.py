@@ -36,3 +36,26 @@ def neighbour(tag: str) -> int:
 def hog() -> int:
     data = bytearray(512 << 20)
     return len(data)
+
+
+def _cgroup(*candidates: str) -> str:
+    for path in candidates:
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except OSError:
+            continue
+    return ""
+
+
+@app.function(cpu=0.25, memory=96)
+def limits() -> dict[str, str]:
+    return {"cpu": _cgroup("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu.max"),
+            "memory": _cgroup("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory.max")}
+
+
+@app.function(block_network=True)
+def offline() -> list[str]:
+    import socket
+
+    return [name for _, name in socket.if_nameindex()]
