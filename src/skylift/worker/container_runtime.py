@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .container import Sandbox, SandboxError, SandboxSpec, cleanup_stale
-from .process_runtime import _pump
+from .process_runtime import pump_lines
 from .runtime import ContainerSpec, ContainerStats, ExecResult, OutputSink, RuntimeNotSupported
 
 
@@ -65,8 +65,8 @@ class SandboxRuntime:
         sandbox = await Sandbox.start(self._sandbox_spec(spec))
         container = _Container(spec, sandbox)
         loop = asyncio.get_running_loop()
-        container.pumps = [loop.create_task(_pump(sandbox.stdout, on_output, spec.task_id, "stdout")),
-                           loop.create_task(_pump(sandbox.stderr, on_output, spec.task_id, "stderr"))]
+        container.pumps = [loop.create_task(pump_lines(sandbox.stdout, on_output, spec.task_id, "stdout")),
+                           loop.create_task(pump_lines(sandbox.stderr, on_output, spec.task_id, "stderr"))]
         self._containers[spec.task_id] = container
         self._reasons.pop(spec.task_id, None)
 
