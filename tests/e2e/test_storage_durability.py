@@ -8,6 +8,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 from apps import storage
 
 import skylift as modal
@@ -30,7 +31,9 @@ def _wait_dead(pid: int) -> None:
     raise AssertionError(f"control plane {pid} did not die")
 
 
-def test_everything_committed_survives_kill_9(tmp_path: Path) -> None:
+def test_everything_committed_survives_kill_9(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The process runtime starts in a fresh home at once (no image to build for the container runtime).
+    monkeypatch.setenv("SKYLIFT_RUNTIME", "process")
     with local_platform(tmp_path / "home") as platform:
         modal.Secret.objects.create(storage.SECRET_NAME, {"FROM_NAMED": "kept"})
         d = modal.Dict.from_name("durable-dict", create_if_missing=True)
