@@ -50,7 +50,10 @@ async def _upload(client: Client, local_files: dict[str, Path]) -> None:
 async def build_image(client: Client, image: Any, *, label: str) -> str:
     """Register and build an image, streaming its build log; returns its id."""
     await _upload(client, image._local_files())
-    definition = {"layers": image._build_layers()}
+    # Secrets (and volumes) that build steps name are created or looked up now; the layers carry their ids.
+    for obj in image._objects():
+        await obj._hydrate()
+    definition = {"layers": image._build_layers(lambda obj: obj._object_id)}
     got = await client.call("image.build", {"image": definition, "force_build": bool(config_force_build())})
     image_id: str = got["image_id"]
     status = got["status"]

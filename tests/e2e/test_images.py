@@ -229,6 +229,9 @@ CMD ["python3"]
 
 @pytest.fixture(scope="module")
 def images_app(registry: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    front = TokenFront(registry)
+    threading.Thread(target=front.serve_forever, daemon=True).start()
+    os.environ["SKYLIFT_TEST_PRIVATE_REGISTRY"] = f"127.0.0.1:{front.server_address[1]}"
     context = tmp_path_factory.mktemp("context")
     (context / "app.conf").write_text("conf\n")
     (context / "Dockerfile").write_text(DOCKERFILE.format(registry=registry, repo=REPO))
@@ -239,8 +242,10 @@ def images_app(registry: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
         yield images
     finally:
-        os.environ.pop("SKYLIFT_TEST_REGISTRY", None)
-        os.environ.pop("SKYLIFT_TEST_DOCKER_CONTEXT", None)
+        for name in ("SKYLIFT_TEST_REGISTRY", "SKYLIFT_TEST_DOCKER_CONTEXT", "SKYLIFT_TEST_PRIVATE_REGISTRY"):
+            os.environ.pop(name, None)
+        front.shutdown()
+        front.server_close()
 
 
 def test_functions_run_in_a_registry_image_and_a_dockerfile_image(images_app: Any, container_platform: Any) -> None:
@@ -258,3 +263,8 @@ def test_unsupported_dockerfile_instructions_are_clear_errors(images_app: Any, c
     with pytest.raises(ExecutionError, match="line 2: the Dockerfile instruction USER is not supported"), \
             images_app.broken.run():
         images_app.never.remote()
+
+
+def test_build_steps_get_their_secrets_and_registries_theirs(images_app: Any, container_platform: Any) -> None:
+    with images_app.with_secrets.run():
+        assert images_app.read_token.remote() == "token=s3cret"

@@ -190,7 +190,8 @@ ContainerOutput  {input_id, attempt, status, data?, exc_type?, exc_message?, tra
           "expired" (only from call.get_outputs: a spawned call's results passed OUTPUT_TTL_SECONDS)
 LogEntry         {seq, ts, task_id, function_tag, stream, text}
 WorkerCommand    {op: "start_task", task: TaskSpec} | {op: "stop_task", task_id, kill: bool}
-                 | {op: "build_image", image_id, image: ImageDefinition}
+                 | {op: "build_image", image_id, image: ImageDefinition, secrets?: {secret_id: {KEY: value}}}
+                 `secrets`: the values of the secrets its build steps name (never stored by the worker)
                  | {op: "exec_task", exec_id, task_id, argv: [str], timeout: float}
 TaskSpec         {task_id, token, app_id, function_id, function_tag, image_id, server_url,
                   env: {k: v}, resources: {cpu, memory, gpu}, mounts: [Mount], definition,

@@ -122,7 +122,26 @@ class Images:
         if entry.force:
             image = {**image, "layers": [{**layer, "force_build": True} for layer in image.get("layers") or []]}
         entry.builder = worker.worker_id
-        worker.send({"op": "build_image", "image_id": entry.image_id, "image": image})
+        command: dict[str, Any] = {"op": "build_image", "image_id": entry.image_id, "image": image}
+        secrets = self._build_secrets(image)
+        if secrets:
+            command["secrets"] = secrets
+        worker.send(command)
+
+    def _build_secrets(self, image: dict[str, Any]) -> dict[str, dict[str, str]]:
+        """The values of the secrets build steps name (`secrets=`, a registry's `secret`), for the builder only."""
+        wanted: list[str] = []
+        for layer in image.get("layers") or []:
+            args = layer.get("args") or {}
+            wanted += [s for s in args.get("secret_ids") or [] if isinstance(s, str)]
+            if isinstance(args.get("registry_secret_id"), str):
+                wanted.append(args["registry_secret_id"])
+        found: dict[str, dict[str, str]] = {}
+        for secret_id in dict.fromkeys(wanted):
+            values, missing = self.cp.storage.secrets.env_for([secret_id])
+            if not missing:
+                found[secret_id] = values
+        return found
 
     def on_worker_change(self) -> None:
         """A worker came or went: (re)send builds that have nobody working on them."""

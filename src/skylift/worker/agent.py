@@ -217,7 +217,7 @@ class WorkerAgent:
         elif op == "stop_task":
             self._spawn(self.stop_task(command["task_id"], kill=bool(command.get("kill"))))
         elif op == "build_image":
-            self._spawn(self._build_command(command["image_id"], command["image"]))
+            self._spawn(self._build_command(command["image_id"], command["image"], command.get("secrets")))
         elif op == "exec_task":
             self._spawn(run_exec(self.rpc, self.runtime, command))
         else:
@@ -226,7 +226,8 @@ class WorkerAgent:
     # -- images -------------------------------------------------------------------------------
 
     async def build_image(self, image_id: str, definition: dict[str, Any],
-                          progress: BatchSender[str] | None = None) -> BuiltImage:
+                          progress: BatchSender[str] | None = None,
+                          secrets: dict[str, dict[str, str]] | None = None) -> BuiltImage:
         """Build (or join the build of) an image; one build per image id at a time."""
         running = self._builds.get(image_id)
         if running is None:
@@ -234,18 +235,20 @@ class WorkerAgent:
                 if progress is not None:
                     progress.add(text)
 
-            running = self._builds[image_id] = asyncio.ensure_future(self.images.build(image_id, definition, line))
+            running = self._builds[image_id] = asyncio.ensure_future(
+                self.images.build(image_id, definition, line, secrets=secrets))
             running.add_done_callback(lambda _: self._builds.pop(image_id, None))
         return await asyncio.shield(running)
 
-    async def _build_command(self, image_id: str, definition: dict[str, Any]) -> None:
+    async def _build_command(self, image_id: str, definition: dict[str, Any],
+                             secrets: dict[str, dict[str, str]] | None = None) -> None:
         async def send(lines: list[str]) -> None:
             await self.rpc.call("worker.image_progress", {"image_id": image_id, "logs": lines})
 
         progress: BatchSender[str] = BatchSender(send, what="build log lines")
         final: dict[str, Any] = {"image_id": image_id, "logs": []}
         try:
-            await self.build_image(image_id, definition, progress)
+            await self.build_image(image_id, definition, progress, secrets)
             final["status"] = "ready"
         except BuildError as exc:
             final.update(status="failed", error=str(exc))

@@ -25,6 +25,7 @@ A step runs on overlay(parent's lowers) with the new `fs/` as upper; a failed st
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import os
 import shutil
@@ -44,6 +45,11 @@ from .images import LAYER_META, BuildError, BuiltImage, ImageStore, Log, describ
 BASE_CACHE_ENV = "SKYLIFT_IMAGE_CACHE"
 DEFAULT_BASE_CACHE = Path("/var/cache/skylift")
 REPROBE_AFTER = frozenset({"apt_install", "run_commands", "run_function", "pip_install", "uv_pip_install"})
+
+
+# The secret values of the build in progress (an asyncio task's own, so concurrent builds don't mix).
+_build_secrets: contextvars.ContextVar[dict[str, dict[str, str]] | None] = contextvars.ContextVar(
+    "build_secrets", default=None)
 
 
 def base_cache_dir() -> Path:
@@ -100,6 +106,14 @@ class ContainerImageStore(ImageStore):
         # An image without a base gets debian_slim() of this Python (the worker's own series).
         self.default_python = "{}.{}".format(*sys.version_info[:2])
 
+    async def build(self, image_id: str, definition: dict[str, Any], log: Log, *, force: bool = False,
+                    secrets: dict[str, dict[str, str]] | None = None) -> BuiltImage:
+        token = _build_secrets.set(dict(secrets or {}))
+        try:
+            return await super().build(image_id, definition, log, force=force)
+        finally:
+            _build_secrets.reset(token)
+
     def lookup(self, image_id: str) -> LayeredImage | None:
         built = super().lookup(image_id)
         if not isinstance(built, LayeredImage) or not all(p.is_dir() for p in built.layers):
@@ -132,7 +146,7 @@ class ContainerImageStore(ImageStore):
             ctx = container_steps.LayerBuild(
                 layer=layer, fs=fs, lowers=lowers, meta=meta, blobs=self.blobs, log=_threadsafe(log),
                 scratch=scratch, cache_dir=self.cache_dir, base_cache=self.base_cache, first=parent is None,
-                store_root=self.root, services=self.services)
+                store_root=self.root, services={**self.services, "secrets": _build_secrets.get() or {}})
             try:
                 await container_steps.run_step(ctx)
                 if not meta.get("python") and layer["step"] in REPROBE_AFTER:

@@ -75,7 +75,7 @@ class LayerBuild:
     base_cache: Path
     first: bool
     store_root: Path  # the image store's directory: pulled layers (oci/), Dockerfile step layers (steps/)
-    services: dict[str, Any] = field(default_factory=dict)  # e.g. "secret_values": async (secret id) -> dict
+    services: dict[str, Any] = field(default_factory=dict)  # "secrets": {secret id: {KEY: value}} of this build
 
     @property
     def args(self) -> dict[str, Any]:
@@ -88,6 +88,9 @@ class LayerBuild:
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = {"PATH": DEFAULT_PATH, "HOME": "/root"}
         env.update(self.meta.get("env") or {})
+        secrets = self.services.get("secrets") or {}
+        for secret_id in self.args.get("secret_ids") or []:
+            env.update(secrets.get(secret_id) or {})
         env.update({str(k): str(v) for k, v in (self.args.get("env") or {}).items()})
         env.update(extra or {})
         return env
@@ -338,7 +341,10 @@ async def run_step(ctx: LayerBuild) -> None:
         raise StepError(f"{step} can't be the first layer; an image starts with debian_slim() or from_registry()")
     if not ctx.first and step in BASE_STEPS:
         raise StepError(f"{step} must be the first layer of an image")
-    for key in ("secret_ids", "volume_ids"):
-        if ctx.args.get(key):
-            ctx.log(f"warning: {key} of build steps are not passed to builds by this worker yet")
+    missing = [s for s in ctx.args.get("secret_ids") or [] if s not in (ctx.services.get("secrets") or {})]
+    if missing:
+        ctx.log(f"warning: secret(s) {', '.join(missing)} were not sent with this build (deleted?); their "
+                "variables are not set")
+    if ctx.args.get("volume_ids"):
+        ctx.log("warning: volumes of build steps are not mounted in builds by this worker yet")
     await handler(ctx)

@@ -178,8 +178,13 @@ class ImageStore:
 
     # -- building -------------------------------------------------------------------------
 
-    async def build(self, image_id: str, definition: dict[str, Any], log: Log, *, force: bool = False) -> BuiltImage:
-        """Build what is missing of the image and return it; raises BuildError."""
+    async def build(self, image_id: str, definition: dict[str, Any], log: Log, *, force: bool = False,
+                    secrets: dict[str, dict[str, str]] | None = None) -> BuiltImage:
+        """Build what is missing of the image and return it; raises BuildError.
+
+        `secrets` ({secret id: {KEY: value}}, from the build_image command) are for the steps that name
+        them; the process runtime's steps don't use them yet (they say so in the build log).
+        """
         layers = with_implicit_base(list(definition.get("layers") or []), self.default_python)
         layer_ids = layer_chain_ids({"layers": layers})
         forced = force

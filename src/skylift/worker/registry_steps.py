@@ -43,16 +43,15 @@ ARCHIVES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 PYTHON_DIR = "/opt/skylift-python"
 
 
-async def _credentials(ctx: LayerBuild) -> tuple[str, str] | None:
+def _credentials(ctx: LayerBuild) -> tuple[str, str] | None:
     secret_id = ctx.args.get("registry_secret_id")
     if not secret_id:
         return None
-    resolve = ctx.services.get("secret_values")
-    if resolve is None:
-        ctx.log(f"warning: this worker can't read secret {secret_id} yet; pulling with the worker's own "
-                "registry credentials (docker login), if any")
+    values: dict[str, str] | None = (ctx.services.get("secrets") or {}).get(secret_id)
+    if values is None:
+        ctx.log(f"warning: the registry secret {secret_id} was not sent with this build (deleted?); pulling with "
+                "the worker's own registry credentials (docker login), if any")
         return None
-    values: dict[str, str] = await resolve(secret_id)
     if "REGISTRY_USERNAME" not in values or "REGISTRY_PASSWORD" not in values:
         raise StepError(f"the registry secret {secret_id} must hold REGISTRY_USERNAME and REGISTRY_PASSWORD "
                         f"(it has {', '.join(sorted(values)) or 'nothing'})")
@@ -62,7 +61,7 @@ async def _credentials(ctx: LayerBuild) -> tuple[str, str] | None:
 async def _pull_base(ctx: LayerBuild, tag: str) -> str:
     """Pull `tag` and make it the layers below; returns the image digest."""
     try:
-        image = await asyncio.to_thread(pull, tag, ctx.store_root / "oci", await _credentials(ctx), ctx.log)
+        image = await asyncio.to_thread(pull, tag, ctx.store_root / "oci", _credentials(ctx), ctx.log)
     except (RegistryError, OSError) as exc:
         raise StepError(f"pulling {tag} failed: {exc}") from None
     ctx.lowers = list(image.layers)

@@ -10,10 +10,12 @@ from typing import Any
 import skylift as modal
 
 REGISTRY = os.environ.get("SKYLIFT_TEST_REGISTRY", "registry.invalid")
+PRIVATE_REGISTRY = os.environ.get("SKYLIFT_TEST_PRIVATE_REGISTRY", "registry.invalid")  # wants a token
 CONTEXT = Path(os.environ.get("SKYLIFT_TEST_DOCKER_CONTEXT", "/nonexistent"))
 
 app = modal.App("e2e-images")
 broken = modal.App("e2e-images-broken")
+with_secrets = modal.App("e2e-images-secrets")
 
 registry_image = modal.Image.from_registry(f"{REGISTRY}/skylift-test/debian:multi").pip_install("six")
 dockerfile_image = modal.Image.from_dockerfile(CONTEXT / "Dockerfile", context_dir=CONTEXT,
@@ -44,3 +46,15 @@ def in_dockerfile_image() -> dict[str, Any]:
 @broken.function(image=modal.Image.from_dockerfile(CONTEXT / "Dockerfile.user", context_dir=CONTEXT))
 def never() -> None:
     pass
+
+
+secret_image = (
+    modal.Image.from_registry(f"{PRIVATE_REGISTRY}/skylift-test/debian:multi",
+                              secret=modal.Secret.from_dict({"REGISTRY_USERNAME": "u", "REGISTRY_PASSWORD": "p"}))
+    .run_commands('echo "token=$TOKEN" > /token.txt', secrets=[modal.Secret.from_dict({"TOKEN": "s3cret"})])
+)
+
+
+@with_secrets.function(image=secret_image)
+def read_token() -> str:
+    return open("/token.txt").read().strip()
