@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from skylift._libc import mount as raw_mount
 from skylift.worker.container import Sandbox, SandboxSpec, build_debian_base, host, network, run_build_step
-from skylift.worker.container._libc import mount as raw_mount
 from skylift.worker.container.bwrap import BwrapOptions, build_args
 from skylift.worker.container.cgroups import Cgroup, CgroupLimits
 from skylift.worker.container.overlay import mount_overlay, unmount

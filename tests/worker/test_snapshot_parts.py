@@ -63,13 +63,28 @@ def test_containers_of_one_pool_share_a_snapshot_key_and_versions_do_not() -> No
     assert snapshot_key(spec("ta-1")) != snapshot_key(spec("ta-1", env={"SECRET": "x"}))
 
 
-def test_snapshots_are_forked_by_the_process_runtime_only(tmp_path: Path) -> None:
-    class Other:
-        name = "container"
+def test_snapshots_are_forked_by_the_process_and_container_runtimes(tmp_path: Path) -> None:
+    class Named:
+        def __init__(self, name: str) -> None:
+            self.name = name
 
-    runtime = SnapshotRuntime(Other(), tmp_path)  # type: ignore[arg-type]
-    assert runtime.name == "container"
-    assert "process runtime only" in (runtime.snapshot_support() or "")
+    for name in ("process", "container"):
+        assert SnapshotRuntime(Named(name), tmp_path).snapshot_support() is None  # type: ignore[arg-type]
+    runtime = SnapshotRuntime(Named("gvisor"), tmp_path)  # type: ignore[arg-type]
+    assert runtime.name == "gvisor"
+    assert "can't fork" in (runtime.snapshot_support() or "")
+
+
+def test_the_container_runtime_forks_only_containers_without_volumes(tmp_path: Path) -> None:
+    from skylift.worker.container_layout import CONTROL_DIR, RUNTIME_DIR
+    from skylift.worker.container_runtime import SandboxRuntime
+
+    runtime = SandboxRuntime()
+    plain = spec("ta-1")
+    plain.binds = [(tmp_path, f"{RUNTIME_DIR}/skylift", True), (tmp_path, CONTROL_DIR, True)]
+    assert runtime.fork_unsupported(plain) is None
+    plain.binds.append((tmp_path, "/data", False))
+    assert "volumes and bucket mounts (/data)" in (runtime.fork_unsupported(plain) or "")
 
 
 def test_a_template_refuses_to_fork_with_threads_or_sockets() -> None:
@@ -106,20 +121,24 @@ def test_a_runtime_that_cannot_fork_starts_snapshot_containers_the_ordinary_way(
     import asyncio
 
     class Sandboxes:
-        name = "container"
-
-        def __init__(self) -> None:
+        def __init__(self, name: str) -> None:
+            self.name = name
             self.started: list[str] = []
 
         async def start(self, spec: ContainerSpec, on_output: object) -> None:
             self.started.append(spec.task_id)
 
-    inner = Sandboxes()
-    notes: list[tuple[str, str]] = []
-    runtime = SnapshotRuntime(inner, tmp_path, note=lambda task_id, text: notes.append((task_id, text)))  # type: ignore[arg-type]
-    asyncio.run(runtime.start(spec("ta-1"), lambda *a: None))
-    assert inner.started == ["ta-1"]
-    assert notes and notes[0][0] == "ta-1" and "memory snapshot not used" in notes[0][1]
-    assert "container runtime" in notes[0][1]
-    profile = runtime.start_profile("ta-1")
-    assert profile["how"] == "process" and "no snapshot" in profile["note"]
+        def fork_unsupported(self, spec: ContainerSpec) -> str | None:
+            return "volumes and bucket mounts (/data) are not bound into forked containers yet"
+
+    for name, why in (("gvisor", "the gvisor runtime can't fork"), ("container", "volumes and bucket mounts")):
+        inner = Sandboxes(name)
+        notes: list[tuple[str, str]] = []
+        runtime = SnapshotRuntime(inner, tmp_path, note=lambda task_id, text, notes=notes: notes.append(  # type: ignore[arg-type]
+            (task_id, text)))
+        asyncio.run(runtime.start(spec("ta-1"), lambda *a: None))
+        assert inner.started == ["ta-1"]
+        assert notes and notes[0][0] == "ta-1" and "memory snapshot not used" in notes[0][1]
+        assert why in notes[0][1]
+        profile = runtime.start_profile("ta-1")
+        assert profile["how"] == "process" and "no snapshot" in profile["note"]

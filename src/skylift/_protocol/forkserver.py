@@ -15,8 +15,9 @@ template -> worker
     {op: "exited", pid, code}                          a forked container ended (128 + N: signal N)
 worker -> template
     {op: "fork", task_id, env: {k: v}, cwd, requested_at, binds?: [[host, path, read_only]],
-     cgroup_procs?: [path]}
-         + fds [stdout, stderr]: the write ends of the container's output pipes
+     cgroup_procs?: [path], container?: {…}}
+         + fds [stdout, stderr]: the write ends of the container's output pipes, then on the
+           container runtime the fds `container.fds` names (_runtime/fork_container.py)
     {op: "retire"}                                     fork no more; exit once every child has
 
 EOF on the socket means "retire" too: a template outlives its worker only as long as the
@@ -34,11 +35,12 @@ import msgpack
 
 ENV_TEMPLATE_FD = "SKYLIFT_TEMPLATE_FD"
 ENV_TEMPLATE_SPEC = "SKYLIFT_TEMPLATE_SPEC"  # path of a msgpack file {definition, params}
+ENV_TEMPLATE_SANDBOXED = "SKYLIFT_TEMPLATE_SANDBOXED"  # "1": the template runs in a container sandbox
 
 # Packets stay far below the socket's send buffer (~200 KiB by default); a fork request carries
 # an environment, not user data.
 MAX_PACKET = 1 << 20
-MAX_FDS = 8
+MAX_FDS = 16
 
 
 class ForkProtocolError(Exception):

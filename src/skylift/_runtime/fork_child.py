@@ -12,7 +12,8 @@ loaded:
   stdout and stderr are the pipes the worker sent for this container;
 * the container's own environment (task id, token, GPUs), working directory and cgroups, and
   its volumes bound at their paths in a mount namespace of its own (`binds`, as the process
-  runtime's `process_binds` does for a container it starts);
+  runtime's `process_binds` does for a container it starts); on the container runtime, its own
+  namespaces, root filesystem, capabilities and seccomp filter (`fork_container`);
 * fresh randomness (`random`; numpy's global generator when numpy is loaded), and the SDK's
   cached client and app layout forgotten, so nothing of the template's identity is used;
 * then it connects to the control plane with its own token and runs `@enter(snap=False)`.
@@ -37,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from .. import _client, _container_layout
-from . import entrypoint, user_code
+from . import entrypoint, fork_container, user_code
 from .profile import StartProfile
 
 PR_SET_PDEATHSIG = 1
@@ -50,7 +51,7 @@ class Inheritance:
     """What the template hands to one child at fork time."""
 
     message: dict[str, Any]
-    fds: list[int]  # the write ends of this container's stdout and stderr pipes
+    fds: list[int]  # the write ends of this container's stdout and stderr pipes, then `container`'s fds
     close_fds: list[int]  # the template's own fds
     service: user_code.Service
     definition: dict[str, Any]
@@ -82,16 +83,18 @@ def become(inherited: Inheritance) -> NoReturn:
 
 def _isolate(inherited: Inheritance) -> None:
     message = inherited.message
+    for fd in inherited.close_fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
     os.setsid()
     _die_with_parent(inherited.template_pid)
+    if message.get("container"):  # the container runtime: namespaces, root filesystem, lock-down
+        fork_container.enter(message["container"], inherited.fds)
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    for fd in inherited.close_fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    stdout, stderr = inherited.fds
+    stdout, stderr = inherited.fds[:2]
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(stdout, 1)

@@ -34,6 +34,7 @@ from typing import Any
 
 import msgpack
 
+from .. import _libc
 from .._protocol import forkserver
 from .._serialization import decode_params
 from . import fork_child, user_code
@@ -129,6 +130,10 @@ class Template:
     # -- serving ------------------------------------------------------------------------------
 
     def serve(self) -> None:
+        if os.environ.get(forkserver.ENV_TEMPLATE_SANDBOXED):
+            # Fork requests bring namespace fds: no process the user's code left behind may take
+            # them through /proc/<pid>/fd (a non-dumpable process's /proc entries need CAP_SYS_PTRACE).
+            _libc.prctl(_libc.PR_SET_DUMPABLE, 0)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -176,7 +181,7 @@ class Template:
 
     def _fork(self, message: dict[str, Any], fds: list[int]) -> None:
         task_id = str(message.get("task_id") or "")
-        if self.retiring or len(fds) != 2 or not isinstance(message.get("env"), dict):
+        if self.retiring or len(fds) < 2 or not isinstance(message.get("env"), dict):
             forkserver.close_fds(fds)
             self.send({"op": "fork_failed", "task_id": task_id,
                        "error": "this template is retiring" if self.retiring else "a fork request needs an env "

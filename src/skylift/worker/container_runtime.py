@@ -14,9 +14,13 @@ import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._protocol import forkserver
 from .container import Sandbox, SandboxError, SandboxSpec, cleanup_stale
+from .container_layout import CONTROL_DIR, RUNTIME_DIR
 from .process_runtime import pump_lines
 from .runtime import ContainerSpec, ContainerStats, ExecResult, OutputSink, RuntimeNotSupported
+
+TEMPLATE_SPEC_PATH = "/run/skylift-fork/spec.msgpack"  # where a snapshot template finds its spec file
 
 
 @dataclass
@@ -99,15 +103,34 @@ class SandboxRuntime:
 
     async def exec(self, task_id: str, argv: list[str], *, timeout: float = 60.0) -> ExecResult:
         sandbox = self._get(task_id).sandbox
-        process = await sandbox.exec(argv, stderr=asyncio.subprocess.STDOUT)
-        try:
-            out, _ = await asyncio.wait_for(process.communicate(), timeout)
-        except asyncio.TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            out, _ = await process.communicate()
-        code = process.returncode if process.returncode is not None else -1
-        return ExecResult(code if code >= 0 else 128 - code, out.decode(errors="replace"))
+        return await collect(await sandbox.exec(argv, stderr=asyncio.subprocess.STDOUT), timeout)
+
+    # -- memory-snapshot templates (worker/snapshot_runtime.py) --------------------------------
+
+    def fork_unsupported(self, spec: ContainerSpec) -> str | None:
+        """Why containers of `spec` can't be forked from a template here (None: they can)."""
+        own = (RUNTIME_DIR, CONTROL_DIR)
+        extra = [c for _, c, _ in spec.binds if not any(c == d or c.startswith(d + "/") for d in own)]
+        if extra:
+            return (f"volumes and bucket mounts ({', '.join(sorted(extra))}) are not bound into containers forked "
+                    "from a snapshot by the container runtime yet")
+        return None
+
+    async def start_template(self, spec: ContainerSpec, directory: Path, argv: list[str], env: dict[str, str],
+                             cwd: Path, sock_fd: int, spec_file: Path) -> Sandbox:
+        """Start a snapshot template for `spec`'s containers in a sandbox of its own (see `Sandbox`)."""
+        sandbox_spec = self._sandbox_spec(spec)
+        (directory / "forks").mkdir(parents=True, exist_ok=True)
+        sandbox_spec.task_id = f"template-{directory.name}"
+        sandbox_spec.state_dir = directory / "sandbox"
+        sandbox_spec.command = argv
+        sandbox_spec.env = {**env, forkserver.ENV_TEMPLATE_SPEC: TEMPLATE_SPEC_PATH,
+                            forkserver.ENV_TEMPLATE_SANDBOXED: "1"}
+        sandbox_spec.cwd = str(cwd)
+        sandbox_spec.binds.append((spec_file, TEMPLATE_SPEC_PATH, True))
+        sandbox_spec.fork_layers = directory / "forks"
+        sandbox_spec.pass_fds = (sock_fd,)
+        return await Sandbox.start(sandbox_spec)
 
     async def stats(self, task_id: str) -> ContainerStats:
         s = self._get(task_id).sandbox.stats()
@@ -121,3 +144,15 @@ class SandboxRuntime:
 
     def running(self) -> list[str]:
         return [tid for tid, c in self._containers.items() if c.sandbox.returncode is None]
+
+
+async def collect(process: asyncio.subprocess.Process, timeout: float) -> ExecResult:
+    """The exit code and output of an exec'd process, killed after `timeout` seconds."""
+    try:
+        out, _ = await asyncio.wait_for(process.communicate(), timeout)
+    except asyncio.TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        out, _ = await process.communicate()
+    code = process.returncode if process.returncode is not None else -1
+    return ExecResult(code if code >= 0 else 128 - code, out.decode(errors="replace"))

@@ -22,9 +22,10 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
@@ -36,6 +37,24 @@ log = logging.getLogger("skylift.worker")
 
 # What a child's exit code is when its template died under it (it was SIGKILLed with it).
 KILLED_WITH_TEMPLATE = 128 + 9
+
+
+class Launched(Protocol):
+    """A started template: an asyncio subprocess, or a container `Sandbox`."""
+
+    pid: int
+
+    @property
+    def stdout(self) -> asyncio.StreamReader | None: ...
+
+    @property
+    def stderr(self) -> asyncio.StreamReader | None: ...
+
+    async def wait(self) -> int: ...
+
+
+# (argv, env, cwd, the template's socket fd, the spec file) -> the started template
+Launch = Callable[[list[str], dict[str, str], Path, int, Path], Awaitable[Launched]]
 
 
 class TemplateUnavailable(Exception):
@@ -71,14 +90,15 @@ class TemplateProcess:
     children: dict[int, ForkedChild] = field(default_factory=dict)
     owner: str = ""  # the task whose log gets the template's own output
     last_used: float = field(default_factory=time.monotonic)
-    process: asyncio.subprocess.Process | None = None
+    process: Launched | None = None
+    sandboxed: bool = False  # in a container sandbox: its children's pids are of its pid namespace
     _sock: socket.socket | None = None
     _ready: asyncio.Future[None] | None = None
     _forks: dict[str, asyncio.Future[ForkedChild]] = field(default_factory=dict)
     _background: list[asyncio.Task[Any]] = field(default_factory=list)
 
     async def start(self, argv: list[str], env: dict[str, str], cwd: Path, source: SnapshotSource,
-                    on_output: OutputSink, *, owner: str) -> None:
+                    on_output: OutputSink, *, owner: str, launch: Launch | None = None) -> None:
         loop = asyncio.get_running_loop()
         self.owner = owner
         self._ready = loop.create_future()
@@ -91,10 +111,14 @@ class TemplateProcess:
             env = {**env, forkserver.ENV_TEMPLATE_FD: str(theirs.fileno()),
                    forkserver.ENV_TEMPLATE_SPEC: str(spec_path)}
             begun = time.perf_counter()
-            self.process = await asyncio.create_subprocess_exec(
-                *argv, "--template", cwd=str(cwd), env=env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
-                pass_fds=(theirs.fileno(),))
+            if launch is not None:
+                self.sandboxed = True
+                self.process = await launch([*argv, "--template"], env, cwd, theirs.fileno(), spec_path)
+            else:
+                self.process = await asyncio.create_subprocess_exec(
+                    *argv, "--template", cwd=str(cwd), env=env, stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
+                    pass_fds=(theirs.fileno(),))
         except BaseException as exc:
             ours.close()
             self.state = TemplateState.FAILED
@@ -125,9 +149,12 @@ class TemplateProcess:
         return self.state in (TemplateState.STARTING, TemplateState.READY)
 
     async def fork(self, task_id: str, env: dict[str, str], cwd: Path, stdout_fd: int, stderr_fd: int,
-                   *, binds: list[tuple[str, str, bool]] | None = None,
-                   cgroup_procs: list[str] | None = None) -> ForkedChild:
-        """Fork a container; the fds are sent (the caller still closes its copies)."""
+                   *, binds: list[tuple[str, str, bool]] | None = None, cgroup_procs: list[str] | None = None,
+                   container: dict[str, Any] | None = None, extra_fds: list[int] | None = None) -> ForkedChild:
+        """Fork a container; the fds are sent (the caller still closes its copies).
+
+        `container` and `extra_fds` make it a container of its own (`_runtime/fork_container.py`).
+        """
         if self.state is not TemplateState.READY or self._sock is None:
             raise TemplateUnavailable(f"the snapshot template is {self.state.value}: {self.reason or 'not ready'}")
         future: asyncio.Future[ForkedChild] = asyncio.get_running_loop().create_future()
@@ -138,8 +165,10 @@ class TemplateProcess:
             message["binds"] = [list(b) for b in binds]
         if cgroup_procs:
             message["cgroup_procs"] = cgroup_procs
+        if container:
+            message["container"] = container
         try:
-            await self._send(message, [stdout_fd, stderr_fd])
+            await self._send(message, [stdout_fd, stderr_fd, *(extra_fds or [])])
             child = await future
         finally:
             self._forks.pop(task_id, None)
@@ -160,6 +189,22 @@ class TemplateProcess:
         """Retire and let go of the template (it still outlives its children, not them it)."""
         self.retire()
         self._close_socket()
+
+    async def closed(self, timeout: float) -> None:
+        """Wait until the template has exited and its directory (and sandbox) are gone; kill it after `timeout`."""
+        watch = self._background[-1] if self._background else None
+        if watch is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(watch), timeout)
+        except asyncio.TimeoutError:
+            kill = getattr(self.process, "close", None)  # a Sandbox: kills everything in it
+            if kill is not None:
+                await kill()
+            elif self.process is not None and self.pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.pid, 9)
+            await asyncio.wait([watch], timeout=5)
 
     # -- the socket -----------------------------------------------------------------------------
 
@@ -268,8 +313,9 @@ class TemplateProcess:
         self._lost(f"it exited with code {code}")
         # Its children died with it (PR_SET_PDEATHSIG); whatever exit it could not report is a kill.
         for child in self.children.values():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(child.pid, 9)
+            if not self.sandboxed:  # (a sandbox's pid namespace took its children with it)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(child.pid, 9)
             if not child.exit.done():
                 child.exit.set_result(KILLED_WITH_TEMPLATE)
         self.children.clear()

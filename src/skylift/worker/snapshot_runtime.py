@@ -19,11 +19,12 @@ and then reused by every container of the pool:
   count its session, and its volumes are bound at their paths in a mount namespace of its own
   (or symlinked when the worker isn't root) — as the process runtime does (`process_binds`).
 
-Only the process runtime forks today. The container runtime's seam: the template must run in a
-sandbox whose processes may create namespaces (CAP_SYS_ADMIN in a user namespace); each child
-then unshares its mount/net/ipc/uts namespaces, stacks its own writable layer over the template's
-root, and joins its cgroups (`cgroup_procs` of the fork request, done in `_runtime/fork_child`).
-Until that exists, snapshot functions on a container worker start the ordinary way, with a note.
+On the container runtime the template runs in a sandbox of its own (`SandboxRuntime.start_template`)
+and each child becomes a container of its own: its cgroups, network namespace and writable layer
+are prepared here (`container/forked.py`), its namespaces, root filesystem and lock-down are made by
+the child itself (`_runtime/fork_container.py`). A stop signals every process of its cgroups; exec
+enters the namespaces of its pid 1. Functions with volumes or bucket mounts start the ordinary way
+there, with a note (their binds are not carried into forked containers yet).
 """
 
 from __future__ import annotations
@@ -39,16 +40,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from .._protocol import api
 from .._runtime.profile import ENV_SPAWNED_AT
 from . import criu, process_binds
-from .fork_server import ForkedChild, TemplateProcess, TemplateUnavailable
+from .fork_server import ForkedChild, Launch, Launched, TemplateProcess, TemplateUnavailable
 from .process_runtime import exec_in, pump_lines, session_stats
 from .runtime import ContainerRuntime, ContainerSpec, ContainerStats, ExecResult, OutputSink
+
+if TYPE_CHECKING:
+    from .container.forked import ForkedSandbox
 
 log = logging.getLogger("skylift.worker")
 
@@ -87,6 +91,7 @@ class _Forked:
     template: TemplateProcess
     pumps: list[asyncio.Task[None]] = field(default_factory=list)
     killer: asyncio.TimerHandle | None = None
+    sandbox: ForkedSandbox | None = None  # the container runtime's side of it
 
 
 class SnapshotRuntime:
@@ -100,6 +105,7 @@ class SnapshotRuntime:
         self._forked: dict[str, _Forked] = {}
         self._starts: dict[str, dict[str, Any]] = {}  # task id -> how it started (for its profile)
         self._idle_checks: dict[str, asyncio.TimerHandle] = {}
+        self._reasons: dict[str, tuple[str, str] | None] = {}  # why a forked container ended
         self.criu: criu.CriuStatus | None = None  # probed once, when the first template starts
         self._criu_probe: asyncio.Task[None] | None = None
 
@@ -109,12 +115,20 @@ class SnapshotRuntime:
 
     def snapshot_support(self) -> str | None:
         """Why this worker can't fork containers from snapshots (None: it can)."""
-        if self.inner.name != "process":
-            return (f"memory snapshots are forked by the process runtime only for now; this worker runs the "
-                    f"{self.inner.name} runtime (docs/cold-starts.md)")
         if not hasattr(os, "fork"):
             return "this platform has no fork()"
+        if self.inner.name not in ("process", "container"):
+            return f"the {self.inner.name} runtime can't fork containers from memory snapshots"
         return None
+
+    def _sandboxed(self) -> bool:
+        return self.inner.name == "container"
+
+    def exit_reason(self, task_id: str) -> tuple[str, str] | None:
+        if task_id in self._reasons:
+            return self._reasons.pop(task_id)
+        explain = getattr(self.inner, "exit_reason", None)
+        return explain(task_id) if explain is not None else None
 
     def start_profile(self, task_id: str) -> dict[str, Any]:
         """How a container was started: {how, start_ms, pid?, template_ms?, note?} (once per task)."""
@@ -147,8 +161,14 @@ class SnapshotRuntime:
         if forked is None:
             return await self.inner.wait(task_id)
         code = await forked.child.exit
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(forked.child.pid, signal.SIGKILL)  # what it left behind goes with it
+        if forked.sandbox is not None:
+            sandbox = forked.sandbox
+            await asyncio.to_thread(sandbox.cleanup)  # what it left behind goes with it
+            oom = sandbox.stats().oom_killed and sandbox.memory_mb is not None
+            self._reasons[task_id] = ("oom", sandbox.exit_reason(code)) if oom else None
+        else:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(forked.child.pid, signal.SIGKILL)  # what it left behind goes with it
         await asyncio.gather(*forked.pumps, return_exceptions=True)
         if forked.killer is not None:
             forked.killer.cancel()
@@ -165,6 +185,12 @@ class SnapshotRuntime:
             return
         if forked.child.exit.done():
             return
+        if forked.sandbox is not None:
+            signal_all = forked.sandbox.signal_all
+            signal_all(signal.SIGKILL if kill else signal.SIGTERM)
+            if not kill and forked.killer is None:
+                forked.killer = asyncio.get_running_loop().call_later(grace, signal_all, signal.SIGKILL)
+            return
         pid = forked.child.pid
         if kill:
             _signal(pid, signal.SIGKILL, group=True)
@@ -177,12 +203,20 @@ class SnapshotRuntime:
         forked = self._forked.get(task_id)
         if forked is None:
             return await self.inner.exec(task_id, argv, timeout=timeout)
+        if forked.sandbox is not None:
+            from .container_runtime import collect
+            process = await forked.sandbox.exec(argv, forked.spec.env, str(forked.spec.cwd),
+                                                stderr=asyncio.subprocess.STDOUT)
+            return await collect(process, timeout)
         return await exec_in(forked.spec, argv, timeout=timeout)
 
     async def stats(self, task_id: str) -> ContainerStats:
         forked = self._forked.get(task_id)
         if forked is None:
             return await self.inner.stats(task_id)
+        if forked.sandbox is not None:
+            s = forked.sandbox.stats()
+            return ContainerStats(s.pids, s.cpu_seconds, s.memory_bytes)
         return session_stats(forked.child.pid)
 
     async def checkpoint(self, task_id: str, dest: Path) -> None:
@@ -204,6 +238,8 @@ class SnapshotRuntime:
             self._criu_probe.cancel()
         for template in list(self.templates.values()):
             await template.close()
+        if self._sandboxed():  # a template's sandbox holds mounts and cgroups: see them released
+            await asyncio.gather(*(t.closed(10.0) for t in self.templates.values()))
         self.templates.clear()
 
     # -- forking -----------------------------------------------------------------------------------
@@ -220,20 +256,27 @@ class SnapshotRuntime:
             if self.templates.get(key) is template:
                 del self.templates[key]
             raise
-        binds = _volume_binds(spec, on_output)
+        sandbox = await self._prepare_sandbox(spec, template) if self._sandboxed() else None
+        binds = [] if sandbox is not None else _volume_binds(spec, on_output)
+        container, extra_fds = sandbox.request() if sandbox is not None else (None, [])
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
-            child = await template.fork(spec.task_id, spec.env, spec.cwd, out_w, err_w, binds=binds)
+            child = await template.fork(spec.task_id, spec.env, spec.cwd, out_w, err_w, binds=binds,
+                                        container=container, extra_fds=extra_fds)
         except BaseException:
             for fd in (out_r, err_r):
                 os.close(fd)
             process_binds.release(spec.task_id)
+            if sandbox is not None:
+                await asyncio.to_thread(sandbox.cleanup)
             raise
         finally:
             os.close(out_w)
             os.close(err_w)
-        forked = _Forked(spec, child, template)
+            if sandbox is not None:
+                sandbox.close_fds()
+        forked = _Forked(spec, child, template, sandbox=sandbox)
         self._forked[spec.task_id] = forked
         loop = asyncio.get_running_loop()
         forked.pumps = [loop.create_task(_pump_fd(out_r, on_output, spec.task_id, "stdout")),
@@ -247,12 +290,38 @@ class SnapshotRuntime:
             info["template_ms"] = round(template.started_ms, 3)
         self._starts[spec.task_id] = info
 
+    async def _prepare_sandbox(self, spec: ContainerSpec, template: TemplateProcess) -> ForkedSandbox:
+        from .container.forked import ForkedSandbox
+        cpu, memory = spec.resources.get("cpu_limit"), spec.resources.get("memory_limit")
+        try:
+            return await asyncio.to_thread(
+                ForkedSandbox.prepare, spec.task_id, template.directory / "forks" / spec.task_id,
+                cpu=float(cpu) if cpu else None, memory_mb=int(memory) if memory else None,
+                block_network=spec.block_network)
+        except Exception as exc:
+            raise TemplateUnavailable(f"the forked container's cgroups or network could not be set up: {exc}") from None
+
+    def _launcher(self, spec: ContainerSpec, directory: Path) -> Launch | None:
+        if not self._sandboxed():
+            return None
+        inner: Any = self.inner
+
+        async def launch(argv: list[str], env: dict[str, str], cwd: Path, sock_fd: int, spec_file: Path) -> Launched:
+            sandbox: Launched = await inner.start_template(spec, directory, argv, env, cwd, sock_fd, spec_file)
+            return sandbox
+
+        return launch
+
     async def _template(self, key: str, spec: ContainerSpec, on_output: OutputSink) -> tuple[TemplateProcess, bool]:
         template = self.templates.get(key)
         if template is not None and template.usable:
             return template, False
         source = spec.snapshot
         assert source is not None
+        unsupported = getattr(self.inner, "fork_unsupported", None)
+        why = unsupported(spec) if unsupported is not None else None
+        if why is not None:
+            raise TemplateUnavailable(why)
         # A new version of the function (or image) supersedes the old one's template.
         for other_key, other in list(self.templates.items()):
             if other.function_id == source.function_id and other.params == source.params and other_key != key:
@@ -273,8 +342,9 @@ class SnapshotRuntime:
             env[name] = _generic(spec, value, str(scratch)).replace("<task>", TEMPLATE_TASK_ID)
         cwd = Path(_generic(spec, str(spec.cwd), str(scratch)))
         try:
-            await template.start(list(spec.argv), env, cwd, source, on_output, owner=spec.task_id)
-        except OSError as exc:
+            await template.start(list(spec.argv), env, cwd, source, on_output, owner=spec.task_id,
+                                 launch=self._launcher(spec, template.directory))
+        except Exception as exc:  # OSError, or the container runtime's SandboxError
             del self.templates[key]
             raise TemplateUnavailable(f"the snapshot template could not start: {exc}") from None
         return template, True

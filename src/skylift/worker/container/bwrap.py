@@ -16,6 +16,13 @@ from . import policy
 
 _TMP_MODE = "1777"
 
+# In a memory-snapshot template's sandbox (docs/cold-starts.md): its root filesystem again, with
+# nothing mounted inside (the lower layer of each forked container), and the forked containers'
+# writable layers (the host's `<template dir>/forks`).
+FORK_ROOT = "/run/skylift-fork/root"
+FORK_LAYERS = "/run/skylift-fork/layers"
+_FORK_HIDDEN = "/run/skylift-fork/hidden"  # host.clean_proc() under an empty read-only tmpfs
+
 
 @dataclass
 class BwrapOptions:
@@ -30,6 +37,8 @@ class BwrapOptions:
     private_tmp: bool = True
     seccomp_fd: int | None = None
     status_fd: int | None = None
+    fork_layers: Path | None = None  # set for a memory-snapshot template (see FORK_ROOT)
+    clean_proc: Path | None = None
 
 
 def root_mount_targets(options: BwrapOptions) -> list[str]:
@@ -73,6 +82,10 @@ def build_args(bwrap: str, options: BwrapOptions) -> list[str]:
         args += ["--ro-bind", str(source), dest]
     for host, dest, read_only in options.binds:
         args += ["--ro-bind" if read_only else "--bind", host, dest]
+    if options.fork_layers is not None and options.clean_proc is not None:
+        args += ["--ro-bind", str(options.rootfs), FORK_ROOT, "--bind", str(options.fork_layers), FORK_LAYERS,
+                 "--bind", str(options.clean_proc), f"{_FORK_HIDDEN}/proc",
+                 "--perms", "0700", "--tmpfs", _FORK_HIDDEN, "--remount-ro", _FORK_HIDDEN]
     args += ["--chdir", options.cwd]
     args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if options.unshare_net:

@@ -22,16 +22,20 @@ import termios
 import types
 
 if __package__ in (None, ""):
-    # loaded as a script: make the sibling modules importable without the skylift package
-    _pkg = types.ModuleType("_skylift_container")
-    _pkg.__path__ = [os.path.dirname(os.path.abspath(__file__))]
-    sys.modules["_skylift_container"] = _pkg
-    _cgroups = importlib.import_module("_skylift_container.cgroups")
-    _libc = importlib.import_module("_skylift_container._libc")
-    _policy = importlib.import_module("_skylift_container.policy")
-    _seccomp = importlib.import_module("_skylift_container.seccomp")
+    # loaded as a script: make skylift's modules importable without running skylift's __init__ (a
+    # package of the same shape whose parts are empty modules, so relative imports still resolve)
+    _here = os.path.dirname(os.path.abspath(__file__))
+    for _name, _path in (("_sk", os.path.dirname(os.path.dirname(_here))), ("_sk.worker", os.path.dirname(_here)),
+                         ("_sk.worker.container", _here)):
+        _pkg = types.ModuleType(_name)
+        _pkg.__path__ = [_path]
+        sys.modules[_name] = _pkg
+    _cgroups = importlib.import_module("_sk.worker.container.cgroups")
+    _libc = importlib.import_module("_sk._libc")
+    _policy = importlib.import_module("_sk.worker.container.policy")
+    _seccomp = importlib.import_module("_sk.worker.container.seccomp")
 else:
-    from . import _libc
+    from ... import _libc
     from . import cgroups as _cgroups
     from . import policy as _policy
     from . import seccomp as _seccomp

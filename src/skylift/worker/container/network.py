@@ -14,6 +14,9 @@ host with 10.213.x.1/30. Host-wide nftables rules (table `inet skylift`, `ip sky
 Setting up a namespace costs a few milliseconds (three `ip` runs), so a small pool is kept ready and
 refilled in a background thread; a namespace is never reused after its container exits. A container
 with `block_network=True` gets a fresh namespace with only `lo` (bubblewrap makes it).
+
+Containers forked from a memory snapshot take theirs from a second pool, `fork_pool()`, whose
+namespaces belong to the forks' user namespace (`userns.py`) so that the child may join one.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .host import tool
+from .userns import ForkUserns, fork_userns
 
 SUBNET_ENV = "SKYLIFT_CONTAINER_SUBNET"
 DENY_ENV = "SKYLIFT_CONTAINER_DENY"
@@ -138,8 +142,9 @@ def reap_stale() -> int:
 class NetnsPool:
     """Network namespaces with a veth pair set up, ready for the next containers."""
 
-    def __init__(self, size: int = 4) -> None:
+    def __init__(self, size: int = 4, owner: ForkUserns | None = None) -> None:
         self.size = size
+        self.owner = owner  # the user namespace that owns the namespaces (None: the host's)
         self._ready: list[Netns] = []
         self._lock = threading.Lock()
         self._names = itertools.count()
@@ -152,7 +157,9 @@ class NetnsPool:
         ensure_host_rules()
         subnet = _subnet()
         slots = subnet.num_addresses // 4
-        name = f"{NETNS_PREFIX}{os.getpid()}-{next(self._names)}"
+        name = f"{NETNS_PREFIX}{os.getpid()}-{next(self._names)}{'f' if self.owner else ''}"
+        if self.owner is not None:
+            self.owner.attach_netns(name)
         # two `ip -batch` runs (host side, then inside) instead of one process per command: ~5 ms, not ~11
         try:
             for _ in range(slots):
@@ -255,3 +262,16 @@ def pool() -> NetnsPool:
             _pool = NetnsPool()
             atexit.register(_pool.close)
         return _pool
+
+
+_fork_pool: NetnsPool | None = None
+
+
+def fork_pool() -> NetnsPool:
+    """Namespaces for containers forked from memory snapshots (owned by `userns.fork_userns()`)."""
+    global _fork_pool
+    with _pool_lock:
+        if _fork_pool is None:
+            _fork_pool = NetnsPool(size=2, owner=fork_userns())
+            atexit.register(_fork_pool.close)
+        return _fork_pool

@@ -13,7 +13,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from . import _libc
+from ... import _libc
 
 _OPTIONS = "redirect_dir=off,metacopy=off,index=off"
 _MAX_DATA = 4095  # the kernel copies mount options into one page

@@ -54,6 +54,9 @@ class SandboxSpec:
     hostname: str = "skylift"
     pids_max: int | None = DEFAULT_PIDS_MAX
     stdin: bool = False  # give the container a stdin pipe (else /dev/null)
+    # A memory-snapshot template: the host directory of its forks' writable layers (docs/cold-starts.md)
+    fork_layers: Path | None = None
+    pass_fds: tuple[int, ...] = ()  # fds the command inherits (a template's socket to the worker)
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ class SandboxStats:
     pids: int
 
 
-def _cgroup_name(task_id: str) -> str:
+def cgroup_name(task_id: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", task_id)[:64] or "task"
     return f"{safe}-{uuid.uuid4().hex[:8]}"
 
@@ -100,7 +103,7 @@ class Sandbox:
         _validate(spec)
         state = spec.state_dir
         rootfs, upper, work = state / "rootfs", state / "upper", state / "work"
-        cgroup = Cgroup(_cgroup_name(spec.task_id))
+        cgroup = Cgroup(cgroup_name(spec.task_id))
         netns: network.Netns | None = None
         mounted = False
         status_r = status_w = seccomp_fd = -1
@@ -113,19 +116,21 @@ class Sandbox:
                 pool = network.pool()
                 netns = pool.try_acquire() or await asyncio.to_thread(pool.acquire)
             files = etc_files(state / "etc", spec.hostname, host.resolv_conf())
-            seccomp_fd = os.open(seccomp.compiled_filter(host.runtime_dir()), os.O_RDONLY | os.O_CLOEXEC)
+            template = spec.fork_layers is not None
+            seccomp_fd = os.open(seccomp.compiled_filter(host.runtime_dir(), template), os.O_RDONLY | os.O_CLOEXEC)
             status_r, status_w = os.pipe()
             options = BwrapOptions(
                 rootfs=rootfs, command=spec.command, cwd=spec.cwd, hostname=spec.hostname,
                 binds=[(str(h), c, ro) for h, c, ro in spec.binds], files=files,
                 cgroup_dirs=cgroup.visible_dirs, unshare_net=spec.block_network,
-                seccomp_fd=seccomp_fd, status_fd=status_w,
+                seccomp_fd=seccomp_fd, status_fd=status_w, fork_layers=spec.fork_layers,
+                clean_proc=host.clean_proc() if template else None,
             )
             argv = launcher_argv(build_args(host.readonly_bwrap(), options), cgroup.join_files,
                                  netns.path if netns else None)
             env = container_env(spec.env)
             process = await asyncio.create_subprocess_exec(
-                *argv, env=env, pass_fds=(seccomp_fd, status_w), start_new_session=True,
+                *argv, env=env, pass_fds=(seccomp_fd, status_w, *spec.pass_fds), start_new_session=True,
                 stdin=asyncio.subprocess.PIPE if spec.stdin else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             )
@@ -267,15 +272,7 @@ class Sandbox:
         """The exit in words, naming the memory limit when that is what ended the container."""
         if self.command_started is False:
             return f"could not start its command {self.spec.command[0]!r} (exit {code}; the reason is on its stderr)"
-        if self.oom_killed and self.spec.memory_mb is not None:
-            return f"exceeded its memory limit of {self.spec.memory_mb} MiB and was killed (out of memory)"
-        if code > 128:
-            try:
-                name = signal.Signals(code - 128).name
-            except ValueError:
-                name = f"signal {code - 128}"
-            return f"was killed by {name}"
-        return f"exited with code {code}"
+        return describe_exit(code, self.oom_killed, self.spec.memory_mb)
 
     # -- exec --------------------------------------------------------------------------------------
 
@@ -294,10 +291,29 @@ class Sandbox:
             "pid": self.pid, "mnt_ns": self._mnt_ns, "cgroup_join": [str(p) for p in self._cgroup.join_files],
             "argv": argv, "env": {**self._env, **(env or {})}, "cwd": cwd or self.spec.cwd, "tty": tty,
         }
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-I", "-S", str(_ENTER), json.dumps(request),
-            stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True,
-        )
+        return await enter_container(request, stdin=stdin, stdout=stdout, stderr=stderr)
+
+
+async def enter_container(request: dict[str, Any], *, stdin: int | None, stdout: int | None,
+                          stderr: int | None) -> asyncio.subprocess.Process:
+    """Run `enter.py` with `request` ({pid, mnt_ns, cgroup_join, argv, env, cwd, tty}): see its docstring."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-I", "-S", str(_ENTER), json.dumps(request),
+        stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True,
+    )
+
+
+def describe_exit(code: int, oom_killed: bool, memory_mb: int | None) -> str:
+    """A container's exit in words, naming the memory limit when that is what ended it."""
+    if oom_killed and memory_mb is not None:
+        return f"exceeded its memory limit of {memory_mb} MiB and was killed (out of memory)"
+    if code > 128:
+        try:
+            name = signal.Signals(code - 128).name
+        except ValueError:
+            name = f"signal {code - 128}"
+        return f"was killed by {name}"
+    return f"exited with code {code}"
 
 
 def cleanup_stale(state_root: Path | None = None) -> None:

@@ -8,6 +8,12 @@ process: the rules are written for native syscall numbers only.
 
 Namespaces: `unshare`, `setns` and namespace flags on `clone` fail with EPERM; `clone3` answers ENOSYS
 (its flags live in memory a filter can't read), which makes glibc fall back to `clone`.
+
+A memory-snapshot template (`template=True`) runs under the same filter except that `mount`,
+`umount2`, `pivot_root`, `setns` and `unshare` without CLONE_NEWUSER are let through to the kernel: the
+containers it forks use them to become containers (docs/cold-starts.md). The template itself holds no
+CAP_SYS_ADMIN and can create no user namespace, so for its own code they still fail (EPERM); each
+forked child loads the full filter before any of its code runs.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from ._libc import (
+from ..._libc import (
     CLONE_NEWCGROUP,
     CLONE_NEWIPC,
     CLONE_NEWNET,
@@ -45,6 +51,9 @@ DENIED_SYSCALLS = (
     # file handles bypass path-based checks (the "shocker" escape)
     "name_to_handle_at", "open_by_handle_at",
 )
+
+# What a forked container needs to become one (see the module docstring).
+TEMPLATE_ALLOWED = frozenset({"mount", "umount2", "pivot_root", "setns", "unshare"})
 
 _NAMESPACE_FLAGS = (
     CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET,
@@ -89,7 +98,7 @@ def _load_library() -> ctypes.CDLL:
     return lib
 
 
-def _build(lib: ctypes.CDLL) -> int:
+def _build(lib: ctypes.CDLL, template: bool = False) -> int:
     ctx: int | None = lib.seccomp_init(_ACT_ALLOW)
     if not ctx:
         raise SeccompUnavailable("seccomp_init failed")
@@ -104,7 +113,10 @@ def _build(lib: ctypes.CDLL) -> int:
             raise SeccompUnavailable(f"seccomp rule for {name} failed: {os.strerror(-rc)}")
 
     for name in DENIED_SYSCALLS:
-        rule(_act_errno(errno.EPERM), name)
+        if not (template and name in TEMPLATE_ALLOWED):
+            rule(_act_errno(errno.EPERM), name)
+    if template:
+        rule(_act_errno(errno.EPERM), "unshare", (0, _CMP_MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER))
     for flag in _NAMESPACE_FLAGS:
         rule(_act_errno(errno.EPERM), "clone", (0, _CMP_MASKED_EQ, flag, flag))
     rule(_act_errno(errno.ENOSYS), "clone3")
@@ -116,9 +128,9 @@ def _build(lib: ctypes.CDLL) -> int:
 class Filter:
     """The compiled filter, ready to load into this process or to export as BPF."""
 
-    def __init__(self) -> None:
+    def __init__(self, template: bool = False) -> None:
         self._lib = _load_library()
-        self._ctx = _build(self._lib)
+        self._ctx = _build(self._lib, template)
 
     def load(self) -> None:
         """Install the filter on the calling process (libseccomp sets no_new_privs first, as required).
@@ -140,14 +152,14 @@ class Filter:
             self._ctx = 0
 
 
-_compiled: dict[Path, Path] = {}
+_compiled: dict[tuple[Path, bool], Path] = {}
 
 
-def compiled_filter(directory: Path) -> Path:
+def compiled_filter(directory: Path, template: bool = False) -> Path:
     """The filter as raw BPF (what `bwrap --seccomp FD` reads), written once under `directory`."""
-    if directory in _compiled:
-        return _compiled[directory]
-    compiled = Filter()
+    if (directory, template) in _compiled:
+        return _compiled[(directory, template)]
+    compiled = Filter(template)
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".seccomp.{os.getpid()}.tmp"
     try:
@@ -162,5 +174,5 @@ def compiled_filter(directory: Path) -> Path:
     finally:
         compiled.release()
         tmp.unlink(missing_ok=True)
-    _compiled[directory] = path
+    _compiled[(directory, template)] = path
     return path

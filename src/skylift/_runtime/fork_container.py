@@ -1,0 +1,165 @@
+"""How a child forked from a template in a container becomes a container of its own.
+
+On the `container` runtime a memory-snapshot template runs in a sandbox of its own (see
+`worker/container/bwrap.py`, FORK_ROOT). Each fork request carries, besides the child's stdout and
+stderr, an fd of the forks' user namespace (`worker/container/userns.py`), one of a network
+namespace ready for it (unless `block_network`), and its cgroup files opened for writing. The
+child (C, still in the template's namespaces):
+
+1. joins its cgroups, enters the user namespace (as its owner's uid it has every capability there)
+   and the network namespace, and unshares mount, ipc, uts, pid and cgroup namespaces;
+2. forks G, pid 1 of the new pid namespace, and stays as its parent: it forwards SIGTERM/SIGINT
+   and exits with G's code, which is what the template reports to the worker.
+
+G then builds its root filesystem: a fresh overlay whose lower layer is the template's root
+filesystem (with whatever the snapshot wrote to it) and whose writable layer is its own
+(`<FORK_LAYERS>/<task id>`), the template's other mounts carried over (/dev, /sys, /etc files, the
+runtime and control-plane binds), a private /tmp, /dev/shm and /dev/pts, a new /proc with the
+container masks, and `pivot_root` into it. Last, before any of its own code runs, it sets its
+hostname, drops to the container's capabilities, sets no_new_privs and loads the container's full
+seccomp filter. What to mask, which capabilities to keep and the filter come from the worker in the
+request, so the policy lives in one place (`worker/container/policy.py`, `seccomp.py`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import socket
+import struct
+from typing import Any, NoReturn
+
+from .. import _libc
+
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+_NAMESPACES = (_libc.CLONE_NEWNS | _libc.CLONE_NEWIPC | _libc.CLONE_NEWUTS | _libc.CLONE_NEWPID
+               | _libc.CLONE_NEWCGROUP)
+_PRIVATE_MOUNTS = ("/proc", "/tmp", "/dev/shm", "/dev/pts")  # made anew, never carried over
+
+
+def enter(spec: dict[str, Any], fds: list[int]) -> None:
+    """Called in the forked child; returns in the new container's pid 1 (its parent never returns)."""
+    layout = spec["fds"]
+    for index in layout["cgroups"]:
+        os.write(fds[index], b"0")  # this process (and so every process it starts)
+    _libc.setns(fds[layout["userns"]], _libc.CLONE_NEWUSER)
+    flags = _NAMESPACES
+    if layout.get("netns") is None:
+        flags |= _libc.CLONE_NEWNET  # block_network: loopback only
+    else:
+        _libc.setns(fds[layout["netns"]], _libc.CLONE_NEWNET)
+    _libc.unshare(flags)
+    for fd in fds[2:]:
+        os.close(fd)
+    del fds[2:]
+    pid = os.fork()
+    if pid:
+        _parent(pid)
+    # (if C is killed first, G goes with it anyway: both are in the container's cgroup, and the
+    # template's sandbox takes every process below it when it ends)
+    _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if flags & _libc.CLONE_NEWNET:
+        _loopback_up()
+    _build_root(spec)
+    _libc.sethostname(spec["hostname"])
+    _lock_down(spec)
+
+
+def _parent(pid: int) -> NoReturn:
+    """C: wait for the container's pid 1, passing stop signals on; exit with its code."""
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(signum, forward)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    os._exit(code if code >= 0 else 128 - code)
+
+
+def _loopback_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        request = struct.pack("16sh22x", b"lo", 0)
+        flags = struct.unpack("16sh22x", fcntl.ioctl(s, _SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | _IFF_UP))
+
+
+def mounts_to_carry(mount_points: list[str], skip_below: str) -> list[str]:
+    """The template's mount points a forked container binds again (recursively) into its new root.
+
+    Example:
+        >>> mounts_to_carry(["/", "/proc", "/proc/sys", "/dev", "/dev/shm", "/tmp", "/etc/hosts",
+        ...                  "/run/skylift-fork/root", "/opt/rt/skylift"], "/run/skylift-fork")
+        ['/dev', '/etc/hosts', '/opt/rt/skylift']
+    """
+    chosen: list[str] = []
+    for point in sorted(set(mount_points)):
+        if point == "/" or _below(point, skip_below) or any(_below(point, p) for p in ("/proc", "/tmp")):
+            continue
+        if not any(_below(point, parent) for parent in chosen):
+            chosen.append(point)
+    return chosen
+
+
+def _below(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def _mount_points() -> list[str]:
+    points = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            field = line.split()[4]
+            points.append(field.encode().decode("unicode_escape"))
+    return points
+
+
+def _build_root(spec: dict[str, Any]) -> None:
+    mount, bind_rec = _libc.mount, _libc.MS_BIND | _libc.MS_REC
+    nosuid_nodev = _libc.MS_NOSUID | _libc.MS_NODEV
+    mount(None, "/", None, _libc.MS_REC | _libc.MS_PRIVATE)
+    layers = spec["layers"]
+    root = f"{layers}/root"
+    for name in ("upper", "work", "root"):
+        os.makedirs(f"{layers}/{name}", exist_ok=True)
+    mount("overlay", root, "overlay", nosuid_nodev,
+          f"lowerdir={spec['lower']},upperdir={layers}/upper,workdir={layers}/work,userxattr")
+    for point in mounts_to_carry(_mount_points(), spec["fork_dir"]):
+        mount(point, root + point, None, bind_rec)
+    for point in ("/tmp", "/dev/shm"):
+        if os.path.isdir(root + point):
+            mount("tmpfs", root + point, "tmpfs", nosuid_nodev, "mode=1777")
+    if os.path.isdir(root + "/dev/pts"):
+        mount("devpts", root + "/dev/pts", "devpts", _libc.MS_NOSUID | _libc.MS_NOEXEC,
+              "newinstance,ptmxmode=0666,mode=620")
+    if os.path.isdir(root + "/sys/fs/cgroup"):  # the template's cgroups, not this container's: hide them
+        mount("tmpfs", root + "/sys/fs/cgroup", "tmpfs", nosuid_nodev | _libc.MS_RDONLY, "mode=755")
+    proc = root + "/proc"
+    proc_flags = nosuid_nodev | _libc.MS_NOEXEC
+    mount("proc", proc, "proc", proc_flags)
+    for path in spec["read_only_proc_dirs"]:
+        if os.path.isdir(root + path):
+            mount(root + path, root + path, None, bind_rec)
+            mount(None, root + path, None, _libc.MS_BIND | _libc.MS_REMOUNT | _libc.MS_RDONLY | proc_flags)
+    for path in spec["masked_proc_files"]:
+        if os.path.exists(root + path):
+            mount(root + "/dev/null", root + path, None, _libc.MS_BIND)
+    for path in spec["masked_proc_dirs"]:
+        if os.path.isdir(root + path):
+            mount("tmpfs", root + path, "tmpfs", proc_flags | _libc.MS_RDONLY, "size=0")
+    old = root + spec["lower"]  # an empty directory in the new root
+    _libc.pivot_root(root, old)
+    os.chdir("/")
+    _libc.umount(spec["lower"], _libc.MNT_DETACH)
+
+
+def _lock_down(spec: dict[str, Any]) -> None:
+    _libc.limit_capabilities({int(c) for c in spec["capabilities"]}, _libc.last_cap())
+    _libc.prctl(_libc.PR_SET_NO_NEW_PRIVS, 1)
+    _libc.load_seccomp_bpf(bytes(spec["seccomp"]))
+    _libc.prctl(_libc.PR_SET_DUMPABLE, 1)  # the template is not; a container's own tools may inspect it

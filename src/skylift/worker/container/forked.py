@@ -1,0 +1,143 @@
+"""The worker's side of a container forked from a memory-snapshot template (docs/cold-starts.md).
+
+    forked = ForkedSandbox.prepare(task_id, layers_dir, cpu=1.0, memory_mb=512, block_network=False)
+    message, fds = forked.request()      # the fork request's `container` part, and its fds
+    ...                                  # the template forks; the child sets itself up (_runtime/fork_container)
+    forked.close_fds()                   # once sent
+    forked.signal_all(SIGTERM); forked.stats(); await forked.exec(argv, ...)
+    forked.cleanup()                     # after it exited: cgroups, network namespace, writable layer
+
+Like a `Sandbox` it has its own cgroups (limits, stats, OOM kills), network namespace (from the fork
+pool, whose namespaces belong to the forks' user namespace) and writable layer (`layers_dir`, which
+the template's sandbox shows at FORK_LAYERS/<task id>). What differs is who makes the namespaces and
+mounts them: the child itself, from inside the template's sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+from . import host, network, policy, seccomp
+from .bwrap import FORK_LAYERS, FORK_ROOT
+from .cgroups import Cgroup, CgroupLimits
+from .errors import SandboxError
+from .sandbox import DEFAULT_PIDS_MAX, SandboxStats, cgroup_name, describe_exit, enter_container
+from .userns import fork_userns
+
+_FORK_DIR = str(Path(FORK_ROOT).parent)
+
+
+class ForkedSandbox:
+    def __init__(self, task_id: str, layers_dir: Path, cgroup: Cgroup, netns: network.Netns | None,
+                 memory_mb: int | None) -> None:
+        self.task_id = task_id
+        self.layers_dir = layers_dir
+        self.memory_mb = memory_mb
+        self._cgroup = cgroup
+        self._netns = netns
+        self._fds: list[int] = []
+        self._final: SandboxStats | None = None
+
+    @classmethod
+    def prepare(cls, task_id: str, layers_dir: Path, *, cpu: float | None, memory_mb: int | None,
+                block_network: bool) -> ForkedSandbox:
+        cgroup = Cgroup(cgroup_name(task_id))
+        netns: network.Netns | None = None
+        try:
+            cgroup.create(CgroupLimits(cpu, memory_mb, DEFAULT_PIDS_MAX))
+            if not block_network:
+                pool = network.fork_pool()
+                netns = pool.try_acquire() or pool.acquire()
+            forked = cls(task_id, layers_dir, cgroup, netns, memory_mb)
+            forked._open_fds()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                cgroup.remove()
+            if netns is not None:
+                network.fork_pool().release(netns)
+            raise
+        return forked
+
+    def _open_fds(self) -> None:
+        self._fds.append(fork_userns().open())
+        if self._netns is not None:
+            self._fds.append(os.open(self._netns.path, os.O_RDONLY | os.O_CLOEXEC))
+        for path in self._cgroup.join_files:
+            self._fds.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
+
+    def request(self, first_fd: int = 2) -> tuple[dict[str, Any], list[int]]:
+        """The fork request's `container` entry and the fds it names (numbered from `first_fd`)."""
+        netns = first_fd + 1 if self._netns is not None else None
+        cgroups_from = first_fd + (2 if self._netns is not None else 1)
+        message = {
+            "fds": {"userns": first_fd, "netns": netns,
+                    "cgroups": list(range(cgroups_from, cgroups_from + len(self._cgroup.join_files)))},
+            "lower": FORK_ROOT, "layers": f"{FORK_LAYERS}/{self.task_id}", "fork_dir": _FORK_DIR,
+            "hostname": "skylift", "capabilities": sorted(policy.CAPABILITIES.values()),
+            "seccomp": seccomp.compiled_filter(host.runtime_dir()).read_bytes(),
+            "read_only_proc_dirs": list(policy.READ_ONLY_PROC_DIRS),
+            "masked_proc_files": list(policy.MASKED_PROC_FILES), "masked_proc_dirs": list(policy.MASKED_PROC_DIRS),
+        }
+        return message, list(self._fds)
+
+    def close_fds(self) -> None:
+        for fd in self._fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
+
+    # -- a running container -------------------------------------------------------------------
+
+    def init_pid(self) -> int | None:
+        """The host pid of the container's pid 1 (the runtime), or None when it is gone."""
+        for pid in self._cgroup.pids():
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    nspids = next((line.split()[1:] for line in f if line.startswith("NSpid:")), [])
+            except OSError:
+                continue
+            if len(nspids) > 1 and nspids[-1] == "1":
+                return pid
+        return None
+
+    def signal_all(self, sig: int) -> None:
+        self._cgroup.signal_all(sig)
+
+    def stats(self) -> SandboxStats:
+        if self._final is not None:
+            return self._final
+        s = self._cgroup.stats()
+        return SandboxStats(s.cpu_seconds, s.memory_bytes, s.memory_peak_bytes, s.oom_kills > 0, s.pids)
+
+    def exit_reason(self, code: int) -> str:
+        return describe_exit(code, self.stats().oom_killed, self.memory_mb)
+
+    async def exec(self, argv: list[str], env: dict[str, str], cwd: str, *,
+                   stdin: int | None = asyncio.subprocess.DEVNULL, stdout: int | None = asyncio.subprocess.PIPE,
+                   stderr: int | None = asyncio.subprocess.PIPE, tty: bool = False) -> asyncio.subprocess.Process:
+        """Run `argv` in the container, as `Sandbox.exec` does."""
+        pid = self.init_pid()
+        if pid is None:
+            raise SandboxError(f"container {self.task_id} is not running")
+        request = {"pid": pid, "mnt_ns": None, "cgroup_join": [str(p) for p in self._cgroup.join_files],
+                   "argv": argv, "env": env, "cwd": cwd, "tty": tty}
+        return await enter_container(request, stdin=stdin, stdout=stdout, stderr=stderr)
+
+    def cleanup(self) -> None:
+        """After the container exited: kill what is left, then free its cgroups, network and layer."""
+        self.close_fds()
+        if self._final is None:
+            self._final = self.stats()
+        self._cgroup.signal_all(signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            self._cgroup.remove()
+        if self._netns is not None:
+            network.fork_pool().release(self._netns)
+            self._netns = None
+        shutil.rmtree(self.layers_dir, ignore_errors=True)
