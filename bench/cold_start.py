@@ -1,6 +1,6 @@
 """Cold start to first result, with and without memory snapshots (docs/cold-starts.md).
 
-    .venv/bin/python bench/cold_start.py [--samples N]
+    .venv/bin/python bench/cold_start.py [--samples N] [--runtime process|container]
 
 Every sample is a true cold start: the pool's containers are stopped (`task.stop`) and gone
 before the call, so `.remote()` waits for a new container. Measured for
@@ -12,7 +12,8 @@ before the call, so `.remote()` waits for a new container. Measured for
 each with `enable_memory_snapshot=True` (forked from a template) and without (a new process).
 The first snapshot call also starts the template; it is reported on its own. Prints a table and
 the per-phase profile the control plane recorded, and writes bench/results/cold_start.json.
-Runs the process runtime (the one that forks); uses its own SKYLIFT_HOME unless one is set.
+Runs the process runtime unless `--runtime container` (root; each forked container then gets its own
+namespaces, root filesystem and cgroups); uses its own SKYLIFT_HOME unless one is set.
 """
 
 from __future__ import annotations
@@ -36,12 +37,13 @@ sys.path.insert(0, str(HERE))
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--samples", type=int, default=10, help="cold starts per variant")
+    parser.add_argument("--runtime", choices=("process", "container"), default="process")
     opts = parser.parse_args()
     own_home = "SKYLIFT_HOME" not in os.environ
     os.environ.setdefault("SKYLIFT_HOME", tempfile.mkdtemp(prefix="skylift-bench-cold-"))
-    os.environ["SKYLIFT_RUNTIME"] = "process"
+    os.environ["SKYLIFT_RUNTIME"] = opts.runtime
     try:
-        run(opts.samples)
+        run(opts.samples, opts.runtime)
     finally:
         if own_home:
             subprocess.run([str(ROOT / ".venv/bin/skylift"), "server", "stop"], capture_output=True)
@@ -87,11 +89,11 @@ def phase_medians(profiles: list[dict[str, Any]]) -> str:
     return ", ".join(f"{label} {statistics.median(v):.1f}" for label, v in by_label.items())
 
 
-def run(samples: int) -> None:
+def run(samples: int, runtime: str) -> None:
     import cold_start_app as heavy
     import cold_start_trivial as trivial
 
-    results: dict[str, Any] = {"samples": samples}
+    results: dict[str, Any] = {"samples": samples, "runtime": runtime}
     rows: list[tuple[str, float, float, float]] = []
     t = time.perf_counter()
     with heavy.app.run(), trivial.app.run():
@@ -124,7 +126,7 @@ def run(samples: int) -> None:
     speedups = {"numpy + 250 ms enter": rows[1][1] / rows[0][1], "trivial": rows[3][1] / rows[2][1]}
     results["speedup"] = speedups
     print()
-    print(f"skylift cold starts, process runtime, {samples} samples each, Python {sys.version.split()[0]}, "
+    print(f"skylift cold starts, {runtime} runtime, {samples} samples each, Python {sys.version.split()[0]}, "
           f"{os.cpu_count()} cores")
     width = max(len(r[0]) for r in rows)
     print(f"{'what'.ljust(width)}  {'median':>10}  {'p90':>10}  {'server':>10}")
@@ -132,7 +134,7 @@ def run(samples: int) -> None:
         print(f"{name.ljust(width)}  {median:>7.1f} ms  {p90:>7.1f} ms  {server:>7.1f} ms")
     for what, ratio in speedups.items():
         print(f"snapshot speed-up, {what}: {ratio:.1f}x")
-    out = HERE / "results" / "cold_start.json"
+    out = HERE / "results" / ("cold_start.json" if runtime == "process" else f"cold_start-{runtime}.json")
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwritten to {out}")
 

@@ -1,7 +1,8 @@
 """Memory snapshots and warm pools end to end: a real control plane, worker, templates and forks.
 
-These run on a platform of their own with the process runtime (the one that forks today; see
-docs/cold-starts.md), whatever runtime the rest of the suite's platform picked.
+These run on a platform of their own with the process runtime (whose forked containers are plain
+processes a test can see into), whatever runtime the rest of the suite's platform picked; the
+container runtime's forks are tested in test_container_snapshots.py.
 """
 
 from __future__ import annotations
