@@ -58,6 +58,8 @@ _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_u
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine)
+_SYS_OPEN_TREE, _SYS_MOVE_MOUNT = 428, 429  # the same on every architecture (Linux >= 5.2)
+_OPEN_TREE_CLONE, _OPEN_TREE_CLOEXEC, _AT_FDCWD, _MOVE_MOUNT_F_EMPTY_PATH = 1, 0o2000000, -100, 4
 
 
 class _SockFprog(ctypes.Structure):
@@ -105,6 +107,20 @@ def pivot_root(new_root: str, put_old: str) -> None:
     if _SYS_PIVOT_ROOT is None:
         raise OSError(38, f"pivot_root: unknown syscall number on {os.uname().machine}")
     _check(_libc.syscall(_SYS_PIVOT_ROOT, _b(new_root), _b(put_old)), "pivot_root")
+
+
+def open_tree(path: str) -> int:
+    """A detached bind mount of `path` as an fd (`move_mount` attaches it, in any mount namespace)."""
+    fd = _libc.syscall(_SYS_OPEN_TREE, _AT_FDCWD, _b(path), _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC)
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"open_tree {path}: {os.strerror(err)}")
+    return int(fd)
+
+
+def move_mount(fd: int, target: str) -> None:
+    _check(_libc.syscall(_SYS_MOVE_MOUNT, fd, b"", _AT_FDCWD, _b(target), _MOVE_MOUNT_F_EMPTY_PATH),
+           f"move_mount {target}")
 
 
 def sethostname(name: str) -> None:

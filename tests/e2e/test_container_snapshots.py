@@ -107,7 +107,10 @@ def test_exec_reaches_a_forked_container(snaps: Any) -> None:
     assert lines[0] == "skylift" and int(lines[1]) <= 4  # its pid 1, sh, ls and grep
 
 
-def test_a_function_with_volumes_starts_from_scratch_with_a_note(snaps: Any) -> None:
-    assert snaps.with_volume.remote() is True
-    [task] = tasks("with_volume")
-    assert task["start"] != "fork"
+def test_a_forked_container_gets_its_volume_and_commits_to_it(snaps: Any) -> None:
+    value = uuid.uuid4().hex
+    assert snaps.WithVolume().write.remote(value) == {"before": None, "template_saw_volume": False}
+    assert {t["start"] for t in tasks("WithVolume")} == {"fork"}
+    assert b"".join(snaps.vol.read_file(f"{value}.txt")) == value.encode()
+    stop_all("WithVolume")  # the next container is forked anew, and mounts what was committed
+    assert snaps.WithVolume().write.remote(value) == {"before": value, "template_saw_volume": False}

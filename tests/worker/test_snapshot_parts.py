@@ -75,16 +75,15 @@ def test_snapshots_are_forked_by_the_process_and_container_runtimes(tmp_path: Pa
     assert "can't fork" in (runtime.snapshot_support() or "")
 
 
-def test_the_container_runtime_forks_only_containers_without_volumes(tmp_path: Path) -> None:
+def test_a_forked_container_binds_its_own_volumes_not_the_runtimes(tmp_path: Path) -> None:
     from skylift.worker.container_layout import CONTROL_DIR, RUNTIME_DIR
-    from skylift.worker.container_runtime import SandboxRuntime
+    from skylift.worker.container_runtime import container_binds
 
-    runtime = SandboxRuntime()
     plain = spec("ta-1")
     plain.binds = [(tmp_path, f"{RUNTIME_DIR}/skylift", True), (tmp_path, CONTROL_DIR, True)]
-    assert runtime.fork_unsupported(plain) is None
-    plain.binds.append((tmp_path, "/data", False))
-    assert "volumes and bucket mounts (/data)" in (runtime.fork_unsupported(plain) or "")
+    assert container_binds(plain) == []
+    plain.binds += [(tmp_path / "vol", "/data", False), (tmp_path / "bucket", "/bucket", True)]
+    assert container_binds(plain) == [(tmp_path / "vol", "/data", False), (tmp_path / "bucket", "/bucket", True)]
 
 
 def test_a_template_refuses_to_fork_with_threads_or_sockets() -> None:
@@ -128,10 +127,8 @@ def test_a_runtime_that_cannot_fork_starts_snapshot_containers_the_ordinary_way(
         async def start(self, spec: ContainerSpec, on_output: object) -> None:
             self.started.append(spec.task_id)
 
-        def fork_unsupported(self, spec: ContainerSpec) -> str | None:
-            return "volumes and bucket mounts (/data) are not bound into forked containers yet"
-
-    for name, why in (("gvisor", "the gvisor runtime can't fork"), ("container", "volumes and bucket mounts")):
+    # (a container runtime whose template can't start: this one has no start_template)
+    for name, why in (("gvisor", "the gvisor runtime can't fork"), ("container", "template could not start")):
         inner = Sandboxes(name)
         notes: list[tuple[str, str]] = []
         runtime = SnapshotRuntime(inner, tmp_path, note=lambda task_id, text, notes=notes: notes.append(  # type: ignore[arg-type]

@@ -14,7 +14,8 @@ child (C, still in the template's namespaces):
 G then builds its root filesystem: a fresh overlay whose lower layer is the template's root
 filesystem (with whatever the snapshot wrote to it) and whose writable layer is its own
 (`<FORK_LAYERS>/<task id>`), the template's other mounts carried over (/dev, /sys, /etc files, the
-runtime and control-plane binds), a private /tmp, /dev/shm and /dev/pts, a new /proc with the
+runtime and control-plane binds), its volumes (detached mounts the worker made with `open_tree`,
+sent as fds), a private /tmp, /dev/shm and /dev/pts, a new /proc with the
 container masks, and `pivot_root` into it. Last, before any of its own code runs, it sets its
 hostname, drops to the container's capabilities, sets no_new_privs and loads the container's full
 seccomp filter. What to mask, which capabilities to keep and the filter come from the worker in the
@@ -42,6 +43,7 @@ _PRIVATE_MOUNTS = ("/proc", "/tmp", "/dev/shm", "/dev/pts")  # made anew, never 
 def enter(spec: dict[str, Any], fds: list[int]) -> None:
     """Called in the forked child; returns in the new container's pid 1 (its parent never returns)."""
     layout = spec["fds"]
+    binds = [(fds[index], path, read_only) for index, path, read_only in spec.get("binds") or []]
     for index in layout["cgroups"]:
         os.write(fds[index], b"0")  # this process (and so every process it starts)
     _libc.setns(fds[layout["userns"]], _libc.CLONE_NEWUSER)
@@ -51,8 +53,10 @@ def enter(spec: dict[str, Any], fds: list[int]) -> None:
     else:
         _libc.setns(fds[layout["netns"]], _libc.CLONE_NEWNET)
     _libc.unshare(flags)
+    bind_fds = {fd for fd, _, _ in binds}
     for fd in fds[2:]:
-        os.close(fd)
+        if fd not in bind_fds:
+            os.close(fd)
     del fds[2:]
     pid = os.fork()
     if pid:
@@ -62,7 +66,7 @@ def enter(spec: dict[str, Any], fds: list[int]) -> None:
     _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
     if flags & _libc.CLONE_NEWNET:
         _loopback_up()
-    _build_root(spec)
+    _build_root(spec, binds)
     _libc.sethostname(spec["hostname"])
     _lock_down(spec)
 
@@ -119,7 +123,7 @@ def _mount_points() -> list[str]:
     return points
 
 
-def _build_root(spec: dict[str, Any]) -> None:
+def _build_root(spec: dict[str, Any], binds: list[tuple[int, str, bool]]) -> None:
     mount, bind_rec = _libc.mount, _libc.MS_BIND | _libc.MS_REC
     nosuid_nodev = _libc.MS_NOSUID | _libc.MS_NODEV
     mount(None, "/", None, _libc.MS_REC | _libc.MS_PRIVATE)
@@ -131,6 +135,12 @@ def _build_root(spec: dict[str, Any]) -> None:
           f"lowerdir={spec['lower']},upperdir={layers}/upper,workdir={layers}/work,userxattr")
     for point in mounts_to_carry(_mount_points(), spec["fork_dir"]):
         mount(point, root + point, None, bind_rec)
+    for fd, path, read_only in binds:  # volumes and bucket mounts: detached mounts the worker made
+        os.makedirs(root + path, exist_ok=True)
+        _libc.move_mount(fd, root + path)
+        os.close(fd)
+        if read_only:
+            mount(None, root + path, None, _libc.MS_BIND | _libc.MS_REMOUNT | _libc.MS_RDONLY | nosuid_nodev)
     for point in ("/tmp", "/dev/shm"):
         if os.path.isdir(root + point):
             mount("tmpfs", root + point, "tmpfs", nosuid_nodev, "mode=1777")

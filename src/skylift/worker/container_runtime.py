@@ -107,19 +107,13 @@ class SandboxRuntime:
 
     # -- memory-snapshot templates (worker/snapshot_runtime.py) --------------------------------
 
-    def fork_unsupported(self, spec: ContainerSpec) -> str | None:
-        """Why containers of `spec` can't be forked from a template here (None: they can)."""
-        own = (RUNTIME_DIR, CONTROL_DIR)
-        extra = [c for _, c, _ in spec.binds if not any(c == d or c.startswith(d + "/") for d in own)]
-        if extra:
-            return (f"volumes and bucket mounts ({', '.join(sorted(extra))}) are not bound into containers forked "
-                    "from a snapshot by the container runtime yet")
-        return None
 
     async def start_template(self, spec: ContainerSpec, directory: Path, argv: list[str], env: dict[str, str],
                              cwd: Path, sock_fd: int, spec_file: Path) -> Sandbox:
         """Start a snapshot template for `spec`'s containers in a sandbox of its own (see `Sandbox`)."""
         sandbox_spec = self._sandbox_spec(spec)
+        # nobody's volumes: they are not mounted while the snapshot is taken (each fork gets its own)
+        sandbox_spec.binds = [b for b in sandbox_spec.binds if b not in container_binds(spec)]
         (directory / "forks").mkdir(parents=True, exist_ok=True)
         sandbox_spec.task_id = f"template-{directory.name}"
         sandbox_spec.state_dir = directory / "sandbox"
@@ -156,3 +150,9 @@ async def collect(process: asyncio.subprocess.Process, timeout: float) -> ExecRe
         out, _ = await process.communicate()
     code = process.returncode if process.returncode is not None else -1
     return ExecResult(code if code >= 0 else 128 - code, out.decode(errors="replace"))
+
+
+def container_binds(spec: ContainerSpec) -> list[tuple[Path | str, str, bool]]:
+    """The binds of this container alone (volumes, bucket mounts): all but the runtime's and the control plane's."""
+    own = (RUNTIME_DIR, CONTROL_DIR)
+    return [(h, c, ro) for h, c, ro in spec.binds if not any(c == d or c.startswith(d + "/") for d in own)]

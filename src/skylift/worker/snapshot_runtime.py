@@ -23,8 +23,8 @@ On the container runtime the template runs in a sandbox of its own (`SandboxRunt
 and each child becomes a container of its own: its cgroups, network namespace and writable layer
 are prepared here (`container/forked.py`), its namespaces, root filesystem and lock-down are made by
 the child itself (`_runtime/fork_container.py`). A stop signals every process of its cgroups; exec
-enters the namespaces of its pid 1. Functions with volumes or bucket mounts start the ordinary way
-there, with a note (their binds are not carried into forked containers yet).
+enters the namespaces of its pid 1. Its volumes and bucket mounts are detached bind mounts
+(`open_tree`) the child attaches in its own mount namespace.
 """
 
 from __future__ import annotations
@@ -292,12 +292,14 @@ class SnapshotRuntime:
 
     async def _prepare_sandbox(self, spec: ContainerSpec, template: TemplateProcess) -> ForkedSandbox:
         from .container.forked import ForkedSandbox
+        from .container_runtime import container_binds
         cpu, memory = spec.resources.get("cpu_limit"), spec.resources.get("memory_limit")
+        binds = [(str(h), c, ro) for h, c, ro in container_binds(spec)]
         try:
             return await asyncio.to_thread(
                 ForkedSandbox.prepare, spec.task_id, template.directory / "forks" / spec.task_id,
                 cpu=float(cpu) if cpu else None, memory_mb=int(memory) if memory else None,
-                block_network=spec.block_network)
+                block_network=spec.block_network, binds=binds)
         except Exception as exc:
             raise TemplateUnavailable(f"the forked container's cgroups or network could not be set up: {exc}") from None
 
@@ -318,10 +320,6 @@ class SnapshotRuntime:
             return template, False
         source = spec.snapshot
         assert source is not None
-        unsupported = getattr(self.inner, "fork_unsupported", None)
-        why = unsupported(spec) if unsupported is not None else None
-        if why is not None:
-            raise TemplateUnavailable(why)
         # A new version of the function (or image) supersedes the old one's template.
         for other_key, other in list(self.templates.items()):
             if other.function_id == source.function_id and other.params == source.params and other_key != key:

@@ -103,6 +103,18 @@ def hog() -> int:
 vol = modal.Volume.from_name("e2e-container-snapshots-vol", create_if_missing=True)
 
 
-@app.function(enable_memory_snapshot=True, volumes={"/data": vol})
-def with_volume() -> bool:
-    return os.path.isdir("/data")
+@app.cls(enable_memory_snapshot=True, volumes={"/data": vol})
+class WithVolume:
+    @modal.enter(snap=True)
+    def look(self) -> None:
+        self.template_saw_volume = os.path.exists("/data/seen-by-template")  # not mounted for the snapshot
+
+    @modal.method()
+    def write(self, value: str) -> dict[str, Any]:
+        path = f"/data/{value}.txt"
+        before = open(path).read() if os.path.exists(path) else None
+        with open(path, "w") as f:
+            f.write(value)
+        open("/data/seen-by-template", "w").close()
+        vol.commit()
+        return {"before": before, "template_saw_volume": self.template_saw_volume}

@@ -23,6 +23,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from ... import _libc
 from . import host, network, policy, seccomp
 from .bwrap import FORK_LAYERS, FORK_ROOT
 from .cgroups import Cgroup, CgroupLimits
@@ -35,8 +36,9 @@ _FORK_DIR = str(Path(FORK_ROOT).parent)
 
 class ForkedSandbox:
     def __init__(self, task_id: str, layers_dir: Path, cgroup: Cgroup, netns: network.Netns | None,
-                 memory_mb: int | None) -> None:
+                 memory_mb: int | None, binds: list[tuple[str, str, bool]] | None = None) -> None:
         self.task_id = task_id
+        self.binds = list(binds or [])  # (host path, container path, read_only): volumes, bucket mounts
         self.layers_dir = layers_dir
         self.memory_mb = memory_mb
         self._cgroup = cgroup
@@ -46,7 +48,7 @@ class ForkedSandbox:
 
     @classmethod
     def prepare(cls, task_id: str, layers_dir: Path, *, cpu: float | None, memory_mb: int | None,
-                block_network: bool) -> ForkedSandbox:
+                block_network: bool, binds: list[tuple[str, str, bool]] | None = None) -> ForkedSandbox:
         cgroup = Cgroup(cgroup_name(task_id))
         netns: network.Netns | None = None
         try:
@@ -54,7 +56,7 @@ class ForkedSandbox:
             if not block_network:
                 pool = network.fork_pool()
                 netns = pool.try_acquire() or pool.acquire()
-            forked = cls(task_id, layers_dir, cgroup, netns, memory_mb)
+            forked = cls(task_id, layers_dir, cgroup, netns, memory_mb, binds)
             forked._open_fds()
         except BaseException:
             with contextlib.suppress(Exception):
@@ -70,14 +72,18 @@ class ForkedSandbox:
             self._fds.append(os.open(self._netns.path, os.O_RDONLY | os.O_CLOEXEC))
         for path in self._cgroup.join_files:
             self._fds.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
+        for host_path, _, _ in self.binds:  # detached bind mounts: the child attaches them in its namespace
+            self._fds.append(_libc.open_tree(host_path))
 
     def request(self, first_fd: int = 2) -> tuple[dict[str, Any], list[int]]:
         """The fork request's `container` entry and the fds it names (numbered from `first_fd`)."""
         netns = first_fd + 1 if self._netns is not None else None
         cgroups_from = first_fd + (2 if self._netns is not None else 1)
+        binds_from = cgroups_from + len(self._cgroup.join_files)
         message = {
             "fds": {"userns": first_fd, "netns": netns,
-                    "cgroups": list(range(cgroups_from, cgroups_from + len(self._cgroup.join_files)))},
+                    "cgroups": list(range(cgroups_from, binds_from))},
+            "binds": [[binds_from + i, path, read_only] for i, (_, path, read_only) in enumerate(self.binds)],
             "lower": FORK_ROOT, "layers": f"{FORK_LAYERS}/{self.task_id}", "fork_dir": _FORK_DIR,
             "hostname": "skylift", "capabilities": sorted(policy.CAPABILITIES.values()),
             "seccomp": seccomp.compiled_filter(host.runtime_dir()).read_bytes(),

@@ -10,7 +10,7 @@ Namespaces: `unshare`, `setns` and namespace flags on `clone` fail with EPERM; `
 (its flags live in memory a filter can't read), which makes glibc fall back to `clone`.
 
 A memory-snapshot template (`template=True`) runs under the same filter except that `mount`,
-`umount2`, `pivot_root`, `setns` and `unshare` without CLONE_NEWUSER are let through to the kernel: the
+`umount2`, `pivot_root`, `move_mount`, `setns` and `unshare` without CLONE_NEWUSER are let through: the
 containers it forks use them to become containers (docs/cold-starts.md). The template itself holds no
 CAP_SYS_ADMIN and can create no user namespace, so for its own code they still fail (EPERM); each
 forked child loads the full filter before any of its code runs.
@@ -53,7 +53,7 @@ DENIED_SYSCALLS = (
 )
 
 # What a forked container needs to become one (see the module docstring).
-TEMPLATE_ALLOWED = frozenset({"mount", "umount2", "pivot_root", "setns", "unshare"})
+TEMPLATE_ALLOWED = frozenset({"mount", "umount2", "pivot_root", "move_mount", "setns", "unshare"})
 
 _NAMESPACE_FLAGS = (
     CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET,
