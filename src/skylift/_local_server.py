@@ -85,6 +85,9 @@ def start(home: Path, *, extra_args: list[str] | None = None, quiet: bool = Fals
         if not quiet:
             print(f"skylift: starting the local platform in {home} ...", file=sys.stderr)
         (home / "server.json").unlink(missing_ok=True)
+        for pid, earlier in list(_launched.items()):  # reap platforms of ours that died (e.g. killed)
+            if earlier.poll() is not None:
+                del _launched[pid]
         log = open(home / "server.log", "ab")
         env = dict(os.environ)
         env.pop("SKYLIFT_SERVER_URL", None)
