@@ -18,15 +18,15 @@ uploader can send the bytes later. Inside a container the same program is import
 local files are not there: the hashing is then deferred until someone asks for the definition.
 `add_local_*(copy=False)` layers are not built at all: they become mounts attached when a container
 starts (`_start_mounts()`), so no build step may follow them.
+
+The Python-package steps live in `_image_packages.py` (a base class of `Image`), the checks of what
+steps are given and the `Layer` in `_image_args.py`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import posixpath
-import re
-import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from copy import deepcopy
@@ -34,132 +34,15 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import _hashing, _image_files
-from ._context import is_local
+from . import _image_args as _args
+from ._image_args import SUPPORTED_PYTHON_SERIES, Layer, Resolved
 from ._image_files import AUTO_DOCKERIGNORE, NON_PYTHON_FILES, FileList, Ignore
+from ._image_packages import PythonPackages
 from ._resources import parse_cpu, parse_gpu, parse_memory, validate_timeout
 from .exception import DeprecationError, InvalidError
 
-SUPPORTED_PYTHON_SERIES = ("3.10", "3.11", "3.12", "3.13", "3.14")
-_PYTHON_VERSION = re.compile(r"^3\.\d{1,2}(\.\d{1,2})?$")
 
-_Resolved = tuple[dict[str, Any], FileList]
-
-
-class _Layer:
-    """One build step. Its args and files come from `make`, run at once locally, lazily remotely."""
-
-    __slots__ = ("_make", "_resolved", "copy", "force_build", "refs", "step")
-
-    def __init__(self, step: str, make: Callable[[], _Resolved], *, force_build: bool,
-                 refs: dict[str, Any] | None = None, copy: bool = True) -> None:
-        self.step = step
-        self.force_build = force_build
-        self.refs = refs or {}
-        self.copy = copy
-        self._make = make
-        self._resolved: _Resolved | None = None
-        if is_local():
-            self.resolve()
-
-    def resolve(self) -> _Resolved:
-        if self._resolved is None:
-            self._resolved = self._make()
-        return self._resolved
-
-
-def _env_force_build() -> bool:
-    return any(os.environ.get(name, "") not in ("", "0", "false", "False")
-               for name in ("MODAL_FORCE_BUILD", "SKYLIFT_FORCE_BUILD"))
-
-
-def _validate_python_version(version: str | None, *, what: str, allow_micro: bool = True) -> str:
-    if version is None:
-        version = "{}.{}".format(*sys.version_info)
-        shown = f"your local Python {version}"
-    else:
-        shown = repr(version)
-        if not isinstance(version, str):
-            raise InvalidError(f"{what}: python_version must be a string like \"3.12\", not "
-                               f"{type(version).__name__} {version!r}.")
-        if not _PYTHON_VERSION.match(version) or (not allow_micro and version.count(".") > 1):
-            form = '"3.X"' if not allow_micro else '"3.X" or "3.X.Y"'
-            raise InvalidError(f"{what}: invalid Python version {version!r}; write it as {form}, e.g. \"3.12\".")
-    series = ".".join(version.split(".")[:2])
-    if series not in SUPPORTED_PYTHON_SERIES:
-        raise InvalidError(f"{what}: unsupported Python version {shown}; supported series are "
-                           f"{', '.join(SUPPORTED_PYTHON_SERIES)}. Pass python_version=\"3.12\" (or another).")
-    return version
-
-
-def _flatten(what: str, items: Sequence[str | list[str]]) -> list[str]:
-    flat: list[str] = []
-    for item in items:
-        if isinstance(item, str):
-            flat.append(item)
-        elif isinstance(item, (list, tuple)) and all(isinstance(x, str) for x in item):
-            flat.extend(item)
-        else:
-            raise InvalidError(f"{what}: arguments must be strings or lists of strings, got {item!r}.")
-    return flat
-
-
-def _no_flags(what: str, packages: list[str]) -> None:
-    flags = [p for p in packages if p.startswith("-")]
-    if flags:
-        raise InvalidError(f"Package list for `Image.{what}` cannot contain other arguments ({flags}); "
-                           f"pass them with extra_options, e.g. {what}(\"pkg\", extra_options=\"{flags[0]}\").")
-
-
-def _build_env(what: str, env: dict[str, str | None] | None) -> dict[str, str]:
-    if env is None:
-        return {}
-    if not isinstance(env, dict):
-        raise InvalidError(f"{what}: env must be a dict of str to str, got {type(env).__name__}.")
-    bad = [k for k, v in env.items() if not isinstance(k, str) or not (v is None or isinstance(v, str))]
-    if bad:
-        raise InvalidError(f"{what}: env values must be strings (or None to leave unset); bad keys: {bad}.")
-    return {k: v for k, v in env.items() if v is not None}
-
-
-def _secret_list(what: str, secrets: Sequence[Any] | None) -> list[Any]:
-    if secrets is None:
-        return []
-    if not isinstance(secrets, (list, tuple)):
-        raise InvalidError(f"{what}: secrets must be a list, e.g. secrets=[modal.Secret.from_name(\"x\")].")
-    return list(secrets)
-
-
-def _volume_map(what: str, volumes: dict[Any, Any] | None) -> dict[str, Any]:
-    if not volumes:
-        return {}
-    if not isinstance(volumes, dict):
-        raise InvalidError(f"{what}: volumes must be a dict of absolute path to Volume.")
-    out: dict[str, Any] = {}
-    for path, volume in volumes.items():
-        text = str(path)
-        if not PurePosixPath(text).is_absolute():
-            raise InvalidError(f"{what}: volume mount path {text!r} must be absolute, e.g. \"/data\".")
-        out[text] = volume
-    return out
-
-
-def _step_refs(secrets: list[Any], volumes: dict[str, Any] | None = None) -> dict[str, Any]:
-    refs: dict[str, Any] = {}
-    if secrets:
-        refs["secret_ids"] = secrets
-    if volumes:
-        refs["volume_ids"] = volumes
-    return refs
-
-
-def _remote_path(what: str, remote_path: str | PurePosixPath) -> str:
-    text = str(remote_path)
-    if not PurePosixPath(text).is_absolute():
-        raise InvalidError(f"image.{what}() needs an absolute remote_path, e.g. \"/root/data\"; got {text!r}.")
-    return text
-
-
-class Image:
+class Image(PythonPackages):
     """A container image: a base plus build steps, each one cached layer.
 
     Create one with a constructor such as `Image.debian_slim()` or `Image.from_registry(...)`,
@@ -171,7 +54,7 @@ class Image:
         ['debian_slim', 'pip_install']
     """
 
-    _layers: tuple[_Layer, ...]
+    _layers: tuple[Layer, ...]
     _python_version: str | None
     _inside_exceptions: list[BaseException]
 
@@ -180,7 +63,7 @@ class Image:
                            "modal.Image.debian_slim() or modal.Image.from_registry(\"python:3.12-slim\").")
 
     @classmethod
-    def _new(cls, layers: tuple[_Layer, ...], python_version: str | None,
+    def _new(cls, layers: tuple[Layer, ...], python_version: str | None,
              inside_exceptions: list[BaseException] | None = None) -> Image:
         image = object.__new__(cls)
         image._layers = layers
@@ -190,7 +73,7 @@ class Image:
         image._inside_exceptions = inside_exceptions if inside_exceptions is not None else []
         return image
 
-    def _extend(self, step: str, make: Callable[[], _Resolved], *, force_build: bool = False,
+    def _extend(self, step: str, make: Callable[[], Resolved], *, force_build: bool = False,
                 refs: dict[str, Any] | None = None, copy: bool = True) -> Image:
         if copy and self._layers and not self._layers[-1].copy:
             raise InvalidError(
@@ -202,13 +85,13 @@ class Image:
                 ".run_commands(\"python -m mypkg\")")
         # force_build rebuilds this layer and every layer after it, as in Modal.
         inherited = self.force_build or force_build
-        layer = _Layer(step, make, force_build=inherited, refs=refs, copy=copy)
+        layer = Layer(step, make, force_build=inherited, refs=refs, copy=copy)
         return Image._new((*self._layers, layer), self._python_version, self._inside_exceptions)
 
     # ---------------------------------------------------------------------------------------
     # Wire form, read by the runner (uploads, image.build) and the function-definition builder.
 
-    def _layer_dict(self, layer: _Layer, resolve_id: Callable[[Any], str] | None) -> dict[str, Any]:
+    def _layer_dict(self, layer: Layer, resolve_id: Callable[[Any], str] | None) -> dict[str, Any]:
         args, files = layer.resolve()
         args = deepcopy(args)  # callers may edit what they get; the layer stays as defined
         if resolve_id is not None:
@@ -220,7 +103,7 @@ class Image:
                 else:
                     args[key] = resolve_id(value)
         return {"step": layer.step, "args": args, "files": [dict(f) for f in files.entries],
-                "force_build": layer.force_build or _env_force_build()}
+                "force_build": layer.force_build or _args.env_force_build()}
 
     def _definition(self, resolve_id: Callable[[Any], str] | None = None) -> dict[str, Any]:
         """Every layer, base first, including trailing add_local_*(copy=False) ones.
@@ -293,7 +176,7 @@ class Image:
             >>> Image.debian_slim(python_version="3.11").python_version
             '3.11'
         """
-        version = _validate_python_version(python_version, what="Image.debian_slim()")
+        version = _args.validate_python_version(python_version, what="Image.debian_slim()")
         base = Image._new((), version)
         return base._extend("debian_slim", lambda: ({"python_version": version}, FileList()),
                             force_build=force_build)
@@ -326,8 +209,8 @@ class Image:
         if not isinstance(tag, str) or not tag.strip() or any(c.isspace() for c in tag.strip()):
             raise InvalidError(f"Image.from_registry({tag!r}): pass an image reference like \"python:3.12-slim\".")
         if add_python is not None:
-            _validate_python_version(add_python, what="Image.from_registry(add_python=...)", allow_micro=False)
-        commands = _flatten("Image.from_registry(setup_dockerfile_commands=...)", setup_dockerfile_commands)
+            _args.validate_python_version(add_python, what="Image.from_registry(add_python=...)", allow_micro=False)
+        commands = _args.flatten("Image.from_registry(setup_dockerfile_commands=...)", setup_dockerfile_commands)
         args = {"tag": tag.strip(), "setup_dockerfile_commands": commands, "add_python": add_python}
         refs = {"registry_secret_id": secret} if secret is not None else None
         return Image._new((), add_python)._extend("from_registry", lambda: (args, FileList()),
@@ -364,17 +247,17 @@ class Image:
         """
         what = "Image.from_dockerfile()"
         if add_python is not None:
-            _validate_python_version(add_python, what=f"{what} add_python", allow_micro=False)
+            _args.validate_python_version(add_python, what=f"{what} add_python", allow_micro=False)
         if not isinstance(build_args, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in build_args.items()):
             raise InvalidError(f"{what}: build_args must be a dict of str to str.")
-        build_env = _build_env(what, env)
+        build_env = _args.build_env(what, env)
         gpu_wire = parse_gpu(gpu)
-        refs = _step_refs(_secret_list(what, secrets))
+        refs = _args.step_refs(_args.secret_list(what, secrets))
         dockerfile = Path(path).expanduser()
         base_dir = Path.cwd() if context_dir is None else Path(context_dir).expanduser()
 
-        def make() -> _Resolved:
+        def make() -> Resolved:
             try:
                 text = dockerfile.read_text("utf-8")
             except OSError as exc:
@@ -399,168 +282,6 @@ class Image:
                            "(e.g. Image.debian_slim().pip_install(...)) and reuse that object.")
 
     # ---------------------------------------------------------------------------------------
-    # Python packages
-
-    def pip_install(
-        self,
-        *packages: str | list[str],
-        find_links: str | None = None,
-        index_url: str | None = None,
-        extra_index_url: str | None = None,
-        pre: bool = False,
-        extra_options: str = "",
-        force_build: bool = False,
-        env: dict[str, str | None] | None = None,
-        secrets: Sequence[Any] | None = None,
-        gpu: str | None = None,
-    ) -> Image:
-        """Install Python packages with pip.
-
-        Args:
-            *packages: Requirement specifiers, e.g. "numpy" or "httpx~=0.27"; lists are flattened.
-            find_links: Passed as --find-links.
-            index_url: Passed as --index-url.
-            extra_index_url: Passed as --extra-index-url.
-            pre: Allow pre-releases (--pre).
-            extra_options: More pip options, e.g. "--no-build-isolation".
-            force_build: Rebuild this layer and everything after it.
-            env: Environment variables for the build.
-            secrets: Secrets whose keys are set in the build's environment.
-            gpu: A GPU to build on.
-
-        Example:
-            >>> image = Image.debian_slim(python_version="3.12").pip_install("click", ["httpx~=0.27"])
-            >>> image._definition()["layers"][-1]["args"]["packages"]
-            ['click', 'httpx~=0.27']
-        """
-        pkgs = _flatten("Image.pip_install()", packages)
-        if not pkgs:
-            return self
-        _no_flags("pip_install", pkgs)
-        args = {"packages": pkgs, **self._pip_args("pip_install", find_links, index_url, extra_index_url, pre,
-                                                    extra_options), **self._step_args("pip_install", env, gpu)}
-        return self._extend("pip_install", lambda: (args, FileList()), force_build=force_build,
-                            refs=_step_refs(_secret_list("Image.pip_install()", secrets)))
-
-    def uv_pip_install(
-        self,
-        *packages: str | list[str],
-        requirements: list[str] | None = None,
-        find_links: str | None = None,
-        index_url: str | None = None,
-        extra_index_url: str | None = None,
-        pre: bool = False,
-        extra_options: str = "",
-        force_build: bool = False,
-        uv_version: str | None = None,
-        env: dict[str, str | None] | None = None,
-        secrets: Sequence[Any] | None = None,
-        gpu: str | None = None,
-    ) -> Image:
-        """Install Python packages with `uv pip install` (fast).
-
-        Args:
-            *packages: Requirement specifiers; lists are flattened.
-            requirements: Local requirements files to install from; read now.
-            uv_version: The uv version to install with; the worker's default when None.
-            **others: As in `pip_install`.
-        """
-        what = "Image.uv_pip_install()"
-        pkgs = _flatten(what, packages)
-        if requirements is not None and (not isinstance(requirements, list)
-                                         or not all(isinstance(r, str) for r in requirements)):
-            raise InvalidError(f"{what}: requirements must be None or a list of file paths.")
-        reqs = list(requirements or [])
-        if not pkgs and not reqs:
-            return self
-        _no_flags("uv_pip_install", pkgs)
-        fixed = {"packages": pkgs, "uv_version": uv_version,
-                 **self._pip_args("uv_pip_install", find_links, index_url, extra_index_url, pre, extra_options),
-                 **self._step_args("uv_pip_install", env, gpu)}
-
-        def make() -> _Resolved:
-            files = FileList()
-            names = []
-            for i, req in enumerate(reqs):
-                # Files of the same name from different folders stay apart by their index.
-                name = f"{i}_{Path(req).name}"
-                files.add_snapshot(name, _image_files.read_local(what, req))
-                names.append(name)
-            return {**fixed, "requirements": names}, files
-
-        return self._extend("uv_pip_install", make, force_build=force_build,
-                            refs=_step_refs(_secret_list(what, secrets)))
-
-    def pip_install_from_requirements(
-        self,
-        requirements_txt: str,
-        find_links: str | None = None,
-        *,
-        index_url: str | None = None,
-        extra_index_url: str | None = None,
-        pre: bool = False,
-        extra_options: str = "",
-        force_build: bool = False,
-        env: dict[str, str | None] | None = None,
-        secrets: Sequence[Any] | None = None,
-        gpu: str | None = None,
-    ) -> Image:
-        """Install the packages of a local requirements.txt (read now) with pip.
-
-        Args:
-            requirements_txt: Path to the requirements file.
-            **others: As in `pip_install`.
-        """
-        what = "Image.pip_install_from_requirements()"
-        fixed = {"requirements": "requirements.txt",
-                 **self._pip_args("pip_install_from_requirements", find_links, index_url, extra_index_url, pre,
-                                  extra_options),
-                 **self._step_args("pip_install_from_requirements", env, gpu)}
-
-        def make() -> _Resolved:
-            files = FileList()
-            files.add_snapshot("requirements.txt", _image_files.read_local(what, requirements_txt))
-            return fixed, files
-
-        return self._extend("pip_install_from_requirements", make, force_build=force_build,
-                            refs=_step_refs(_secret_list(what, secrets)))
-
-    def pip_install_from_pyproject(
-        self,
-        pyproject_toml: str,
-        optional_dependencies: list[str] = [],  # noqa: B006 - Modal's signature; never mutated
-        *,
-        find_links: str | None = None,
-        index_url: str | None = None,
-        extra_index_url: str | None = None,
-        pre: bool = False,
-        extra_options: str = "",
-        force_build: bool = False,
-        env: dict[str, str | None] | None = None,
-        secrets: Sequence[Any] | None = None,
-        gpu: str | None = None,
-    ) -> Image:
-        """Install `[project].dependencies` of a local pyproject.toml (read now) with pip.
-
-        Args:
-            pyproject_toml: Path to the pyproject.toml.
-            optional_dependencies: Keys of `[project.optional-dependencies]` to install as well.
-            **others: As in `pip_install`.
-        """
-        what = "Image.pip_install_from_pyproject()"
-        fixed = {"optional_dependencies": list(optional_dependencies),
-                 **self._pip_args("pip_install_from_pyproject", find_links, index_url, extra_index_url, pre,
-                                  extra_options),
-                 **self._step_args("pip_install_from_pyproject", env, gpu)}
-
-        def make() -> _Resolved:
-            packages = _image_files.pyproject_dependencies(what, pyproject_toml, list(optional_dependencies))
-            return {"packages": packages, **fixed}, FileList()
-
-        return self._extend("pip_install_from_pyproject", make, force_build=force_build,
-                            refs=_step_refs(_secret_list(what, secrets)))
-
-    # ---------------------------------------------------------------------------------------
     # System and shell
 
     def apt_install(
@@ -578,12 +299,12 @@ class Image:
             ...     "layers"][-1]["args"]["packages"]
             ['git', 'curl']
         """
-        pkgs = _flatten("Image.apt_install()", packages)
+        pkgs = _args.flatten("Image.apt_install()", packages)
         if not pkgs:
             return self
-        args = {"packages": pkgs, **self._step_args("apt_install", env, gpu)}
+        args = {"packages": pkgs, **_args.step_args("apt_install", env, gpu)}
         return self._extend("apt_install", lambda: (args, FileList()), force_build=force_build,
-                            refs=_step_refs(_secret_list("Image.apt_install()", secrets)))
+                            refs=_args.step_refs(_args.secret_list("Image.apt_install()", secrets)))
 
     def run_commands(
         self,
@@ -602,12 +323,12 @@ class Image:
             ['echo hi > /hi']
         """
         what = "Image.run_commands()"
-        cmds = _flatten(what, commands)
+        cmds = _args.flatten(what, commands)
         if not cmds:
             return self
-        args = {"commands": cmds, **self._step_args("run_commands", env, gpu)}
+        args = {"commands": cmds, **_args.step_args("run_commands", env, gpu)}
         return self._extend("run_commands", lambda: (args, FileList()), force_build=force_build,
-                            refs=_step_refs(_secret_list(what, secrets), _volume_map(what, volumes)))
+                            refs=_args.step_refs(_args.secret_list(what, secrets), _args.volume_map(what, volumes)))
 
     def run_function(
         self,
@@ -664,12 +385,12 @@ class Image:
             "timeout": validate_timeout(timeout),
             "cpu": cpu_pair[0] if cpu_pair else None,
             "memory": memory_pair[0] if memory_pair else None,
-            **self._step_args("run_function", env, gpu),
+            **_args.step_args("run_function", env, gpu),
         }
-        refs = _step_refs(_secret_list(what, secrets), _volume_map(what, volumes))
+        refs = _args.step_refs(_args.secret_list(what, secrets), _args.volume_map(what, volumes))
         call_args, call_kwargs = tuple(args), dict(kwargs)
 
-        def make() -> _Resolved:
+        def make() -> Resolved:
             payload, cache_key = _image_files.pickle_build_function(what, raw_f, call_args, call_kwargs)
             files = FileList()
             files.add_snapshot("function.pkl", payload)
@@ -715,13 +436,13 @@ class Image:
         With copy=False (the default) the file is attached when a container starts, so changing
         it doesn't rebuild the image; copy=True bakes it into a layer so build steps can follow.
         """
-        remote = _remote_path("add_local_file", remote_path)
+        remote = _args.remote_path("add_local_file", remote_path)
         local = Path(local_path).expanduser()
         if remote.endswith("/"):
             remote = remote + local.name
         remote_dir, name = posixpath.split(posixpath.normpath(remote))
 
-        def make() -> _Resolved:
+        def make() -> Resolved:
             files = FileList()
             files.add_file(name, _image_files.existing_file("image.add_local_file()", local))
             return {"remote_path": remote_dir, "copy": copy}, files
@@ -741,10 +462,10 @@ class Image:
             ignore: Files to leave out: dockerignore-style patterns (relative to `local_path`,
                 e.g. ["*.venv", "**/*.csv"]), or a callable taking the relative Path.
         """
-        remote = posixpath.normpath(_remote_path("add_local_dir", remote_path))
+        remote = posixpath.normpath(_args.remote_path("add_local_dir", remote_path))
         local = Path(local_path).expanduser()
 
-        def make() -> _Resolved:
+        def make() -> Resolved:
             return {"remote_path": remote, "copy": copy}, _image_files.walk_dir(
                 "image.add_local_dir()", local, ignore)
 
@@ -766,7 +487,7 @@ class Image:
             raise InvalidError("Local Python modules must be specified as strings.")
         names = list(modules)
 
-        def make() -> _Resolved:
+        def make() -> Resolved:
             return {"remote_path": "/root", "copy": copy, "modules": names}, _image_files.python_sources(
                 names, ignore)
 
@@ -819,25 +540,6 @@ class Image:
         """Raise the first exception an `imports()` block of this image (or its bases) swallowed."""
         if self._inside_exceptions:
             raise self._inside_exceptions[0]
-
-    # ---------------------------------------------------------------------------------------
-    # Args shared by the package steps
-
-    @staticmethod
-    def _pip_args(step: str, find_links: str | None, index_url: str | None, extra_index_url: str | None,
-                  pre: bool, extra_options: str) -> dict[str, Any]:
-        for name, value in (("find_links", find_links), ("index_url", index_url),
-                            ("extra_index_url", extra_index_url)):
-            if value is not None and not isinstance(value, str):
-                raise InvalidError(f"Image.{step}({name}={value!r}): pass a URL string.")
-        if not isinstance(extra_options, str):
-            raise InvalidError(f"Image.{step}(extra_options={extra_options!r}): pass the options as one string.")
-        return {"index_url": index_url, "extra_index_url": extra_index_url, "find_links": find_links,
-                "pre": bool(pre), "extra_options": extra_options}
-
-    @staticmethod
-    def _step_args(step: str, env: dict[str, str | None] | None, gpu: str | list[str] | None) -> dict[str, Any]:
-        return {"env": _build_env(f"Image.{step}()", env), "gpu": parse_gpu(gpu)}
 
 
 __all__ = ["AUTO_DOCKERIGNORE", "NON_PYTHON_FILES", "SUPPORTED_PYTHON_SERIES", "Image"]
