@@ -35,6 +35,10 @@ _ALWAYS_SKIPPED_DIRS = frozenset({"__pycache__", ".git"})
 _ALWAYS_SKIPPED_SUFFIXES = (".pyc",)
 
 
+_AUTO_DOCKERIGNORE_ONLY = ("AUTO_DOCKERIGNORE (the build context's .dockerignore) applies to Image.from_dockerfile() "
+                           "only; pass ignore= patterns or a callable, e.g. ignore=[\"*.pyc\", \".venv\"].")
+
+
 class _AutoDockerIgnore:
     """Use the context's `.dockerignore`, if there is one (the default for from_dockerfile)."""
 
@@ -42,7 +46,7 @@ class _AutoDockerIgnore:
         return "AUTO_DOCKERIGNORE"
 
     def __call__(self, path: Path) -> bool:
-        raise NotImplementedError("AUTO_DOCKERIGNORE is a placeholder and is never called")
+        raise InvalidError(_AUTO_DOCKERIGNORE_ONLY)
 
 
 class _NonPythonFiles:
@@ -190,6 +194,8 @@ class PatternMatcher:
 
 
 def _ignore_fn(ignore: Ignore) -> Callable[[Path], bool]:
+    if ignore is AUTO_DOCKERIGNORE:
+        raise InvalidError(_AUTO_DOCKERIGNORE_ONLY)
     if callable(ignore):
         return ignore
     if isinstance(ignore, str) or not isinstance(ignore, Sequence) or not all(isinstance(p, str) for p in ignore):

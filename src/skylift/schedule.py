@@ -9,6 +9,7 @@ that dict alone with `next_fire_time`, a pure function, so it never needs these 
 
 from __future__ import annotations
 
+import abc
 import calendar
 import math
 import re
@@ -24,11 +25,12 @@ _APPROX_MONTH = timedelta(days=30.436875)
 _CRON_ALIASES = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"})
 
 
-class Schedule:
+class Schedule(abc.ABC):
     """Base class of `Period` and `Cron`."""
 
+    @abc.abstractmethod
     def _to_wire(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The schedule as the control plane stores it."""
 
     def next_after(self, after: datetime) -> datetime:
         """The first fire time strictly after `after` (a naive `after` is taken as UTC)."""

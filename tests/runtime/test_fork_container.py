@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import doctest
 from pathlib import Path
 
 import pytest
 
+from skylift._runtime import fork_container
 from skylift._runtime.fork_container import mounts_to_carry
+
+
+def test_docstring_examples() -> None:
+    assert doctest.testmod(fork_container).failed == 0
 
 
 def test_a_forked_container_carries_the_templates_mounts_but_not_its_private_ones() -> None:

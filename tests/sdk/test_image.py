@@ -9,6 +9,7 @@ import msgpack
 import pytest
 
 import skylift._image_files
+import skylift._image_packages
 import skylift.image
 from skylift import _hashing
 from skylift._image_files import PatternMatcher, copy_sources
@@ -631,7 +632,16 @@ def test_docstring_examples():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert doctest.testmod(skylift.image).failed == 0
+        assert doctest.testmod(skylift._image_packages, extraglobs={"Image": Image}).failed == 0
     assert doctest.testmod(skylift._image_files).failed == 0
+
+
+def test_auto_dockerignore_is_for_dockerfiles_only(tmp_path):
+    from skylift.image import AUTO_DOCKERIGNORE
+
+    write(tmp_path / "a.txt", "x")
+    with pytest.raises(InvalidError, match=r"AUTO_DOCKERIGNORE .* applies to Image.from_dockerfile\(\) only"):
+        Image.debian_slim("3.12").add_local_dir(tmp_path, "/d", ignore=AUTO_DOCKERIGNORE)
 
 
 def test_definition_is_a_copy():
