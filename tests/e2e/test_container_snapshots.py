@@ -1,11 +1,15 @@
 """Memory snapshots on the container runtime (root): each forked container is a container of its own.
 
-The session's platform runs the container runtime when the host allows it (CI does); each test
-asks for true cold starts by stopping the pool's containers first (see docs/cold-starts.md).
+These run on a platform of their own whose worker trusts the functions' code with the host
+(`SKYLIFT_CONTAINER_SNAPSHOTS=trust-code`), when the session's platform shows the container
+runtime works here (CI's does); without that trust a worker starts such containers the ordinary
+way (test_container_snapshot_trust.py). Tests ask for true cold starts by stopping the pool's
+containers first (see docs/cold-starts.md).
 """
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,6 +21,8 @@ from container_fixture import container_platform_fixture  # noqa: F401 - the con
 
 from skylift._client import Client, run_sync
 from skylift.cli.main import cli
+from skylift.testing import local_platform
+from skylift.worker.snapshot_runtime import TRUST_ENV, TRUST_VALUE
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
 
@@ -27,8 +33,17 @@ EPERM = 1
 def snaps(container_platform: Any) -> Iterator[Any]:
     from apps import container_snapshots
 
-    with container_snapshots.app.run():
-        yield container_snapshots
+    saved = {name: os.environ.get(name) for name in ("SKYLIFT_RUNTIME", TRUST_ENV)}
+    os.environ.update({"SKYLIFT_RUNTIME": "container", TRUST_ENV: TRUST_VALUE})
+    try:
+        with local_platform(), container_snapshots.app.run():
+            yield container_snapshots
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def call(method: str, params: dict[str, Any]) -> Any:
