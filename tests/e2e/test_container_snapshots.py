@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from container_fixture import container_platform_fixture  # noqa: F401 - the container_platform fixture
+from pool_helpers import containers, stop_all
 
-from skylift._client import Client, run_sync
 from skylift.cli.main import cli
 from skylift.testing import local_platform
 from skylift.worker.snapshot_runtime import TRUST_ENV, TRUST_VALUE
@@ -46,28 +46,10 @@ def snaps(container_platform: Any) -> Iterator[Any]:
                 os.environ[name] = value
 
 
-def call(method: str, params: dict[str, Any]) -> Any:
-    return run_sync(Client.from_env().call(method, params))
-
-
-def tasks(tag: str) -> list[dict[str, Any]]:
-    return [t for t in call("task.list", {"environment": "main"})["tasks"] if t["function_tag"] == tag]
-
-
-def stop_all(tag: str) -> None:
-    ids = {t["task_id"] for t in tasks(tag)}
-    for task_id in ids:
-        call("task.stop", {"task_id": task_id})
-    deadline = time.monotonic() + 30
-    while ids & {t["task_id"] for t in tasks(tag)}:
-        assert time.monotonic() < deadline, f"containers {ids} did not stop"
-        time.sleep(0.05)
-
-
 def test_a_forked_container_has_the_snapshot_and_is_locked_down(snaps: Any) -> None:
     tag = uuid.uuid4().hex[:8]
     seen = snaps.Snapped(tag=tag).probe.remote()
-    [task] = tasks("Snapped")
+    [task] = containers("Snapped")
     assert task["start"] == "fork"
     assert seen["weights"] == list(range(10)) and seen["snapshot_file"] == tag  # memory and files of the snapshot
     assert seen["pid"] == 1 and seen["processes"] == ["1"]  # a pid namespace of its own
@@ -90,7 +72,7 @@ def test_containers_forked_from_one_template_are_isolated(snaps: Any) -> None:
     second = model.probe.spawn(hold=1.0)
     a, b = first.get(timeout=60), second.get(timeout=60)
     assert a["task_id"] != b["task_id"]  # two containers, both forked
-    assert {t["start"] for t in tasks("Snapped")} == {"fork"}
+    assert {t["start"] for t in containers("Snapped")} == {"fork"}
     assert a["seen"] == {"/root/written": "first", "/tmp/written": "first", "/dev/shm/written": "first"}
     assert b["seen"] == {"/root/written": None, "/tmp/written": None, "/dev/shm/written": None}
     assert a["processes"] == b["processes"] == ["1"]
@@ -103,7 +85,7 @@ def test_block_network_leaves_loopback_and_others_get_their_own_network(snaps: A
     seen = snaps.offline.remote()
     assert seen["outbound"].startswith("OSError") and seen["interfaces"] == ["lo"]
     assert sorted(snaps.online.remote()) == ["eth0", "lo"]
-    assert {t["start"] for t in tasks("offline") + tasks("online")} == {"fork"}
+    assert {t["start"] for t in containers("offline") + containers("online")} == {"fork"}
 
 
 def test_the_memory_limit_holds_for_a_forked_container(snaps: Any) -> None:
@@ -114,7 +96,7 @@ def test_the_memory_limit_holds_for_a_forked_container(snaps: Any) -> None:
 def test_exec_reaches_a_forked_container(snaps: Any) -> None:
     model = snaps.Snapped(tag=uuid.uuid4().hex[:8])
     model.probe.remote()
-    task_id = next(t["task_id"] for t in tasks("Snapped") if t["start"] == "fork")
+    task_id = next(t["task_id"] for t in containers("Snapped") if t["start"] == "fork")
     script = "hostname; ls /proc | grep -c '^[0-9]'"
     result = CliRunner().invoke(cli, ["container", "exec", task_id, "--", "sh", "-c", script])
     assert result.exit_code == 0, result.output
@@ -125,7 +107,7 @@ def test_exec_reaches_a_forked_container(snaps: Any) -> None:
 def test_a_forked_container_gets_its_volume_and_commits_to_it(snaps: Any) -> None:
     value = uuid.uuid4().hex
     assert snaps.WithVolume().write.remote(value) == {"before": None, "template_saw_volume": False}
-    assert {t["start"] for t in tasks("WithVolume")} == {"fork"}
+    assert {t["start"] for t in containers("WithVolume")} == {"fork"}
     assert b"".join(snaps.vol.read_file(f"{value}.txt")) == value.encode()
     stop_all("WithVolume")  # the next container is forked anew, and mounts what was committed
     assert snaps.WithVolume().write.remote(value) == {"before": value, "template_saw_volume": False}

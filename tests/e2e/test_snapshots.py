@@ -11,13 +11,12 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from apps import snapshot_v1, snapshot_v2, snapshots
 from click.testing import CliRunner
+from pool_helpers import call, containers, stop_all
 
-from skylift._client import Client, run_sync
 from skylift.cli.main import cli
 from skylift.exception import ExecutionError, FunctionTimeoutError
 from skylift.testing import Platform, local_platform
@@ -41,25 +40,6 @@ def process_platform() -> Iterator[Platform]:
 def running(process_platform: Platform) -> Iterator[None]:
     with snapshots.app.run():
         yield
-
-
-def call(method: str, params: dict[str, Any]) -> Any:
-    return run_sync(Client.from_env().call(method, params))
-
-
-def containers(tag: str) -> list[dict[str, Any]]:
-    return [t for t in call("task.list", {"environment": "main"})["tasks"] if t["function_tag"] == tag]
-
-
-def stop_all(tag: str) -> None:
-    """Stop the pool's containers and wait until they are gone: the next call is a true cold start."""
-    ids = {t["task_id"] for t in containers(tag)}
-    for task_id in ids:
-        call("task.stop", {"task_id": task_id})
-    deadline = time.monotonic() + 20
-    while ids & {t["task_id"] for t in containers(tag)}:
-        assert time.monotonic() < deadline, f"containers {ids} did not stop"
-        time.sleep(0.02)
 
 
 def markers(workdir: Path, kind: str) -> list[int]:
