@@ -162,10 +162,10 @@ class SnapshotRuntime:
                 except TemplateUnavailable as exc:
                     why = str(exc)
             self._note(spec.task_id, f"memory snapshot not used: {why}; starting the container from scratch")
-            self._starts[spec.task_id] = {"how": "process", "note": f"no snapshot: {why}"}
+            self._starts[spec.task_id] = {"how": self.name, "note": f"no snapshot: {why}"}
         spec.env[ENV_SPAWNED_AT] = repr(time.time())
         await self.inner.start(spec, on_output)
-        info = self._starts.setdefault(spec.task_id, {"how": "process"})
+        info = self._starts.setdefault(spec.task_id, {"how": self.name})  # a new container of this runtime
         info["start_ms"] = round((time.perf_counter() - begun) * 1000, 3)
 
     async def wait(self, task_id: str) -> int:
