@@ -60,6 +60,12 @@ _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine)
 _SYS_OPEN_TREE, _SYS_MOVE_MOUNT = 428, 429  # the same on every architecture (Linux >= 5.2)
 _OPEN_TREE_CLONE, _OPEN_TREE_CLOEXEC, _AT_FDCWD, _MOVE_MOUNT_F_EMPTY_PATH = 1, 0o2000000, -100, 4
+_SYS_MOUNT_SETATTR, _AT_EMPTY_PATH, _MOUNT_ATTR_IDMAP = 442, 0x1000, 0x00100000
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64),
+                ("userns_fd", ctypes.c_uint64)]
 
 
 class _SockFprog(ctypes.Structure):
@@ -116,6 +122,21 @@ def open_tree(path: str) -> int:
         err = ctypes.get_errno()
         raise OSError(err, f"open_tree {path}: {os.strerror(err)}")
     return int(fd)
+
+
+def open_tree_idmapped(path: str, userns_fd: int) -> int:
+    """`open_tree(path)` whose files' owners are shifted through a user namespace's mapping.
+
+    Seen from that user namespace, a file owned by the host's uid N shows as uid N of the namespace:
+    root-owned image files stay root's for a container whose root is an unprivileged host uid.
+    """
+    fd = open_tree(path)
+    attr = _MountAttr(_MOUNT_ATTR_IDMAP, 0, 0, userns_fd)
+    if _libc.syscall(_SYS_MOUNT_SETATTR, fd, b"", _AT_EMPTY_PATH, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
+        err = ctypes.get_errno()
+        os.close(fd)
+        raise OSError(err, f"idmapping {path}: {os.strerror(err)}")
+    return fd
 
 
 def move_mount(fd: int, target: str) -> None:

@@ -1,15 +1,13 @@
 """Memory snapshots on the container runtime (root): each forked container is a container of its own.
 
-These run on a platform of their own whose worker trusts the functions' code with the host
-(`SKYLIFT_CONTAINER_SNAPSHOTS=trust-code`), when the session's platform shows the container
-runtime works here (CI's does); without that trust a worker starts such containers the ordinary
-way (test_container_snapshot_trust.py). Tests ask for true cold starts by stopping the pool's
-containers first (see docs/cold-starts.md).
+The session's platform runs the container runtime when the host allows it (CI does). Templates
+and their forks run as the root of a user namespace whose root is an unprivileged host uid, so a
+function that undoes its own lock-down still can't reach the host (the last test). Tests ask for
+true cold starts by stopping the pool's containers first (see docs/cold-starts.md).
 """
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,8 +19,7 @@ from container_fixture import container_platform_fixture  # noqa: F401 - the con
 from pool_helpers import containers, stop_all
 
 from skylift.cli.main import cli
-from skylift.testing import local_platform
-from skylift.worker.snapshot_runtime import TRUST_ENV, TRUST_VALUE
+from skylift.worker.container import userns
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
 
@@ -33,17 +30,8 @@ EPERM = 1
 def snaps(container_platform: Any) -> Iterator[Any]:
     from apps import container_snapshots
 
-    saved = {name: os.environ.get(name) for name in ("SKYLIFT_RUNTIME", TRUST_ENV)}
-    os.environ.update({"SKYLIFT_RUNTIME": "container", TRUST_ENV: TRUST_VALUE})
-    try:
-        with local_platform(), container_snapshots.app.run():
-            yield container_snapshots
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with container_snapshots.app.run():
+        yield container_snapshots
 
 
 def test_a_forked_container_has_the_snapshot_and_is_locked_down(snaps: Any) -> None:
@@ -59,9 +47,10 @@ def test_a_forked_container_has_the_snapshot_and_is_locked_down(snaps: Any) -> N
     assert seen["no_new_privs"] == "1" and seen["seccomp"] == "2"
     assert seen["attempts"] == {"unshare_user": EPERM, "unshare_mount": EPERM, "mount_tmpfs": EPERM}
     assert seen["core_pattern"].startswith("OSError")  # /proc/sys is read-only
-    # The template's own code could not make namespaces or mounts either.
-    assert seen["template_attempts"] == {"unshare_user": EPERM, "unshare_mount": EPERM, "mount_tmpfs": EPERM}
+    assert seen["template_unshare_user"] == EPERM  # the template's code can't make a user namespace
     assert all(not entries for entries in seen["fork_dirs"].values()), seen["fork_dirs"]
+    # root inside, an unprivileged host uid outside
+    assert seen["uid_map"] == ["0", str(userns.BASE), str(userns.SIZE)] and seen["uid"] == 0
 
 
 def test_containers_forked_from_one_template_are_isolated(snaps: Any) -> None:
@@ -111,3 +100,15 @@ def test_a_forked_container_gets_its_volume_and_commits_to_it(snaps: Any) -> Non
     assert b"".join(snaps.vol.read_file(f"{value}.txt")) == value.encode()
     stop_all("WithVolume")  # the next container is forked anew, and mounts what was committed
     assert snaps.WithVolume().write.remote(value) == {"before": value, "template_saw_volume": False}
+
+
+def test_a_function_that_undoes_its_lock_down_still_cannot_reach_the_host(container_platform: Any) -> None:
+    from apps import container_snapshot_escape as escape
+
+    with escape.app.run():
+        seen = escape.try_escape.remote()
+    assert seen["cap_eff"] != "0000000000000000"  # the lock-down really was skipped
+    assert seen["unmounted_proc_sys"] is True  # and it could even take the masks off
+    assert seen["core_pattern"] == "PermissionError"  # but the host's sysctls are not its root's
+    assert seen["sysrq"] in ("PermissionError", "missing")
+    assert seen["uid_map"] == ["0", str(userns.BASE), str(userns.SIZE)]

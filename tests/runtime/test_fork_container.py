@@ -45,16 +45,16 @@ def test_the_fork_request_names_its_fds_in_order(tmp_path: Path) -> None:
     seccomp.write_bytes(b"\x06\x00\x00\x00\x00\x00\xff\x7f")
     sandbox = forked.ForkedSandbox("ta-1", tmp_path / "layers", FakeCgroup(), None, 64,  # type: ignore[arg-type]
                                    binds=[("/host/vol", "/data", False)])
-    sandbox._fds = [10, 11, 12, 13]  # userns, the two cgroup files (no network: block_network), the volume
+    sandbox._fds = [11, 12, 13]  # the two cgroup files (no network: block_network), the volume
     original = forked.seccomp.compiled_filter
     forked.seccomp.compiled_filter = lambda directory, template=False: seccomp  # type: ignore[assignment]
     try:
         message, fds = sandbox.request()
     finally:
         forked.seccomp.compiled_filter = original  # type: ignore[assignment]
-    assert fds == [10, 11, 12, 13]
-    assert message["fds"] == {"userns": 2, "netns": None, "cgroups": [3, 4]}
-    assert message["binds"] == [[5, "/data", False]]
+    assert fds == [11, 12, 13]
+    assert message["fds"] == {"netns": None, "cgroups": [2, 3]}
+    assert message["binds"] == [[4, "/data", False]]
     assert message["layers"] == "/run/skylift-fork/layers/ta-1" and message["lower"] == "/run/skylift-fork/root"
     assert message["capabilities"] == sorted(policy.CAPABILITIES.values())
     assert message["seccomp"] == seccomp.read_bytes()

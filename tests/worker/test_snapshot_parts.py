@@ -15,7 +15,7 @@ import pytest
 from skylift._protocol import api, forkserver
 from skylift.worker import criu
 from skylift.worker.runtime import ContainerSpec, SnapshotSource
-from skylift.worker.snapshot_runtime import TRUST_ENV, TRUST_VALUE, SnapshotRuntime, snapshot_key
+from skylift.worker.snapshot_runtime import SnapshotRuntime, snapshot_key
 
 
 def test_fork_server_messages_carry_fds_and_keep_their_boundaries(tmp_path: Path) -> None:
@@ -63,18 +63,13 @@ def test_containers_of_one_pool_share_a_snapshot_key_and_versions_do_not() -> No
     assert snapshot_key(spec("ta-1")) != snapshot_key(spec("ta-1", env={"SECRET": "x"}))
 
 
-def test_snapshots_are_forked_by_the_process_runtime_and_by_a_trusting_container_runtime(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_snapshots_are_forked_by_the_process_and_container_runtimes(tmp_path: Path) -> None:
     class Named:
         def __init__(self, name: str) -> None:
             self.name = name
 
-    monkeypatch.delenv(TRUST_ENV, raising=False)
-    assert SnapshotRuntime(Named("process"), tmp_path).snapshot_support() is None  # type: ignore[arg-type]
-    why = SnapshotRuntime(Named("container"), tmp_path).snapshot_support()  # type: ignore[arg-type]
-    assert why is not None and f"{TRUST_ENV}={TRUST_VALUE}" in why and "lock-down" in why
-    monkeypatch.setenv(TRUST_ENV, TRUST_VALUE)
-    assert SnapshotRuntime(Named("container"), tmp_path).snapshot_support() is None  # type: ignore[arg-type]
+    for name in ("process", "container"):
+        assert SnapshotRuntime(Named(name), tmp_path).snapshot_support() is None  # type: ignore[arg-type]
     runtime = SnapshotRuntime(Named("gvisor"), tmp_path)  # type: ignore[arg-type]
     assert runtime.name == "gvisor"
     assert "can't fork" in (runtime.snapshot_support() or "")
@@ -121,8 +116,7 @@ def test_criu_detection_says_why_it_cannot_persist_snapshots() -> None:
     assert "stay in memory" in criu.describe(missing)
 
 
-def test_a_runtime_that_cannot_fork_starts_snapshot_containers_the_ordinary_way(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_runtime_that_cannot_fork_starts_snapshot_containers_the_ordinary_way(tmp_path: Path) -> None:
     import asyncio
 
     class Sandboxes:
@@ -133,10 +127,8 @@ def test_a_runtime_that_cannot_fork_starts_snapshot_containers_the_ordinary_way(
         async def start(self, spec: ContainerSpec, on_output: object) -> None:
             self.started.append(spec.task_id)
 
-    # (a trusting container runtime whose template can't start: this one has no start_template)
-    for name, trust, why in (("gvisor", "", "the gvisor runtime can't fork"), ("container", "", TRUST_VALUE),
-                             ("container", TRUST_VALUE, "template could not start")):
-        monkeypatch.setenv(TRUST_ENV, trust)
+    # (a container runtime whose template can't start: this one has no start_template)
+    for name, why in (("gvisor", "the gvisor runtime can't fork"), ("container", "template could not start")):
         inner = Sandboxes(name)
         notes: list[tuple[str, str]] = []
         runtime = SnapshotRuntime(inner, tmp_path, note=lambda task_id, text, notes=notes: notes.append(  # type: ignore[arg-type]

@@ -1,13 +1,14 @@
 """How a child forked from a template in a container becomes a container of its own.
 
 On the `container` runtime a memory-snapshot template runs in a sandbox of its own (see
-`worker/container/bwrap.py`, FORK_ROOT). Each fork request carries, besides the child's stdout and
-stderr, an fd of the forks' user namespace (`worker/container/userns.py`), one of a network
-namespace ready for it (unless `block_network`), and its cgroup files opened for writing. The
-child (C, still in the template's namespaces):
+`worker/container/bwrap.py`, FORK_ROOT), as the root of a user namespace whose root is an
+unprivileged host uid (`worker/container/userns.py`), holding CAP_SYS_ADMIN there. Each fork
+request carries, besides the child's stdout and stderr, an fd of a network namespace ready for it
+(unless `block_network`), its cgroup files opened for writing and its volumes as detached mounts.
+The child (C, still in the template's namespaces):
 
-1. joins its cgroups, enters the user namespace (as its owner's uid it has every capability there)
-   and the network namespace, and unshares mount, ipc, uts, pid and cgroup namespaces;
+1. joins its cgroups and the network namespace, and unshares mount, ipc, uts, pid and cgroup
+   namespaces;
 2. forks G, pid 1 of the new pid namespace, and stays as its parent: it forwards SIGTERM/SIGINT
    and exits with G's code, which is what the template reports to the worker.
 
@@ -20,6 +21,10 @@ container masks, and `pivot_root` into it. Last, before any of its own code runs
 hostname, drops to the container's capabilities, sets no_new_privs and loads the container's full
 seccomp filter. What to mask, which capabilities to keep and the filter come from the worker in the
 request, so the policy lives in one place (`worker/container/policy.py`, `seccomp.py`).
+
+This code runs in an interpreter the user's imports ran in first, so it is not what keeps the host
+safe: a child that skipped all of it would still be an unprivileged host uid in namespaces of its
+own user namespace. It is what makes a forked container the same as any other container.
 """
 
 from __future__ import annotations
@@ -46,7 +51,6 @@ def enter(spec: dict[str, Any], fds: list[int]) -> None:
     binds = [(fds[index], path, read_only) for index, path, read_only in spec.get("binds") or []]
     for index in layout["cgroups"]:
         os.write(fds[index], b"0")  # this process (and so every process it starts)
-    _libc.setns(fds[layout["userns"]], _libc.CLONE_NEWUSER)
     flags = _NAMESPACES
     if layout.get("netns") is None:
         flags |= _libc.CLONE_NEWNET  # block_network: loopback only

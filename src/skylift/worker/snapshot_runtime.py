@@ -19,13 +19,13 @@ and then reused by every container of the pool:
   count its session, and its volumes are bound at their paths in a mount namespace of its own
   (or symlinked when the worker isn't root) — as the process runtime does (`process_binds`).
 
-On the container runtime, and only where the worker trusts the functions' code with the host
-(`SKYLIFT_CONTAINER_SNAPSHOTS=trust-code`, see `TRUST_ENV`), the template runs in a sandbox of its
-own (`SandboxRuntime.start_template`) and each child becomes a container of its own: its cgroups,
-network namespace and writable layer are prepared here (`container/forked.py`), its namespaces,
-root filesystem and lock-down are made by the child itself (`_runtime/fork_container.py`). A stop
-signals every process of its cgroups; exec enters the namespaces of its pid 1. Its volumes and
-bucket mounts are detached bind mounts (`open_tree`) the child attaches in its mount namespace.
+On the container runtime the template runs in a sandbox of its own (`SandboxRuntime.start_template`)
+as the root of the forks' user namespace, an unprivileged host uid (`container/userns.py`), and
+each child becomes a container of its own: its cgroups, network namespace and writable layer are
+prepared here (`container/forked.py`), its namespaces, root filesystem and lock-down are made by
+the child itself (`_runtime/fork_container.py`). A stop signals every process of its cgroups; exec
+enters the namespaces of its pid 1. Its volumes and bucket mounts are idmapped detached bind
+mounts the child attaches in its mount namespace.
 """
 
 from __future__ import annotations
@@ -56,13 +56,6 @@ if TYPE_CHECKING:
     from .container.forked import ForkedSandbox
 
 log = logging.getLogger("skylift.worker")
-
-# A forked child becomes a container with code that ran in the template's interpreter, after the
-# user's imports: a function's own code can undo that lock-down and keep the capabilities the child
-# holds in its user namespace, whose uid 0 is the host's root (docs/cold-starts.md, "Trust"). So
-# the container runtime forks only when the worker is told the code is trusted with the host.
-TRUST_ENV = "SKYLIFT_CONTAINER_SNAPSHOTS"
-TRUST_VALUE = "trust-code"
 
 KEY_VERSION = 1
 TEMPLATE_IDLE_SECONDS = 600.0
@@ -127,10 +120,6 @@ class SnapshotRuntime:
             return "this platform has no fork()"
         if self.inner.name not in ("process", "container"):
             return f"the {self.inner.name} runtime can't fork containers from memory snapshots"
-        if self._sandboxed() and os.environ.get(TRUST_ENV) != TRUST_VALUE:
-            return (f"the container runtime forks containers from memory snapshots only where the worker trusts "
-                    f"the functions' code with the host ({TRUST_ENV}={TRUST_VALUE}: a function's own code can undo "
-                    "a forked container's lock-down; docs/cold-starts.md)")
         return None
 
     def _sandboxed(self) -> bool:

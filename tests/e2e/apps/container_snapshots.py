@@ -39,7 +39,7 @@ class Snapped:
 
     @modal.enter(snap=True)
     def load(self) -> None:
-        self.template_attempts = _attempts()  # what the template's own code may do
+        self.template_unshare_user = _errno_of(lambda libc: libc.unshare(CLONE_NEWUSER))
         self.weights = list(range(10))
         with open("/from-snapshot", "w") as f:
             f.write(self.tag)
@@ -69,7 +69,8 @@ class Snapped:
                 "snapshot_file": open("/from-snapshot").read(),
                 "seen": seen, "cap_bnd": status["CapBnd"], "cap_eff": status["CapEff"],
                 "no_new_privs": status["NoNewPrivs"], "seccomp": status["Seccomp"], "attempts": _attempts(),
-                "template_attempts": self.template_attempts, "core_pattern": core_pattern,
+                "template_unshare_user": self.template_unshare_user, "core_pattern": core_pattern,
+                "uid_map": open("/proc/self/uid_map").read().split(), "uid": os.getuid(),
                 "fork_dirs": {d: os.listdir(d) for d in ("/run/skylift-fork/root", "/run/skylift-fork/layers")
                               if os.path.isdir(d)},
                 "task_id": os.environ.get("SKYLIFT_TASK_ID")}

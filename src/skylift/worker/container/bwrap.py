@@ -21,7 +21,9 @@ _TMP_MODE = "1777"
 # writable layers (the host's `<template dir>/forks`).
 FORK_ROOT = "/run/skylift-fork/root"
 FORK_LAYERS = "/run/skylift-fork/layers"
-_FORK_HIDDEN = "/run/skylift-fork/hidden"  # host.clean_proc() under an empty read-only tmpfs
+# What a template may do beyond a container, inside its own user namespace only (userns.py): make
+# namespaces and mounts, drop capabilities from the bounding set, bring a new loopback up.
+TEMPLATE_CAPABILITIES = ("CAP_SYS_ADMIN", "CAP_SETPCAP", "CAP_NET_ADMIN")
 
 
 @dataclass
@@ -38,7 +40,7 @@ class BwrapOptions:
     seccomp_fd: int | None = None
     status_fd: int | None = None
     fork_layers: Path | None = None  # set for a memory-snapshot template (see FORK_ROOT)
-    clean_proc: Path | None = None
+    userns_fd: int | None = None  # join this user namespace as its root (a template's)
 
 
 def root_mount_targets(options: BwrapOptions) -> list[str]:
@@ -82,17 +84,20 @@ def build_args(bwrap: str, options: BwrapOptions) -> list[str]:
         args += ["--ro-bind", str(source), dest]
     for host, dest, read_only in options.binds:
         args += ["--ro-bind" if read_only else "--bind", host, dest]
-    if options.fork_layers is not None and options.clean_proc is not None:
-        args += ["--ro-bind", str(options.rootfs), FORK_ROOT, "--bind", str(options.fork_layers), FORK_LAYERS,
-                 "--bind", str(options.clean_proc), f"{_FORK_HIDDEN}/proc",
-                 "--perms", "0700", "--tmpfs", _FORK_HIDDEN, "--remount-ro", _FORK_HIDDEN]
+    if options.fork_layers is not None:
+        args += ["--ro-bind", str(options.rootfs), FORK_ROOT, "--bind", str(options.fork_layers), FORK_LAYERS]
     args += ["--chdir", options.cwd]
+    if options.userns_fd is not None:
+        args += ["--userns", str(options.userns_fd), "--uid", "0", "--gid", "0"]
     args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if options.unshare_net:
         args.append("--unshare-net")
     args += ["--hostname", options.hostname, "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     for cap in policy.CAPABILITIES:
         args += ["--cap-add", cap]
+    if options.fork_layers is not None:
+        for cap in TEMPLATE_CAPABILITIES:
+            args += ["--cap-add", cap]
     if options.seccomp_fd is not None:
         args += ["--seccomp", str(options.seccomp_fd)]
     if options.status_fd is not None:

@@ -58,11 +58,18 @@ def main(argv: list[str]) -> None:
         if request.get("mnt_ns") and os.fstat(mnt_fd).st_ino != int(request["mnt_ns"]):
             _fail(f"process {pid} is no longer the container's init")
         ns_fds = [(os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC), flag) for name, flag in _NAMESPACES]
+        user_fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         _fail("the container is not running")
     for path in request["cgroup_join"]:
         with open(path, "w") as f:
             f.write(_cgroups.join_value(path, os.getpid()))
+    # A container forked from a snapshot lives in a user namespace whose root is an unprivileged host
+    # uid: the command joins it and becomes that root, as the container's own processes are.
+    joins_user = os.fstat(user_fd).st_ino != os.stat("/proc/self/ns/user").st_ino
+    if joins_user:
+        _libc.setns(user_fd, _libc.CLONE_NEWUSER)
+    os.close(user_fd)
     for fd, flag in ns_fds:
         _libc.setns(fd, flag)
         os.close(fd)
@@ -82,6 +89,10 @@ def main(argv: list[str]) -> None:
                 os.chdir(cwd)
             except OSError:
                 os.chdir("/")
+            if joins_user:
+                os.setgroups([])
+                os.setresgid(0, 0, 0)
+                os.setresuid(0, 0, 0)
             if tty:  # a shell on a pty: its own session, the pty as controlling terminal (job control, ^C)
                 os.setsid()
                 fcntl.ioctl(0, termios.TIOCSCTTY, 0)

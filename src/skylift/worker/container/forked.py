@@ -10,7 +10,8 @@
 Like a `Sandbox` it has its own cgroups (limits, stats, OOM kills), network namespace (from the fork
 pool, whose namespaces belong to the forks' user namespace) and writable layer (`layers_dir`, which
 the template's sandbox shows at FORK_LAYERS/<task id>). What differs is who makes the namespaces and
-mounts them: the child itself, from inside the template's sandbox.
+mounts them: the child itself, from inside the template's sandbox, as the root of the forks' user
+namespace — an unprivileged host uid (userns.py).
 """
 
 from __future__ import annotations
@@ -67,22 +68,27 @@ class ForkedSandbox:
         return forked
 
     def _open_fds(self) -> None:
-        self._fds.append(fork_userns().open())
         if self._netns is not None:
             self._fds.append(os.open(self._netns.path, os.O_RDONLY | os.O_CLOEXEC))
         for path in self._cgroup.join_files:
             self._fds.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
-        for host_path, _, _ in self.binds:  # detached bind mounts: the child attaches them in its namespace
-            self._fds.append(_libc.open_tree(host_path))
+        if self.binds:
+            # detached, idmapped bind mounts: the child attaches them in its own mount namespace, and
+            # its root (an unprivileged host uid) owns what the host's root owns there
+            userns_fd = fork_userns().open()
+            try:
+                for host_path, _, _ in self.binds:
+                    self._fds.append(_libc.open_tree_idmapped(host_path, userns_fd))
+            finally:
+                os.close(userns_fd)
 
     def request(self, first_fd: int = 2) -> tuple[dict[str, Any], list[int]]:
         """The fork request's `container` entry and the fds it names (numbered from `first_fd`)."""
-        netns = first_fd + 1 if self._netns is not None else None
-        cgroups_from = first_fd + (2 if self._netns is not None else 1)
+        netns = first_fd if self._netns is not None else None
+        cgroups_from = first_fd + (1 if self._netns is not None else 0)
         binds_from = cgroups_from + len(self._cgroup.join_files)
         message = {
-            "fds": {"userns": first_fd, "netns": netns,
-                    "cgroups": list(range(cgroups_from, binds_from))},
+            "fds": {"netns": netns, "cgroups": list(range(cgroups_from, binds_from))},
             "binds": [[binds_from + i, path, read_only] for i, (_, path, read_only) in enumerate(self.binds)],
             "lower": FORK_ROOT, "layers": f"{FORK_LAYERS}/{self.task_id}", "fork_dir": _FORK_DIR,
             "hostname": "skylift", "capabilities": sorted(policy.CAPABILITIES.values()),

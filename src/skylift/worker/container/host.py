@@ -184,20 +184,3 @@ def _is_mount_point(path: Path) -> bool:
     wanted = os.path.realpath(path)
     with open("/proc/self/mountinfo") as f:
         return any(line.split()[4].encode().decode("unicode_escape") == wanted for line in f)
-
-
-def clean_proc() -> Path:
-    """A procfs instance with nothing mounted inside it, for snapshot templates (mounted once, root only).
-
-    The kernel lets a process in a user namespace mount a new procfs (a forked container needs one
-    for its own pid namespace) only if a procfs with no locked mounts inside is already in its mount
-    namespace; a container's own /proc has masks on it. A template's sandbox binds this one under a
-    directory it then covers with an empty tmpfs: present for that check, unreachable by any path.
-    """
-    directory = runtime_dir() / "proc"
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with open(runtime_dir() / ".proc.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not _is_mount_point(directory):
-            _libc.mount("proc", str(directory), "proc", _libc.MS_NOSUID | _libc.MS_NODEV | _libc.MS_NOEXEC)
-    return directory

@@ -22,8 +22,12 @@ _JOIN = ('while [ "$1" != -- ]; do case "$1" in */tasks) v=0;; *) v=$$;; esac; '
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def launcher_argv(bwrap_argv: list[str], cgroup_join: list[Path], netns_path: str | None) -> list[str]:
+def launcher_argv(bwrap_argv: list[str], cgroup_join: list[Path], netns_path: str | None,
+                  as_uid: int | None = None) -> list[str]:
+    """`as_uid`: run bubblewrap as that host uid (and gid), e.g. a snapshot template's (userns.BASE)."""
     argv = list(bwrap_argv)
+    if as_uid is not None:
+        argv = [tool("setpriv") or "setpriv", f"--reuid={as_uid}", f"--regid={as_uid}", "--clear-groups", *argv]
     if netns_path is not None:
         argv = [tool("nsenter") or "nsenter", f"--net={netns_path}", "--", *argv]
     if cgroup_join:

@@ -30,8 +30,14 @@ def _escape(path: Path) -> str:
     return text.replace("\\", "\\\\").replace(":", "\\:")
 
 
-def mount_overlay(layers: list[Path], upper: Path, work: Path, target: Path) -> None:
-    """Mount overlay(`layers`, lowest first) with `upper` as the writable layer on `target`."""
+def mount_overlay(layers: list[Path], upper: Path, work: Path, target: Path, *,
+                  idmap: tuple[int, Path, int] | None = None) -> None:
+    """Mount overlay(`layers`, lowest first) with `upper` as the writable layer on `target`.
+
+    `idmap` = (user namespace fd, a directory, host uid of that namespace's root): each layer is
+    shown through an idmapped mount under the directory, and `upper` and `work` belong to that uid,
+    so the namespace's root owns the image's root-owned files (a snapshot template's sandbox).
+    """
     if not layers:
         raise OverlayError("a container needs at least one image layer")
     for layer in layers:
@@ -39,6 +45,11 @@ def mount_overlay(layers: list[Path], upper: Path, work: Path, target: Path) -> 
             raise OverlayError(f"image layer {layer} is missing")
     for d in (upper, work, target):
         d.mkdir(parents=True, exist_ok=True)
+    if idmap is not None:
+        userns_fd, directory, owner = idmap
+        layers = [attach_idmapped(layer, directory / str(i), userns_fd) for i, layer in enumerate(layers)]
+        for d in (upper, work):
+            os.chown(d, owner, owner)
     lower = ":".join(_escape(p) for p in reversed(layers))
     data = f"lowerdir={lower},upperdir={_escape(upper)},workdir={_escape(work)},{_OPTIONS}"
     if len(data) > _MAX_DATA:
@@ -47,6 +58,22 @@ def mount_overlay(layers: list[Path], upper: Path, work: Path, target: Path) -> 
             "keep the layer cache under a shorter path"
         )
     _libc.mount("overlay", str(target), "overlay", _libc.MS_NOSUID | _libc.MS_NODEV, data)
+
+
+def attach_idmapped(source: Path, target: Path, userns_fd: int) -> Path:
+    """Mount `source` (a directory or a file) at `target` with its owners shifted through the user
+    namespace's mapping."""
+    if source.is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.touch()
+    fd = _libc.open_tree_idmapped(str(source), userns_fd)
+    try:
+        _libc.move_mount(fd, str(target))
+    finally:
+        os.close(fd)
+    return target
 
 
 def unmount(target: Path) -> None:

@@ -26,13 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import host, network, seccomp
+from ... import _libc
+from . import host, network, seccomp, userns
 from .bwrap import BwrapOptions, build_args
 from .cgroups import Cgroup, CgroupError, CgroupLimits, CgroupStats
 from .cgroups import remove_stale as remove_stale_cgroups
 from .errors import SandboxError
 from .launch import container_env, etc_files, launcher_argv
-from .overlay import mount_overlay, unmount, unmount_all_below
+from .overlay import attach_idmapped, mount_overlay, unmount_all_below
+from .userns import fork_userns
 
 START_TIMEOUT = 30.0
 DEFAULT_PIDS_MAX = 4096
@@ -95,6 +97,7 @@ class Sandbox:
         self.cleanup_error: str | None = None
         self.command_started: bool | None = None  # False: bubblewrap failed before running the command
         self.started_at = time.monotonic()
+        self._shown: Path | None = None  # a template's directory of what bubblewrap mounts (see start)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -105,32 +108,47 @@ class Sandbox:
         rootfs, upper, work = state / "rootfs", state / "upper", state / "work"
         cgroup = Cgroup(cgroup_name(spec.task_id))
         netns: network.Netns | None = None
-        mounted = False
         status_r = status_w = seccomp_fd = -1
         process: asyncio.subprocess.Process | None = None
+        template = spec.fork_layers is not None
+        userns_fd = fork_userns().open() if template else -1
+        shown = _shown_dir(cgroup.name) if template else state  # what bubblewrap mounts from
+        fork_layers = shown / "forks" if template else None
+        if template:
+            rootfs = shown / "rootfs"
         try:
-            mount_overlay(spec.layers, upper, work, rootfs)
-            mounted = True
+            # A template runs as the root of the forks' user namespace, an unprivileged host uid
+            # (userns.py): the image and its binds are shown to it through idmapped mounts, all
+            # under a directory that uid may reach (the state directory's parents may be private).
+            idmap = (userns_fd, shown / "lowers", userns.BASE) if template else None
+            mount_overlay(spec.layers, upper, work, rootfs, idmap=idmap)
+            binds = [(str(h), c, ro) for h, c, ro in spec.binds]
+            if template:
+                assert spec.fork_layers is not None and fork_layers is not None
+                binds = [(str(attach_idmapped(Path(h), shown / "binds" / str(i), userns_fd)), c, ro)
+                         for i, (h, c, ro) in enumerate(binds)]
+                os.chown(spec.fork_layers, userns.BASE, userns.BASE)
+                fork_layers.mkdir()
+                _libc.mount(str(spec.fork_layers), str(fork_layers), None, _libc.MS_BIND)
             cgroup.create(CgroupLimits(spec.cpu, spec.memory_mb, spec.pids_max))
             if not spec.block_network:
                 pool = network.pool()
                 netns = pool.try_acquire() or await asyncio.to_thread(pool.acquire)
-            files = etc_files(state / "etc", spec.hostname, host.resolv_conf())
-            template = spec.fork_layers is not None
+            files = etc_files(shown / "etc", spec.hostname, host.resolv_conf())
             seccomp_fd = os.open(seccomp.compiled_filter(host.runtime_dir(), template), os.O_RDONLY | os.O_CLOEXEC)
             status_r, status_w = os.pipe()
             options = BwrapOptions(
-                rootfs=rootfs, command=spec.command, cwd=spec.cwd, hostname=spec.hostname,
-                binds=[(str(h), c, ro) for h, c, ro in spec.binds], files=files,
+                rootfs=rootfs, command=spec.command, cwd=spec.cwd, hostname=spec.hostname, binds=binds, files=files,
                 cgroup_dirs=cgroup.visible_dirs, unshare_net=spec.block_network,
-                seccomp_fd=seccomp_fd, status_fd=status_w, fork_layers=spec.fork_layers,
-                clean_proc=host.clean_proc() if template else None,
+                seccomp_fd=seccomp_fd, status_fd=status_w, fork_layers=fork_layers,
+                userns_fd=userns_fd if template else None,
             )
             argv = launcher_argv(build_args(host.readonly_bwrap(), options), cgroup.join_files,
-                                 netns.path if netns else None)
+                                 netns.path if netns else None, as_uid=userns.BASE if template else None)
             env = container_env(spec.env)
             process = await asyncio.create_subprocess_exec(
-                *argv, env=env, pass_fds=(seccomp_fd, status_w, *spec.pass_fds), start_new_session=True,
+                *argv, env=env, start_new_session=True,
+                pass_fds=(seccomp_fd, status_w, *spec.pass_fds, *([userns_fd] if template else [])),
                 stdin=asyncio.subprocess.PIPE if spec.stdin else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             )
@@ -150,8 +168,9 @@ class Sandbox:
             if process is not None and process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()  # its init dies with it (--die-with-parent); cgroup.remove() reaps the rest
-            if mounted:
-                unmount(rootfs)
+            unmount_all_below(state)  # (a template's idmapped layers may be mounted before its root)
+            if template and unmount_all_below(shown):
+                shutil.rmtree(shown, ignore_errors=True)
             with contextlib.suppress(Exception):
                 cgroup.remove()
             if netns is not None:
@@ -160,9 +179,11 @@ class Sandbox:
             shutil.rmtree(state / "work", ignore_errors=True)
             raise
         finally:
-            if seccomp_fd >= 0:
-                os.close(seccomp_fd)
+            for fd in (seccomp_fd, userns_fd):
+                if fd >= 0:
+                    os.close(fd)
         sandbox = cls(spec, process, cgroup, netns, int(status["child-pid"]), int(status.get("mnt-namespace", 0)), env)
+        sandbox._shown = shown if template else None
         sandbox._status_pipe, sandbox._status = status_pipe, status_reader
         return sandbox
 
@@ -245,15 +266,19 @@ class Sandbox:
             return
         self._cleaned = True
         state = self.spec.state_dir
-        unmount(state / "rootfs")
+        # the root, and a template's idmapped layers and binds; nothing is deleted while one is left
+        # (a layer still mounted below `lowers` would be emptied on the host)
+        unmounted = unmount_all_below(state)
+        if self._shown is not None and unmount_all_below(self._shown):
+            shutil.rmtree(self._shown, ignore_errors=True)
         try:
             self._cgroup.remove()
         except CgroupError as e:  # a process that would not die: keep going, the caller can see why
             self.cleanup_error = str(e)
         if self._netns is not None:
             network.pool().release(self._netns)
-        if not os.path.ismount(state / "rootfs"):
-            for name in ("upper", "work", "rootfs", "etc"):
+        if unmounted:
+            for name in ("upper", "work", "rootfs", "etc", "lowers", "binds"):
                 shutil.rmtree(state / name, ignore_errors=True)
 
     # -- observation -----------------------------------------------------------------------------
@@ -316,6 +341,18 @@ def describe_exit(code: int, oom_killed: bool, memory_mb: int | None) -> str:
     return f"exited with code {code}"
 
 
+def _shown_dir(name: str) -> Path:
+    """A new directory, reachable by any uid, for what a template's bubblewrap (run as userns.BASE) mounts."""
+    parent = host.runtime_dir() / "templates"
+    parent.mkdir(parents=True, exist_ok=True)
+    for directory in (host.runtime_dir(), parent):
+        os.chmod(directory, 0o755)
+    shown = parent / f"{os.getpid()}-{name}"  # the worker's pid: cleanup_stale knows whose it is
+    shown.mkdir(mode=0o755)
+    os.chmod(shown, 0o755)
+    return shown
+
+
 def cleanup_stale(state_root: Path | None = None) -> None:
     """Release what a crashed worker left: empty skylift cgroups, its network namespaces and, under
     `state_root` (that worker's scratch directory), overlay mounts — its containers died with it."""
@@ -323,6 +360,11 @@ def cleanup_stale(state_root: Path | None = None) -> None:
     network.reap_stale()
     if state_root is not None and state_root.exists():
         unmount_all_below(state_root)
+    templates = host.runtime_dir() / "templates"
+    for shown in templates.iterdir() if templates.is_dir() else []:
+        owner = shown.name.split("-", 1)[0]
+        if owner.isdigit() and not Path(f"/proc/{owner}").exists() and unmount_all_below(shown):
+            shutil.rmtree(shown, ignore_errors=True)
 
 
 def _validate(spec: SandboxSpec) -> None:

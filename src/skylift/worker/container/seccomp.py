@@ -11,9 +11,9 @@ Namespaces: `unshare`, `setns` and namespace flags on `clone` fail with EPERM; `
 
 A memory-snapshot template (`template=True`) runs under the same filter except that `mount`,
 `umount2`, `pivot_root`, `move_mount`, `setns` and `unshare` without CLONE_NEWUSER are let through: the
-containers it forks use them to become containers (docs/cold-starts.md). The template itself holds no
-CAP_SYS_ADMIN and can create no user namespace, so for its own code they still fail (EPERM); each
-forked child loads the full filter before any of its code runs.
+containers it forks use them to become containers (docs/cold-starts.md), with the CAP_SYS_ADMIN the
+template holds in its own user namespace (whose root is an unprivileged host uid); each forked child
+loads the full filter before any of its code runs.
 """
 
 from __future__ import annotations

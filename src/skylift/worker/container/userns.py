@@ -1,18 +1,15 @@
-"""The user namespace that containers forked from a memory snapshot belong to (docs/cold-starts.md).
+"""The user namespace memory-snapshot templates and their forks run in (docs/cold-starts.md).
 
-A container forked from a template must create its own mount, pid, ipc and uts namespaces, but the
-template (which ran the user's imports) holds no CAP_SYS_ADMIN and may create no user namespace. The
-worker keeps one user namespace for them instead, with the identity mapping (uid 0 is root, as in
-every container), held open by a small process:
+A container forked from a template makes its own mount, pid, ipc and uts namespaces, so it needs
+CAP_SYS_ADMIN somewhere — and the code that uses it runs in an interpreter the user's imports ran
+in first, so it can't be trusted to give it up. Templates and forks therefore live in a user
+namespace whose root is an unprivileged host uid (`BASE`, 65,536 ids from there), as rootless
+containers do: whatever they hold or skip, nothing reaches the host's root. The image's
+root-owned files stay root's inside through idmapped mounts (`_libc.open_tree_idmapped`).
 
-    userns = fork_userns()              # started once per worker
-    fd = userns.open()                  # sent with each fork request; the child setns()es into it
+    userns = fork_userns()              # started once per worker, owned by uid BASE
+    fd = userns.open()                  # bubblewrap joins it (run as uid BASE) for a template
     userns.attach_netns("sl-…")         # a network namespace owned by it (for the fork pool)
-
-A process whose euid owns a user namespace has every capability in it, so the forked child, after
-`setns`, may unshare and mount — inside namespaces that belong to this user namespace only. Mounts
-it inherits from the template are locked there, and before running any of its own code it drops to
-the container's capabilities, sets no_new_privs and loads the full seccomp filter.
 """
 
 from __future__ import annotations
@@ -37,7 +34,11 @@ reply(libc.unshare(0x10000000) == 0)
 for line in sys.stdin:
     reply(libc.unshare(0x40000000) == 0)
 """
-IDENTITY_MAP = "0 0 4294967295\n"
+# The host uids (and gids) of templates and forks: uid 0 inside is BASE outside. High enough not to
+# meet a real user's uid or a subuid range handed out by useradd.
+BASE = 0x70000000
+SIZE = 65536
+SHIFTED_MAP = f"0 {BASE} {SIZE}\n"
 
 
 class UsernsError(RuntimeError):
@@ -47,14 +48,18 @@ class UsernsError(RuntimeError):
 class ForkUserns:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._process = subprocess.Popen([sys.executable, "-I", "-S", "-c", _HOLDER], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        # As uid BASE, so that BASE owns the namespace: a process of that uid (bubblewrap for a template)
+        # may join it and has every capability inside it, and none outside.
+        argv = [tool("setpriv") or "setpriv", f"--reuid={BASE}", f"--regid={BASE}", "--clear-groups",
+                sys.executable, "-I", "-S", "-c", _HOLDER]
+        self._process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.DEVNULL, text=True)
         self.pid = self._process.pid
         try:
             self._expect("creating a user namespace")
             for name in ("uid_map", "gid_map"):
                 with open(f"/proc/{self.pid}/{name}", "w") as f:
-                    f.write(IDENTITY_MAP)
+                    f.write(SHIFTED_MAP)
         except BaseException:
             self.close()
             raise
