@@ -42,8 +42,6 @@ def main() -> None:
     own_home = "SKYLIFT_HOME" not in os.environ
     os.environ.setdefault("SKYLIFT_HOME", tempfile.mkdtemp(prefix="skylift-bench-cold-"))
     os.environ["SKYLIFT_RUNTIME"] = opts.runtime
-    if opts.runtime == "container":  # forking into containers is for trusted code (docs/cold-starts.md)
-        os.environ.setdefault("SKYLIFT_CONTAINER_SNAPSHOTS", "trust-code")
     try:
         run(opts.samples, opts.runtime)
     finally:
