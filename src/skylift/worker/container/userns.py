@@ -14,6 +14,7 @@ root-owned files stay root's inside through idmapped mounts (`_libc.open_tree_id
 
 from __future__ import annotations
 
+import atexit
 import os
 import subprocess
 import sys
@@ -105,4 +106,5 @@ def fork_userns() -> ForkUserns:
     with _userns_lock:
         if _userns is None or _userns._process.poll() is not None:
             _userns = ForkUserns()
+            atexit.register(_userns.close)
         return _userns
