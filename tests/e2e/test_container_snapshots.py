@@ -102,6 +102,13 @@ def test_block_network_leaves_loopback_and_others_get_their_own_network(snaps: A
     assert {t["start"] for t in containers("offline") + containers("online")} == {"fork"}
 
 
+def test_a_forked_container_sees_its_own_cgroup_limits(snaps: Any) -> None:
+    seen = snaps.limits.remote()
+    assert seen["cpu"].split()[0] == "25000"  # a quarter of each 100 ms period (v1 quota or v2 cpu.max)
+    assert seen["memory"] == str(96 << 20)
+    assert {t["start"] for t in containers("limits")} == {"fork"}
+
+
 def test_the_memory_limit_holds_for_a_forked_container(snaps: Any) -> None:
     with pytest.raises(Exception, match="exceeded its memory limit of 64 MiB"):
         snaps.hog.remote()

@@ -36,6 +36,7 @@ def test_the_fork_request_names_its_fds_in_order(tmp_path: Path) -> None:
 
     class FakeCgroup:
         join_files = [tmp_path / "cpu" / "tasks", tmp_path / "memory" / "tasks"]
+        visible_dirs = [(tmp_path / "cpu", "cpu"), (tmp_path / "memory", "memory")]
 
         def stats(self) -> CgroupStats:
             return CgroupStats(cpu_seconds=0.5, memory_bytes=64 << 20, memory_peak_bytes=64 << 20, oom_kills=1,
@@ -45,16 +46,17 @@ def test_the_fork_request_names_its_fds_in_order(tmp_path: Path) -> None:
     seccomp.write_bytes(b"\x06\x00\x00\x00\x00\x00\xff\x7f")
     sandbox = forked.ForkedSandbox("ta-1", tmp_path / "layers", FakeCgroup(), None, 64,  # type: ignore[arg-type]
                                    binds=[("/host/vol", "/data", False)])
-    sandbox._fds = [11, 12, 13]  # the two cgroup files (no network: block_network), the volume
+    sandbox._fds = [11, 12, 13, 14, 15]  # two cgroup files (no network: block_network), two views, the volume
     original = forked.seccomp.compiled_filter
     forked.seccomp.compiled_filter = lambda directory, template=False: seccomp  # type: ignore[assignment]
     try:
         message, fds = sandbox.request()
     finally:
         forked.seccomp.compiled_filter = original  # type: ignore[assignment]
-    assert fds == [11, 12, 13]
+    assert fds == [11, 12, 13, 14, 15]
     assert message["fds"] == {"netns": None, "cgroups": [2, 3]}
-    assert message["binds"] == [[4, "/data", False]]
+    assert message["cgroup_views"] == [[4, "cpu"], [5, "memory"]]
+    assert message["binds"] == [[6, "/data", False]]
     assert message["layers"] == "/run/skylift-fork/layers/ta-1" and message["lower"] == "/run/skylift-fork/root"
     assert message["capabilities"] == sorted(policy.CAPABILITIES.values())
     assert message["seccomp"] == seccomp.read_bytes()

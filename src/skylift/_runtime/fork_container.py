@@ -49,6 +49,7 @@ def enter(spec: dict[str, Any], fds: list[int]) -> None:
     """Called in the forked child; returns in the new container's pid 1 (its parent never returns)."""
     layout = spec["fds"]
     binds = [(fds[index], path, read_only) for index, path, read_only in spec.get("binds") or []]
+    views = [(fds[index], str(name)) for index, name in spec.get("cgroup_views") or []]
     for index in layout["cgroups"]:
         os.write(fds[index], b"0")  # this process (and so every process it starts)
     flags = _NAMESPACES
@@ -57,7 +58,7 @@ def enter(spec: dict[str, Any], fds: list[int]) -> None:
     else:
         _libc.setns(fds[layout["netns"]], _libc.CLONE_NEWNET)
     _libc.unshare(flags)
-    bind_fds = {fd for fd, _, _ in binds}
+    bind_fds = {fd for fd, _, _ in binds} | {fd for fd, _ in views}
     for fd in fds[2:]:
         if fd not in bind_fds:
             os.close(fd)
@@ -70,7 +71,7 @@ def enter(spec: dict[str, Any], fds: list[int]) -> None:
     _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
     if flags & _libc.CLONE_NEWNET:
         _loopback_up()
-    _build_root(spec, binds)
+    _build_root(spec, binds, views)
     _libc.sethostname(spec["hostname"])
     _lock_down(spec)
 
@@ -127,7 +128,7 @@ def _mount_points() -> list[str]:
     return points
 
 
-def _build_root(spec: dict[str, Any], binds: list[tuple[int, str, bool]]) -> None:
+def _build_root(spec: dict[str, Any], binds: list[tuple[int, str, bool]], views: list[tuple[int, str]]) -> None:
     mount, bind_rec = _libc.mount, _libc.MS_BIND | _libc.MS_REC
     nosuid_nodev = _libc.MS_NOSUID | _libc.MS_NODEV
     mount(None, "/", None, _libc.MS_REC | _libc.MS_PRIVATE)
@@ -151,8 +152,8 @@ def _build_root(spec: dict[str, Any], binds: list[tuple[int, str, bool]]) -> Non
     if os.path.isdir(root + "/dev/pts"):
         mount("devpts", root + "/dev/pts", "devpts", _libc.MS_NOSUID | _libc.MS_NOEXEC,
               "newinstance,ptmxmode=0666,mode=620")
-    if os.path.isdir(root + "/sys/fs/cgroup"):  # the template's cgroups, not this container's: hide them
-        mount("tmpfs", root + "/sys/fs/cgroup", "tmpfs", nosuid_nodev | _libc.MS_RDONLY, "mode=755")
+    if os.path.isdir(root + "/sys/fs/cgroup"):  # its own cgroups, read-only, instead of the template's
+        _cgroup_views(root + "/sys/fs/cgroup", views, nosuid_nodev)
     proc = root + "/proc"
     proc_flags = nosuid_nodev | _libc.MS_NOEXEC
     mount("proc", proc, "proc", proc_flags)
@@ -170,6 +171,20 @@ def _build_root(spec: dict[str, Any], binds: list[tuple[int, str, bool]]) -> Non
     _libc.pivot_root(root, old)
     os.chdir("/")
     _libc.umount(spec["lower"], _libc.MNT_DETACH)
+
+
+def _cgroup_views(target: str, views: list[tuple[int, str]], flags: int) -> None:
+    """/sys/fs/cgroup as a container's: each hierarchy's directory of its own cgroup (v1), or the one (v2)."""
+    read_only = _libc.MS_BIND | _libc.MS_REMOUNT | _libc.MS_RDONLY | flags
+    _libc.mount("tmpfs", target, "tmpfs", flags, "mode=755")
+    for fd, name in views:
+        path = f"{target}/{name}" if name else target
+        os.makedirs(path, exist_ok=True)
+        _libc.move_mount(fd, path)
+        os.close(fd)
+        _libc.mount(None, path, None, read_only)
+    if all(name for _, name in views):
+        _libc.mount(None, target, None, _libc.MS_REMOUNT | _libc.MS_RDONLY | flags, "mode=755")
 
 
 def _lock_down(spec: dict[str, Any]) -> None:

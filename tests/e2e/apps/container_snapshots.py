@@ -119,3 +119,19 @@ class WithVolume:
         open("/data/seen-by-template", "w").close()
         vol.commit()
         return {"before": before, "template_saw_volume": self.template_saw_volume}
+
+
+def _read_first(*candidates: str) -> str:
+    for path in candidates:
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except OSError:
+            continue
+    return ""
+
+
+@app.function(enable_memory_snapshot=True, cpu=0.25, memory=96)
+def limits() -> dict[str, str]:
+    return {"cpu": _read_first("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu.max"),
+            "memory": _read_first("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory.max")}

@@ -72,6 +72,8 @@ class ForkedSandbox:
             self._fds.append(os.open(self._netns.path, os.O_RDONLY | os.O_CLOEXEC))
         for path in self._cgroup.join_files:
             self._fds.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
+        for host_dir, _ in self._cgroup.visible_dirs:  # its own cgroups at /sys/fs/cgroup, read-only
+            self._fds.append(_libc.open_tree(str(host_dir)))
         if self.binds:
             # detached, idmapped bind mounts: the child attaches them in its own mount namespace, and
             # its root (an unprivileged host uid) owns what the host's root owns there
@@ -86,9 +88,12 @@ class ForkedSandbox:
         """The fork request's `container` entry and the fds it names (numbered from `first_fd`)."""
         netns = first_fd if self._netns is not None else None
         cgroups_from = first_fd + (1 if self._netns is not None else 0)
-        binds_from = cgroups_from + len(self._cgroup.join_files)
+        views_from = cgroups_from + len(self._cgroup.join_files)
+        views = self._cgroup.visible_dirs
+        binds_from = views_from + len(views)
         message = {
-            "fds": {"netns": netns, "cgroups": list(range(cgroups_from, binds_from))},
+            "fds": {"netns": netns, "cgroups": list(range(cgroups_from, views_from))},
+            "cgroup_views": [[views_from + i, name] for i, (_, name) in enumerate(views)],
             "binds": [[binds_from + i, path, read_only] for i, (_, path, read_only) in enumerate(self.binds)],
             "lower": FORK_ROOT, "layers": f"{FORK_LAYERS}/{self.task_id}", "fork_dir": _FORK_DIR,
             "hostname": "skylift", "capabilities": sorted(policy.CAPABILITIES.values()),
