@@ -65,7 +65,7 @@ def test_a_forked_container_has_the_snapshot_and_is_locked_down(snaps: Any) -> N
     [task] = containers("Snapped")
     assert task["start"] == "fork"
     assert seen["weights"] == list(range(10)) and seen["snapshot_file"] == tag  # memory and files of the snapshot
-    assert seen["pid"] == 1 and seen["processes"] == ["1"]  # a pid namespace of its own
+    assert seen["pid"] == 2 and seen["processes"] == ["1", "2"]  # a pid namespace of its own: init, runtime
     assert seen["hostname"] == "skylift"
     # The container's capabilities only (policy.CAPABILITIES), no_new_privs, the seccomp filter.
     assert int(seen["cap_bnd"], 16) == int(seen["cap_eff"], 16) == 0x4FB
@@ -89,7 +89,7 @@ def test_containers_forked_from_one_template_are_isolated(snaps: Any) -> None:
     assert {t["start"] for t in containers("Snapped")} == {"fork"}
     assert a["seen"] == {"/root/written": "first", "/tmp/written": "first", "/dev/shm/written": "first"}
     assert b["seen"] == {"/root/written": None, "/tmp/written": None, "/dev/shm/written": None}
-    assert a["processes"] == b["processes"] == ["1"]
+    assert a["processes"] == b["processes"] == ["1", "2"]
     # and the next container starts from the snapshot again, not from what one container wrote
     stop_all("Snapped")
     assert model.probe.remote()["seen"]["/root/written"] is None
@@ -122,7 +122,7 @@ def test_exec_reaches_a_forked_container(snaps: Any) -> None:
     result = CliRunner().invoke(cli, ["container", "exec", task_id, "--", "sh", "-c", script])
     assert result.exit_code == 0, result.output
     lines = result.output.split()
-    assert lines[0] == "skylift" and int(lines[1]) <= 4  # its pid 1, sh, ls and grep
+    assert lines[0] == "skylift" and int(lines[1]) <= 5  # its init and runtime, sh, ls and grep
 
 
 def test_a_forked_container_gets_its_volume_and_commits_to_it(snaps: Any) -> None:
@@ -144,3 +144,8 @@ def test_a_function_that_undoes_its_lock_down_still_cannot_reach_the_host(forkin
     assert seen["core_pattern"] == "PermissionError"  # but the host's sysctls are not its root's
     assert seen["sysrq"] in ("PermissionError", "missing")
     assert seen["uid_map"] == ["0", str(userns.BASE), str(userns.SIZE)]
+
+
+def test_a_forked_containers_init_reaps_orphans(snaps: Any) -> None:
+    seen = snaps.orphans.remote()
+    assert seen["zombies"] == [], seen

@@ -10,7 +10,9 @@ The child (C, still in the template's namespaces):
 1. joins its cgroups and the network namespace, and unshares mount, ipc, uts, pid and cgroup
    namespaces;
 2. forks G, pid 1 of the new pid namespace, and stays as its parent: it forwards SIGTERM/SIGINT
-   and exits with G's code, which is what the template reports to the worker.
+   and exits with G's code, which is what the template reports to the worker. G sets the
+   container up (below), then forks the runtime (pid 2) and stays as the container's init,
+   reaping orphans and passing signals on, and exits with the runtime's code.
 
 G then builds its root filesystem: a fresh overlay whose lower layer is the template's root
 filesystem (with whatever the snapshot wrote to it) and whose writable layer is its own
@@ -46,7 +48,7 @@ _PRIVATE_MOUNTS = ("/proc", "/tmp", "/dev/shm", "/dev/pts")  # made anew, never 
 
 
 def enter(spec: dict[str, Any], fds: list[int]) -> None:
-    """Called in the forked child; returns in the new container's pid 1 (its parent never returns)."""
+    """Called in the forked child; returns in the container's runtime process, pid 2 (the others never do)."""
     layout = spec["fds"]
     binds = [(fds[index], path, read_only) for index, path, read_only in spec.get("binds") or []]
     views = [(fds[index], str(name)) for index, name in spec.get("cgroup_views") or []]
@@ -74,10 +76,20 @@ def enter(spec: dict[str, Any], fds: list[int]) -> None:
     _build_root(spec, binds, views)
     _libc.sethostname(spec["hostname"])
     _lock_down(spec)
+    # G stays as the container's init, reaping orphans and passing signals on (as bubblewrap's
+    # pid 1 does for other containers); the runtime goes on in its child, pid 2.
+    pid = os.fork()
+    if pid:
+        _parent(pid)
+    _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _parent(pid: int) -> NoReturn:
-    """C: wait for the container's pid 1, passing stop signals on; exit with its code."""
+    """Wait for `pid`, reaping any other child meanwhile and passing stop signals on; exit with its code.
+
+    C does this for the container's init G, and G for the runtime (and for orphans, which the
+    kernel hands to a pid namespace's init).
+    """
     def forward(signum: int, _frame: object) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signum)
@@ -86,7 +98,10 @@ def _parent(pid: int) -> NoReturn:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(signum, forward)
-    _, status = os.waitpid(pid, 0)
+    while True:
+        done, status = os.waitpid(-1, 0)
+        if done == pid:
+            break
     code = os.waitstatus_to_exitcode(status)
     os._exit(code if code >= 0 else 128 - code)
 

@@ -135,3 +135,22 @@ def _read_first(*candidates: str) -> str:
 def limits() -> dict[str, str]:
     return {"cpu": _read_first("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu.max"),
             "memory": _read_first("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory.max")}
+
+
+@app.function(enable_memory_snapshot=True)
+def orphans() -> dict[str, Any]:
+    """Leave daemonized children that exit at once: the container's init must reap them."""
+    import subprocess
+
+    for _ in range(3):
+        subprocess.run(["sh", "-c", "sleep 0.05 &"], check=True)  # the sleep is orphaned, then exits
+    time.sleep(0.5)
+    zombies = []
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    zombies.append(pid)
+        except OSError:
+            continue
+    return {"zombies": zombies}
