@@ -44,7 +44,6 @@ from .. import _libc
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
 _NAMESPACES = (_libc.CLONE_NEWNS | _libc.CLONE_NEWIPC | _libc.CLONE_NEWUTS | _libc.CLONE_NEWPID
                | _libc.CLONE_NEWCGROUP)
-_PRIVATE_MOUNTS = ("/proc", "/tmp", "/dev/shm", "/dev/pts")  # made anew, never carried over
 
 
 def enter(spec: dict[str, Any], fds: list[int]) -> None:
