@@ -51,19 +51,41 @@ class ForkUserns:
         self._lock = threading.Lock()
         # As uid BASE, so that BASE owns the namespace: a process of that uid (bubblewrap for a template)
         # may join it and has every capability inside it, and none outside.
-        argv = [tool("setpriv") or "setpriv", f"--reuid={BASE}", f"--regid={BASE}", "--clear-groups",
-                sys.executable, "-I", "-S", "-c", _HOLDER]
-        self._process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=subprocess.DEVNULL, text=True)
+        self._process = self._start_holder()
         self.pid = self._process.pid
         try:
-            self._expect("creating a user namespace")
             for name in ("uid_map", "gid_map"):
                 with open(f"/proc/{self.pid}/{name}", "w") as f:
                     f.write(SHIFTED_MAP)
         except BaseException:
             self.close()
             raise
+
+    @staticmethod
+    def _start_holder() -> subprocess.Popen[str]:
+        """The holder, run by the first interpreter uid BASE may execute (the worker's may sit below a
+        private directory such as /root): the system's python3 (python3-minimal), else the worker's own."""
+        tried = []
+        for python in dict.fromkeys(["/usr/bin/python3", sys.executable, getattr(sys, "_base_executable", "")]):
+            if not python or not os.path.exists(python):
+                continue
+            argv = [tool("setpriv") or "setpriv", f"--reuid={BASE}", f"--regid={BASE}", "--clear-groups",
+                    python, "-I", "-S", "-c", _HOLDER]
+            process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True)
+            assert process.stdout is not None and process.stderr is not None
+            line = process.stdout.readline().strip()
+            if line == "ok":
+                process.stderr.close()
+                return process
+            process.kill()
+            process.wait()
+            tried.append(f"{python}: {line or process.stderr.read().strip() or f'exit {process.returncode}'}")
+            process.stderr.close()
+            process.stdout.close()
+            if process.stdin is not None:
+                process.stdin.close()
+        raise UsernsError(f"can't start the forks' user namespace as uid {BASE} ({'; '.join(tried) or 'no python3'})")
 
     def _expect(self, what: str) -> None:
         assert self._process.stdout is not None
