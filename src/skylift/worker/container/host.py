@@ -169,6 +169,7 @@ def readonly_bwrap() -> str:
             tmp.write_bytes(content)
             tmp.chmod(0o755)
             os.replace(tmp, target)
+            os.chmod(directory, 0o755)  # a snapshot template's bubblewrap runs as an unprivileged uid
             _libc.mount(str(directory), str(directory), None, _libc.MS_BIND)
             _libc.mount(None, str(directory), None,
                         _libc.MS_BIND | _libc.MS_REMOUNT | _libc.MS_RDONLY | _libc.MS_NOSUID | _libc.MS_NODEV)
