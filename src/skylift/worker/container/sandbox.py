@@ -348,8 +348,9 @@ def _shown_dir(name: str) -> Path:
     for directory in (host.runtime_dir(), parent):
         os.chmod(directory, 0o755)
     shown = parent / f"{os.getpid()}-{name}"  # the worker's pid: cleanup_stale knows whose it is
-    shown.mkdir(mode=0o755)
-    os.chmod(shown, 0o755)
+    for directory in (shown, shown / "binds", shown / "etc"):  # whatever the worker's umask
+        directory.mkdir(mode=0o755)
+        os.chmod(directory, 0o755)
     return shown
 
 
