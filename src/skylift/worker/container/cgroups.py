@@ -167,6 +167,7 @@ class Cgroup:
     def _create_v1(self, limits: CgroupLimits) -> None:
         for d in self._dirs.values():
             d.mkdir(parents=True, exist_ok=True)
+            os.chmod(d, 0o755)  # readable by a forked container's unprivileged root, whatever the umask
         if limits.memory_mb is not None:
             limit = str(limits.memory_mb << 20)
             _write(self._dir("memory") / "memory.limit_in_bytes", limit)
@@ -190,6 +191,7 @@ class Cgroup:
             if not all(c in enabled for c in V2_CONTROLLERS):
                 _write(level / "cgroup.subtree_control", enable)
         d.mkdir(exist_ok=True)
+        os.chmod(d, 0o755)  # readable by a forked container's unprivileged root, whatever the umask
         if limits.memory_mb is not None:
             _write(d / "memory.max", str(limits.memory_mb << 20))
             if (d / "memory.swap.max").exists():
