@@ -14,6 +14,8 @@ from typing import Any
 
 import skylift as modal
 
+from .probes import cgroup_limits
+
 app = modal.App("e2e-container-snapshots")
 
 CLONE_NEWUSER, CLONE_NEWNS = 0x10000000, 0x00020000
@@ -121,20 +123,9 @@ class WithVolume:
         return {"before": before, "template_saw_volume": self.template_saw_volume}
 
 
-def _read_first(*candidates: str) -> str:
-    for path in candidates:
-        try:
-            with open(path) as f:
-                return f.read().strip()
-        except OSError:
-            continue
-    return ""
-
-
 @app.function(enable_memory_snapshot=True, cpu=0.25, memory=96)
 def limits() -> dict[str, str]:
-    return {"cpu": _read_first("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu.max"),
-            "memory": _read_first("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory.max")}
+    return cgroup_limits()
 
 
 @app.function(enable_memory_snapshot=True)

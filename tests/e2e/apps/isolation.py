@@ -9,6 +9,8 @@ from typing import Any
 
 import skylift as modal
 
+from .probes import cgroup_limits
+
 app = modal.App("e2e-isolation")
 
 
@@ -38,20 +40,9 @@ def hog() -> int:
     return len(data)
 
 
-def _cgroup(*candidates: str) -> str:
-    for path in candidates:
-        try:
-            with open(path) as f:
-                return f.read().strip()
-        except OSError:
-            continue
-    return ""
-
-
 @app.function(cpu=0.25, memory=96)
 def limits() -> dict[str, str]:
-    return {"cpu": _cgroup("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu.max"),
-            "memory": _cgroup("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory.max")}
+    return cgroup_limits()
 
 
 @app.function(block_network=True)
