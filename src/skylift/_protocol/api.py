@@ -57,20 +57,29 @@ blob.put {sha256, data: bytes} -> {}          server verifies the hash
 blob.get {sha256} -> {data: bytes}
 
 call.start {function_id, params?: bytes, inputs: [InputItem], invocation: "sync"|"async",
-            kind: "unary"|"map"|"generator", parent_input_id?: str, more_inputs?: bool}
+            kind: "unary"|"map"|"generator", parent_input_id?: str, more_inputs?: bool,
+            idempotency_key?: str}
      -> {call_id, input_ids: [str]}
+     A repeat with the same idempotency_key (≤128 chars, random per call) answers the first call's
+     call_id and input_ids and creates nothing (docs/exactly-once.md): kept with the call for
+     "async", in memory for 2×RETRY_WINDOW_SECONDS for "sync".
      "async" (spawn, spawn_map) inputs are durable before the answer. `params` is the deterministic
      encoding of Cls parameters (each distinct value is its own container pool). With
      more_inputs=True (map), further inputs follow with call.put_inputs and the call is open until
      call.close_inputs.
 call.put_inputs {call_id, inputs: [InputItem], start_index: int} -> {input_ids}
+     A batch's key is (call, start_index): inputs already received at those indices are not added
+     again, their input_ids are answered.
 call.close_inputs {call_id, total: int} -> {}
-call.get_outputs {call_id, timeout: float, max?: int, clear: bool, start_index?: int}
+call.get_outputs {call_id, timeout: float, max?: int, clear: bool, start_index?: int,
+                  idempotency_key?: str}
      -> {outputs: [Output], done: bool}
+     With clear=True and the key of the previous poll of this call, that poll's outputs are
+     answered again (its answer was lost); a new key acknowledges them.
      Long-polls until at least one output is available, then returns every ready one (up to max).
      clear=True (sync .remote/.map) deletes returned outputs; clear=False (FunctionCall.get) keeps
      them for OUTPUT_TTL. done=True when every input of a closed call has returned.
-call.run {function_id, params?, input: InputItem, timeout: float, parent_input_id?}
+call.run {function_id, params?, input: InputItem, timeout: float, parent_input_id?, idempotency_key?}
      -> {call_id, output?: Output}          fast path for .remote(): start + wait in one round trip;
                                            no `output` if `timeout` passed first (keep polling)
 call.get_gen_items {call_id, start: int, timeout: float}
@@ -289,6 +298,10 @@ OUTPUT_TTL_SECONDS = 7 * 24 * 3600
 MAX_PAYLOAD_BYTES = 100 * 1024 * 1024
 
 DEFAULT_ENVIRONMENT = "main"
+# The SDK re-sends a call (same idempotency key) while the control plane is unreachable for up
+# to this long, then raises (docs/exactly-once.md). Servers remember sync keys twice as long.
+RETRY_WINDOW_SECONDS = 60.0
+
 DEFAULT_TIMEOUT = 300
 DEFAULT_SCALEDOWN_WINDOW = 60
 

@@ -4,10 +4,15 @@
 trip and without touching the store. `.map()` streams inputs (`call.start` + `call.put_inputs`)
 and collects outputs in batches (`call.get_outputs`). Async calls (`.spawn()`) are durable before
 `call.start` answers and can be read back later with `clear=False`.
+
+Every way in takes an idempotency key (docs/exactly-once.md): a caller that re-sends `call.start`,
+`call.run`, a `call.put_inputs` batch or a `call.get_outputs` poll after losing the answer gets
+the first answer again and nothing is created twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -16,8 +21,10 @@ from .._protocol.rpc import ErrorCode, RpcError, Session
 from .auth import CLIENTS, Routes
 from .calls import INVOCATIONS, KINDS, Call
 from .catalog import AppState, FunctionEntry
+from .idempotency import MAX_KEY_LENGTH, Keys, scoped
 from .longpoll import Deadline
 from .params import Params, invalid, not_found
+from .recovery import recover_call
 
 if TYPE_CHECKING:
     from .control_plane import ControlPlane
@@ -35,6 +42,7 @@ def expired_output(call_id: str) -> dict[str, Any]:
 class CallApi:
     def __init__(self, cp: ControlPlane) -> None:
         self.cp = cp
+        self.keys = Keys()
 
     def routes(self) -> Routes:
         return {
@@ -82,6 +90,13 @@ class CallApi:
             owned: set[Call] = session.info.setdefault("calls", set())
             owned.add(call)
 
+    @staticmethod
+    def _key(p: Params) -> str | None:
+        key = p.opt_text("idempotency_key")
+        if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
+            raise invalid(p.method, f"idempotency_key must be 1 to {MAX_KEY_LENGTH} characters (got {len(key)})")
+        return key
+
     def forget(self, call: Call) -> None:
         self.cp.calls.forget(call)
         if call.owner is not None:
@@ -102,19 +117,59 @@ class CallApi:
         more = p.flag("more_inputs")
         if kind != "map" and (more or len(items) != 1):
             raise invalid("call.start", f"a {kind} call takes exactly one input (got {len(items)})")
+        key = self._key(p)
         function = await self._callable(function_id)
-        pool = self.cp.pools.get(function, params)
-        call = Call(ids.new_id("call"), function, pool, kind=kind, invocation=invocation, created_at=time.time(),
-                    parent_input_id=parent, closed=not more)
+        if key is None:
+            call = Call(ids.new_id("call"), function, self.cp.pools.get(function, params), kind=kind,
+                        invocation=invocation, created_at=time.time(), parent_input_id=parent, closed=not more)
+            return await self._start(session, call, items, None)
+        key = scoped("call.start", function_id, key)
+        while (seen := self.keys.get(key, self.cp.clock.now())) is not None:
+            await seen.done.wait()  # the first request with this key may still be storing its call
+            if seen.answer is not None:
+                if seen.call is not None and self.cp.calls.get(seen.call.call_id) is seen.call:
+                    self._adopt(seen.call, session)  # the caller is back, on a new connection
+                return dict(seen.answer)
+        entry = self.keys.begin(key, self.cp.clock.now())
+        answer: dict[str, Any] | None = None
+        try:
+            if invocation == "async":  # maybe stored before a restart, or by a write reported as failed
+                answer = await self._stored_start(key, len(items))
+            if answer is None:
+                call = Call(ids.new_id("call"), function, self.cp.pools.get(function, params), kind=kind,
+                            invocation=invocation, created_at=time.time(), parent_input_id=parent, closed=not more)
+                answer = await self._start(session, call, items, key)
+                entry.call = None if call.durable else call
+        finally:
+            self.keys.finish(key, entry, answer)
+        return dict(answer)
+
+    async def _start(self, session: Session, call: Call, items: list[Any], key: str | None) -> dict[str, Any]:
         inputs = self.cp.dispatcher.make_inputs(call, items, "call.start")
         self._adopt(call, session)
         self.cp.calls.add(call)
         try:
-            await self.cp.dispatcher.submit(call, inputs, first=True)
+            await self.cp.dispatcher.submit(call, inputs, first=True, key=key)
         except BaseException:
             self.forget(call)
             raise
         return {"call_id": call.call_id, "input_ids": [i.input_id for i in inputs]}
+
+    async def _stored_start(self, key: str, n_inputs: int) -> dict[str, Any] | None:
+        """The answer to a durable call.start whose call the store holds under `key`, if any."""
+        store = self.cp.db.store
+        call_id = await self.cp.db.run(store.call_for_key, key)
+        if call_id is None:
+            return None
+        call = self.cp.calls.get(call_id)
+        if call is None:
+            await recover_call(self.cp, call_id)
+            call = self.cp.calls.get(call_id)
+        if call is not None and all(call.input_ids[:n_inputs]):
+            input_ids = call.input_ids[:n_inputs]
+        else:
+            input_ids = await self.cp.db.run(store.input_ids, call_id, 0, n_inputs)
+        return {"call_id": call_id, "input_ids": input_ids}
 
     async def run(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
         p = Params("call.run", raw)
@@ -122,27 +177,53 @@ class CallApi:
         params = p.opt_blob("params")
         item = p.mapping("input")
         deadline = Deadline(p.timeout(default=api.MAX_POLL_SECONDS))
+        parent = p.opt_text("parent_input_id")
+        key = self._key(p)
         function = await self._callable(function_id)
+        if key is not None:
+            key = scoped("call.run", function_id, key)
+            seen = self.keys.get(key, self.cp.clock.now())
+            if seen is not None and seen.call is not None:  # a re-sent .remote(): the first call's output
+                if self.cp.calls.get(seen.call.call_id) is seen.call:
+                    self._adopt(seen.call, session)
+                return await self._run_output(seen.call, deadline)
         call = Call(ids.new_id("call"), function, self.cp.pools.get(function, params), kind="unary",
-                    invocation="sync", created_at=time.time(), parent_input_id=p.opt_text("parent_input_id"))
+                    invocation="sync", created_at=time.time(), parent_input_id=parent)
         inputs = self.cp.dispatcher.make_inputs(call, [item], "call.run")
         self._adopt(call, session)
         self.cp.calls.add(call)
         self.cp.dispatcher.enqueue(call, inputs)
-        while not call.ready:
+        if key is not None:
+            entry = self.keys.begin(key, self.cp.clock.now())
+            entry.call = call  # the key keeps the finished call (and its output) for a lost answer
+            self.keys.finish(key, entry, {"call_id": call.call_id})
+        return await self._run_output(call, deadline)
+
+    async def _run_output(self, call: Call, deadline: Deadline) -> dict[str, Any]:
+        while not call.finished:
             if not await call.signal.wait(deadline.remaining()):
                 break
-        if not call.ready:
+        if not call.finished or call.final_output is None:
             return {"call_id": call.call_id}
-        output = call.ready.popleft()
+        call.ready.clear()
         self.forget(call)
-        return {"call_id": call.call_id, "output": output}
+        return {"call_id": call.call_id, "output": call.final_output}
 
     async def put_inputs(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
         p = Params("call.put_inputs", raw)
         call = self._call(p.text("call_id"))
         items = p.items("inputs")
         start = p.integer("start_index", minimum=0)
+        if not call.durable:
+            return await self._put_inputs(call, items, start)
+        # A re-sent batch may arrive while the first is being stored: one batch at a time, so the
+        # second sees the first's inputs (and isn't answered before they are stored).
+        if call.feed_lock is None:
+            call.feed_lock = asyncio.Lock()
+        async with call.feed_lock:
+            return await self._put_inputs(call, items, start)
+
+    async def _put_inputs(self, call: Call, items: list[Any], start: int) -> dict[str, Any]:
         have = call.n_inputs
         if call.cancelled:
             raise RpcError(ErrorCode.CANCELLED, f"call {call.call_id} was cancelled")
@@ -153,7 +234,11 @@ class CallApi:
         if fresh and call.closed:
             raise invalid("call.put_inputs", f"call {call.call_id} is closed; it takes no more inputs")
         inputs = self.cp.dispatcher.make_inputs(call, fresh, "call.put_inputs")
-        await self.cp.dispatcher.submit(call, inputs, first=False)
+        try:
+            await self.cp.dispatcher.submit(call, inputs, first=False)
+        except BaseException:
+            del call.input_ids[have:]  # not stored: a retry of this batch adds them again
+            raise
         return {"input_ids": call.input_ids[start:start + len(items)]}
 
     async def close_inputs(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
@@ -191,17 +276,23 @@ class CallApi:
         limit = min(p.integer("max", MAX_OUTPUTS, minimum=1), MAX_OUTPUTS)
         clear = p.flag("clear")
         start = p.integer("start_index", 0, minimum=0)
+        key = self._key(p) if clear else None
         call = self.cp.calls.get(call_id)
         if call is None:
             return await self._stored_outputs(call_id, start, limit)
         self._adopt(call, session)
+        if key is not None and call.last_take is not None and call.last_take[0] == key:
+            # The answer to this poll was lost: the same outputs again (a new key acknowledges them).
+            return {"outputs": call.last_take[1], "done": call.finished and not call.ready}
         while True:
             outputs, done = self._take(call, clear, limit, start)
             if outputs or done or deadline.remaining() <= 0:
                 break
             await call.signal.wait(deadline.remaining())
-        if done and clear and not call.durable:
-            self.forget(call)
+        if key is not None:
+            call.last_take = (key, outputs)
+        elif done and clear and not call.durable:
+            self.forget(call)  # with a key, it stays (finished_call_memory) for a re-sent last poll
         return {"outputs": outputs, "done": done}
 
     @staticmethod

@@ -8,6 +8,7 @@ readers pop them. Durable (async) calls also keep every output by index (`kept`)
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ class Call:
         "cancelled",
         "closed",
         "created_at",
+        "feed_lock",
         "final_output",
         "finished_at",
         "function",
@@ -38,6 +40,7 @@ class Call:
         "kept",
         "kind",
         "last_input_at",
+        "last_take",
         "live",
         "n_delivered",
         "n_done",
@@ -77,6 +80,9 @@ class Call:
         self.orphaned_since: float | None = None  # clock time its caller went away
         self.owner: object | None = None  # the session of a sync caller
         self.last_input_at = 0.0  # clock time inputs last arrived (an open map left behind is closed)
+        # The last keyed clear=True poll: (its key, its outputs), answered again if re-sent.
+        self.last_take: tuple[str, list[dict[str, Any]]] | None = None
+        self.feed_lock: asyncio.Lock | None = None  # one put_inputs batch at a time (durable calls)
 
     def __repr__(self) -> str:
         return f"Call({self.call_id}, {self.kind}, {self.n_delivered}/{len(self.input_ids)})"

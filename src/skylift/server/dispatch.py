@@ -114,12 +114,12 @@ class Dispatcher:
         call.input_ids.extend(inp.input_id for inp in inputs)
         return inputs
 
-    async def submit(self, call: Call, inputs: list[Input], *, first: bool) -> None:
-        """Persist (durable calls), then queue `inputs` made by `make_inputs`."""
+    async def submit(self, call: Call, inputs: list[Input], *, first: bool, key: str | None = None) -> None:
+        """Persist (durable calls, with their idempotency key), then queue `inputs` made by `make_inputs`."""
         if call.durable:
             records = [InputRecord(i.input_id, call.call_id, i.index, i.args, i.method, i.attempt) for i in inputs]
             if first:
-                await self.db.run(self.db.store.insert_call, call.record(), records)
+                await self.db.run(self.db.store.insert_call, call.record(), records, key)
             else:
                 await self.db.run(self.db.store.add_inputs, call.call_id, records, len(call.input_ids))
         self.enqueue(call, inputs)

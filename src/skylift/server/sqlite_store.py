@@ -47,6 +47,8 @@ CREATE TABLE IF NOT EXISTS calls (
     num_inputs INTEGER NOT NULL, closed INTEGER NOT NULL, created_at REAL NOT NULL, finished_at REAL,
     parent_input_id TEXT);
 CREATE INDEX IF NOT EXISTS calls_by_state ON calls (state);
+CREATE TABLE IF NOT EXISTS call_keys (key TEXT PRIMARY KEY, call_id TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS call_keys_by_call ON call_keys (call_id);
 CREATE TABLE IF NOT EXISTS inputs (
     id TEXT PRIMARY KEY, call_id TEXT NOT NULL, idx INTEGER NOT NULL, args BLOB NOT NULL, method TEXT,
     attempt INTEGER NOT NULL, state TEXT NOT NULL);
@@ -200,7 +202,9 @@ class SqliteStore:
 
     _INSERT_INPUT = "INSERT INTO inputs (id, call_id, idx, args, method, attempt, state) VALUES (?, ?, ?, ?, ?, ?, ?)"
 
-    def insert_call(self, call: CallRecord, inputs: list[InputRecord]) -> None:
+    def insert_call(self, call: CallRecord, inputs: list[InputRecord], key: str | None = None) -> None:
+        # The key commits with the call: a retry finds the call exactly when the call exists.
+        keys = [(key, call.call_id)] if key is not None else []
         self._tx([
             ("INSERT INTO calls (id, function_id, params, kind, state, num_inputs, closed, created_at, "
              "finished_at, parent_input_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -224,8 +228,18 @@ class SqliteStore:
     def record_outputs(self, outputs: list[OutputRecord], finished: list[tuple[str, str, float]]) -> None:
         self._tx([
             ("INSERT INTO outputs (input_id, call_id, idx, output, created_at) VALUES (?, ?, ?, ?, ?) "
+            ("INSERT INTO call_keys (key, call_id) VALUES (?, ?)", keys),
              "ON CONFLICT (input_id) DO UPDATE SET output = excluded.output, created_at = excluded.created_at",
              [(o.input_id, o.call_id, o.index, _pack(o.output), o.created_at) for o in outputs]),
+    def call_for_key(self, key: str) -> str | None:
+        row = self._db.execute("SELECT call_id FROM call_keys WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
+    def input_ids(self, call_id: str, start_index: int, limit: int) -> list[str]:
+        rows = self._db.execute("SELECT id FROM inputs WHERE call_id = ? AND idx >= ? ORDER BY idx LIMIT ?",
+                                (call_id, start_index, limit)).fetchall()
+        return [str(r[0]) for r in rows]
+
             # The arguments are not needed once the input is done; the row stays as a marker.
             ("UPDATE inputs SET state = 'done', args = ? WHERE id = ?", [(b"", o.input_id) for o in outputs]),
             ("UPDATE calls SET state = ?, finished_at = ? WHERE id = ?", [(s, at, c) for c, s, at in finished]),
@@ -285,6 +299,7 @@ class SqliteStore:
                 seqs.append(int(cur.lastrowid or 0))
         except BaseException:
             cur.execute("ROLLBACK")
+                ("DELETE FROM call_keys WHERE call_id = ?", rows),
             raise
         cur.execute("COMMIT")
         return seqs
