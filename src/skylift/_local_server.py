@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import _private_home
 from .exception import ConnectionError
 
 START_TIMEOUT = 60.0
@@ -67,8 +68,8 @@ def _pid_alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def _launch_lock(home: Path) -> Iterator[None]:
-    home.mkdir(parents=True, exist_ok=True)
-    with open(home / "launch.lock", "w") as lock:
+    _private_home.make_private(home)
+    with _private_home.open_private(home / "launch.lock", "wb") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -88,7 +89,7 @@ def start(home: Path, *, extra_args: list[str] | None = None, quiet: bool = Fals
         for pid, earlier in list(_launched.items()):  # reap platforms of ours that died (e.g. killed)
             if earlier.poll() is not None:
                 del _launched[pid]
-        log = open(home / "server.log", "ab")
+        log = _private_home.open_private(home / "server.log", "ab")
         env = dict(os.environ)
         env.pop("SKYLIFT_SERVER_URL", None)
         proc = subprocess.Popen(

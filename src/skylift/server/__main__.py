@@ -16,6 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
+from .. import _private_home
 from .control_plane import ControlPlane
 from .embedded_worker import WorkerSupervisor
 
@@ -34,9 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def serve(args: argparse.Namespace) -> int:
     home = Path(args.home).expanduser().resolve()
-    home.mkdir(parents=True, exist_ok=True)
+    _private_home.make_private(home)
     # One control plane per home: a second one would fight over state.db and server.json.
-    lock = open(home / "server.lock", "w")
+    lock = _private_home.open_private(home / "server.lock", "wb")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .._protocol import api
+from .. import _private_home
 from .._protocol.rpc import Address, RpcServer, Session
 from .app_api import AppApi
 from .auth import ADMIN, Authenticator, Routes, load_or_create_token
@@ -71,7 +72,7 @@ class ControlPlane:
     def __init__(self, home: Path | str, *, host: str = "127.0.0.1", port: int = 0, settings: Settings | None = None,
                  clock: Clock | None = None, store: Store | None = None, blobs: BlobStore | None = None) -> None:
         self.home = Path(home).expanduser().resolve()
-        self.home.mkdir(parents=True, exist_ok=True)
+        _private_home.make_private(self.home)  # 0700, its state files 0600 (tightened if made by an older version)
         self.host = host
         self.port = port
         self.settings = settings or Settings()
@@ -88,6 +89,8 @@ class ControlPlane:
         self.blobs: BlobStore = blobs if blobs is not None else FileBlobStore(self.home / "blobs")
         self.catalog = Catalog(self.db)
         self.calls = Calls()
+        if store is None:
+            _private_home.private_file(self.home / "state.db")  # SQLite gives its WAL and shm the same mode
         self.tasks = Tasks()
         self.workers = Workers()
         self.scaler = Scaler(self)
@@ -191,9 +194,7 @@ class ControlPlane:
     def _write_info(self) -> None:
         info = {"url": self.url, "unix_url": self.unix_url, "pid": os.getpid(), "version": self.version,
                 "started_at": self.started_at, "web_url": self.web_url}
-        tmp = self.home / f".server.json.{os.getpid()}"
-        tmp.write_text(json.dumps(info, indent=2) + "\n")
-        os.replace(tmp, self.home / "server.json")
+        _private_home.write_private(self.home / "server.json", json.dumps(info, indent=2) + "\n")
 
     def _remove_info(self) -> None:
         path = self.home / "server.json"
