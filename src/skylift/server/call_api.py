@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._protocol import api, ids
@@ -119,11 +120,23 @@ class CallApi:
             raise invalid("call.start", f"a {kind} call takes exactly one input (got {len(items)})")
         key = self._key(p)
         function = await self._callable(function_id)
-        if key is None:
-            call = Call(ids.new_id("call"), function, self.cp.pools.get(function, params), kind=kind,
+
+        def new_call() -> Call:
+            return Call(ids.new_id("call"), function, self.cp.pools.get(function, params), kind=kind,
                         invocation=invocation, created_at=time.time(), parent_input_id=parent, closed=not more)
-            return await self._start(session, call, items, None)
-        key = scoped("call.start", function_id, key)
+
+        if key is not None:
+            # Shielded: a caller that hangs up mid-way doesn't cut the work in two (stored, then
+            # forgotten); its retry finds the call by the key.
+            return await asyncio.shield(self._keyed_start(session, scoped("call.start", function_id, key),
+                                                          new_call, items, durable=invocation == "async"))
+        call = new_call()
+        if call.durable:
+            return await asyncio.shield(self._start(session, call, items, None))
+        return await self._start(session, call, items, None)
+
+    async def _keyed_start(self, session: Session, key: str, new_call: Callable[[], Call], items: list[Any], *,
+                           durable: bool) -> dict[str, Any]:
         while (seen := self.keys.get(key, self.cp.clock.now())) is not None:
             await seen.done.wait()  # the first request with this key may still be storing its call
             if seen.answer is not None:
@@ -133,11 +146,10 @@ class CallApi:
         entry = self.keys.begin(key, self.cp.clock.now())
         answer: dict[str, Any] | None = None
         try:
-            if invocation == "async":  # maybe stored before a restart, or by a write reported as failed
+            if durable:  # maybe stored before a restart, or by a write reported as failed
                 answer = await self._stored_start(key, len(items))
             if answer is None:
-                call = Call(ids.new_id("call"), function, self.cp.pools.get(function, params), kind=kind,
-                            invocation=invocation, created_at=time.time(), parent_input_id=parent, closed=not more)
+                call = new_call()
                 answer = await self._start(session, call, items, key)
                 entry.call = None if call.durable else call
         finally:
@@ -216,6 +228,10 @@ class CallApi:
         start = p.integer("start_index", minimum=0)
         if not call.durable:
             return await self._put_inputs(call, items, start)
+        # Shielded: a batch being stored when its caller hangs up is stored and queued all the same.
+        return await asyncio.shield(self._put_durable_inputs(call, items, start))
+
+    async def _put_durable_inputs(self, call: Call, items: list[Any], start: int) -> dict[str, Any]:
         # A re-sent batch may arrive while the first is being stored: one batch at a time, so the
         # second sees the first's inputs (and isn't answered before they are stored).
         if call.feed_lock is None:
