@@ -49,7 +49,7 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def _environ(pid: int) -> dict[str, str]:
+def environ(pid: int) -> dict[str, str]:
     try:
         raw = Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:
@@ -137,7 +137,7 @@ class ChaosPlatform:
 
     def container_pids(self) -> list[int]:
         """The processes of this platform's containers (process runtime): they carry a task id."""
-        return [p for p in self._pids() if _environ(p).get("SKYLIFT_TASK_ID")]
+        return [p for p in self._pids() if environ(p).get("SKYLIFT_TASK_ID")]
 
     def _pids(self) -> list[int]:
         """Every live process started under this home (its environment names the home)."""
@@ -146,7 +146,7 @@ class ChaosPlatform:
             if not entry.name.isdigit() or int(entry.name) == os.getpid():
                 continue
             pid = int(entry.name)
-            env = _environ(pid)
+            env = environ(pid)
             if (env.get("SKYLIFT_HOME") == str(self.home) or str(self.home) in env.get("SKYLIFT_SERVER_URL", "")) \
                     and alive(pid):
                 found.append(pid)
