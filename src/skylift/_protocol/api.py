@@ -177,7 +177,9 @@ container.web_receive {input_id, timeout} -> {messages: [AsgiMessage]}
 
 == worker methods ==============================================================================
 worker.register {worker_id?, hostname, resources: {cpu, memory_mb, gpus: {type: count}},
-                 labels: {k: v}, runtimes: [str]} -> {worker_id}
+                 labels: {k: v}, runtimes: [str], task_ids?: [str]} -> {worker_id}
+     task_ids: every container the worker has now (starting or running); the control plane
+     writes off the others it placed there (their inputs run elsewhere, docs/faults.md)
 worker.poll {timeout: float} -> {commands: [WorkerCommand]}        long-poll
 worker.report {events: [TaskEvent]} -> {}
 worker.logs {entries: [{task_id, stream: "stdout"|"stderr"|"system", text, ts}]} -> {}
@@ -211,10 +213,15 @@ TaskSpec         {task_id, token, app_id, function_id, function_tag, image_id, s
                  built before the container starts); without it such a task fails to start.
                  `params`: the pool's Cls parameters (a memory-snapshot template builds the
                  instance before any container of the pool exists).
-TaskEvent        {task_id, state: "running" | "exited", exit_code?: int, message?: str, cause?: str,
-                  profile?: WorkerStartProfile}
+TaskEvent        {task_id, state: "running" | "exited", exit_code?: int, signal?: int, message?: str,
+                  cause?: str, profile?: WorkerStartProfile}
+                 exit_code: 128+N when signal N ended it (`signal`: N); none when it never ran.
                  cause "oom": the container exceeded its memory limit; the inputs it was running
                  fail (user retries apply) with `message`, instead of being re-run elsewhere.
+                 "stopped": the worker stopped it as the control plane asked; "worker_stopping":
+                 the worker stopped it because the worker is shutting down; "start_error": the
+                 worker could not start it (runtime, mounts); "image": its image can't be built.
+                 A signal the platform didn't send (no cause) is an outside kill (docs/faults.md).
 
 WorkerStartProfile {how: "process"|"fork", image_ms, start_ms, template_ms?, pid?, template_pid?,
                     note?}             durations in ms measured by the worker (template_ms: a memory-

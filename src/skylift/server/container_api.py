@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .._protocol.rpc import ErrorCode, RpcError, Session
 from .auth import CONTAINERS, Routes
 from .dispatch import STATUSES
+from .faults import CrashState
 from .params import Params, invalid
 from .queues import Input, InputState
 from .tasks import Task, TaskState
@@ -77,7 +78,7 @@ class ContainerApi:
         task.advance(TaskState.READY)
         task.ever_ready = True
         task.idle_since = self.cp.clock.now()
-        task.pool.crash_streak = 0
+        task.pool.crash = CrashState()  # a container of it works: crash streaks start again
 
     async def ready(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
         task = self._task(session)

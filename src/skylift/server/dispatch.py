@@ -24,7 +24,9 @@ from typing import Any
 
 from .._protocol import api, ids
 from .calls import Call, Calls
+from .catalog import AppState
 from .clock import Clock
+from .faults import CAUSE_OOM, CrashState, Fault, FaultKind, classify_exit, crash_verdict
 from .params import invalid
 from .queues import Input, InputState, Pool, Pools
 from .settings import Settings
@@ -332,10 +334,14 @@ class Dispatcher:
         if task.leased:
             self.requeue_internal(list(task.leased.values()), f"its container was killed ({reason})")
 
-    def task_exited(self, task: Task, exit_code: int | None, message: str = "", *, cause: str = "") -> None:
+    def task_exited(self, task: Task, exit_code: int | None, message: str = "", *, cause: str = "",
+                    signal_number: int | None = None) -> None:
+        """A container ended: settle its leases and count the end by its classification (faults.py)."""
         if not task.alive:
             return
         now = self.clock.now()
+        fault = classify_exit(exit_code=exit_code, signal_number=signal_number, cause=cause,
+                              stop_requested=task.stop_requested, init_failed=task.init_failed)
         task.advance(TaskState.EXITED)
         task.exit_code = exit_code
         worker = self.workers.get(task.worker_id)
@@ -348,7 +354,7 @@ class Dispatcher:
         pool.release_waiters(task)
         code = "unknown" if exit_code is None else str(exit_code)
         detail = f"{message}" if message else ""
-        if task.leased and cause == "oom":
+        if task.leased and cause == CAUSE_OOM:
             # The inputs themselves used the memory: running them elsewhere would only repeat it.
             finals: list[tuple[Input, dict[str, Any]]] = []
             for inp in [i for i in task.leased.values() if i.state is InputState.LEASED]:
@@ -361,31 +367,100 @@ class Dispatcher:
         elif task.leased:
             self.requeue_internal(list(task.leased.values()),
                                   f"its container exited with code {code}" + (f" ({detail})" if detail else ""))
-        if not task.ever_ready and not task.stop_requested and not task.init_failed:
-            streak = self.note_crash(pool, now)
-            function = pool.function
-            text = (f"the container for {function.tag!r} exited with code {code} before it was ready"
-                    + (f": {detail}" if detail else ""))
-            self.system_log(function.app.app_id, task.task_id, function.tag, text)
-            if streak >= self.settings.startup_crash_limit:
-                self.fail_pending(pool, api.STATUS_INIT_FAILURE, f"{text} ({streak} times in a row)")
+        if fault.kind is not FaultKind.PLATFORM_STOP:
+            self._count_exit(task, fault, code, detail, now)
         self.wake_scaler()
 
-    def note_crash(self, pool: Pool, now: float) -> int:
-        pool.crash_streak += 1
-        pool.backoff_until = now + min(2.0 ** (pool.crash_streak - 1) * 0.5, self.settings.crash_backoff_max)
-        return pool.crash_streak
+    def _count_exit(self, task: Task, fault: Fault, code: str, detail: str, now: float) -> None:
+        """Log the end with its classification; before ready, update the pool's crash loop."""
+        pool = task.pool
+        function = pool.function
+        when = "before it was ready" if not task.ever_ready else "while running"
+        cost = ("counted as a crash of the function" if fault.kind is FaultKind.USER and not task.ever_ready
+                else "its inputs run again; not counted against retries or the crash limit")
+        text = f"the container for {function.tag!r} exited with code {code} {when}" + (f": {detail}" if detail else "")
+        if task.init_failed:
+            return  # init_failed already counted and logged it
+        self.system_log(function.app.app_id, task.task_id, function.tag,
+                        f"{text} [{fault.kind.value}: {fault.reason}; {cost}]")
+        if task.ever_ready:
+            return
+        verdict = crash_verdict(fault, pool.crash, now=now, user_limit=self.settings.startup_crash_limit,
+                                platform_limit=self.settings.internal_retry_cap,
+                                backoff_max=self.settings.crash_backoff_max)
+        if verdict is None:
+            return
+        pool.crash = verdict.state
+        pool.crash_definition = task.definition
+        pool.backoff_until = max(pool.backoff_until, now + verdict.backoff)
+        if verdict.give_up:
+            if fault.kind is FaultKind.USER:
+                self.give_up_on(pool, api.STATUS_INIT_FAILURE, f"{text} ({verdict.state.streak} times in a row)")
+            else:
+                self.give_up_on(pool, api.STATUS_INTERNAL_FAILURE,
+                                f"{text} ({verdict.state.platform_streak} times in a row)")
+
+    def give_up_on(self, pool: Pool, status: str, message: str, *, traceback: str = "",
+                   leased: list[Input] | None = None) -> None:
+        """The pool's containers keep failing before ready: fail what callers wait for, keep spawned work.
+
+        Sync inputs fail (their callers are connected). Spawned inputs of a deployed app wait for a
+        fixed deploy (or for the pool's next try, every `crash_backoff_max` at most), as Modal's do;
+        an app that can't be redeployed fails them too, and stopping an app fails whatever waits.
+        """
+        pool.crash_message = message
+        waiting = [inp for inp in (leased or []) if inp.state is InputState.LEASED] + pool.drain()
+        keep = pool.function.app.state is AppState.DEPLOYED
+        held = [inp for inp in waiting if keep and inp.call.durable]
+        failed = [inp for inp in waiting if not (keep and inp.call.durable)]
+        now = self.clock.now()
+        for inp in held:
+            if inp.task is not None:
+                inp.task.release(inp, now)
+                inp.task = None
+        pool.enqueue(held, now, front=True)
+        self.finish_soon([(inp, error_output(inp, status, message, traceback=traceback)) for inp in failed])
+        if held:
+            function = pool.function
+            self.system_log(function.app.app_id, "", function.tag,
+                            f"{len(held)} spawned input(s) of {function.tag!r} wait for a fixed deploy "
+                            f"(`skylift deploy`); the next try is in {pool.backoff_until - now:.0f}s")
+
+    def check_crash_loop(self, pool: Pool) -> None:
+        """Before the scaler starts containers: a redeploy ends a crash loop; a pool that gave up answers
+        new sync inputs at once (until a redeploy or its next try gets a container ready)."""
+        if pool.crash_definition is not None and pool.crash_definition is not pool.function.definition:
+            pool.crash = CrashState()  # new code: try it at once
+            pool.crash_definition = None
+            pool.crash_message = ""
+            pool.backoff_until = 0.0
+            return
+        gave_up = (pool.crash.streak >= self.settings.startup_crash_limit
+                   or pool.crash.platform_streak >= self.settings.internal_retry_cap)
+        if not (pool.crash_message and gave_up and pool.n_pending):
+            return
+        if any(not inp.call.durable for _, inp in pool.pending if inp.state is InputState.PENDING):
+            status = (api.STATUS_INIT_FAILURE if pool.crash.streak >= self.settings.startup_crash_limit
+                      else api.STATUS_INTERNAL_FAILURE)
+            self.give_up_on(pool, status, pool.crash_message)
 
     def init_failed(self, task: Task, error: str, traceback: str) -> None:
-        """The container couldn't import the code or run @enter: fail what waits instead of looping."""
+        """The container couldn't import the code or run @enter: fail what callers wait for instead of looping."""
         task.init_failed = True
         pool = task.pool
-        self.note_crash(pool, self.clock.now())
-        inputs = [inp for inp in task.leased.values() if inp.state is InputState.LEASED] + pool.drain()
-        self.finish_soon([(inp, error_output(inp, api.STATUS_INIT_FAILURE, error, traceback=traceback))
-                          for inp in inputs])
+        now = self.clock.now()
+        verdict = crash_verdict(classify_exit(exit_code=None, init_failed=True), pool.crash, now=now,
+                                user_limit=self.settings.startup_crash_limit,
+                                platform_limit=self.settings.internal_retry_cap,
+                                backoff_max=self.settings.crash_backoff_max)
+        assert verdict is not None
+        pool.crash = verdict.state
+        pool.crash_definition = task.definition
+        pool.backoff_until = max(pool.backoff_until, now + verdict.backoff)
         self.system_log(pool.function.app.app_id, task.task_id, pool.function.tag,
-                        f"the container for {pool.function.tag!r} failed to start: {error}")
+                        f"the container for {pool.function.tag!r} failed to start: {error} "
+                        f"[user: counted as a crash of the function]")
+        self.give_up_on(pool, api.STATUS_INIT_FAILURE, error, traceback=traceback, leased=list(task.leased.values()))
         self.stop_task(task, "init failed")
 
     def timeout_inputs(self, task: Task, timed_out: list[tuple[Input, float]]) -> None:

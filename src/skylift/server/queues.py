@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .faults import CrashState
+
 if TYPE_CHECKING:
     from .calls import Call
     from .catalog import FunctionEntry
@@ -78,7 +80,9 @@ class Pool:
         self.waiters: deque[Waiter] = deque()
         self.tasks: dict[str, Task] = {}
         self.last_active: float | None = None
-        self.crash_streak = 0
+        self.crash = CrashState()  # crash-loop bookkeeping (faults.py)
+        self.crash_definition: dict[str, Any] | None = None  # the definition whose containers crashed
+        self.crash_message = ""  # why the pool gave up, for sync inputs that arrive meanwhile
         self.backoff_until = 0.0
         self.n_calls = 0  # calls in memory that feed this pool
         self._on_backlog = on_backlog

@@ -80,6 +80,7 @@ class Scaler:
                 self.cp.pools.drop(pool)
                 self._reported.pop(pool, None)
             return
+        self.cp.dispatcher.check_crash_loop(pool)
         live = [t for t in pool.tasks.values() if not t.stop_requested]
         snapshot = PoolSnapshot(
             backlog=pool.n_pending,

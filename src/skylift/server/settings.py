@@ -20,8 +20,9 @@ class Settings:
     stop_grace: float = 30.0
     # A container whose connection dropped (or that ran before a restart) has this long to call back.
     reconnect_grace: float = 10.0
-    # A disconnected worker's containers are written off after this long.
-    worker_grace: float = api.LEASE_SECONDS
+    # A worker whose connection closed has this long to register again (it redials within 5 s)
+    # before its containers are written off and their inputs run elsewhere.
+    worker_grace: float = 10.0
     # Platform failures (crash, lost worker, expired lease) re-run an input without counting
     # against user retries, up to this many times (Modal's input plane uses 8).
     internal_retry_cap: int = 8

@@ -8,7 +8,8 @@
 * stops: a container told to stop that hasn't gone after its grace is killed; one that never
   reports its exit is written off;
 * ephemeral apps whose client stopped heartbeating are stopped;
-* workers gone past their grace lose their containers;
+* workers that didn't reconnect within their grace lose their containers (at once when the
+  embedded worker's supervisor saw it exit: `WorkerApi.lose`);
 * sync calls whose caller went away are cancelled; finished calls leave memory;
 * spawned calls' results and app logs expire after OUTPUT_TTL.
 """
@@ -102,11 +103,9 @@ class Sweeper:
         for worker in self.cp.workers.all():
             if worker.connected or worker.disconnected_at is None:
                 continue
-            if now - worker.disconnected_at > self.cp.settings.worker_grace:
-                for task in self.cp.tasks.of_worker(worker.worker_id):
-                    self.cp.dispatcher.task_exited(task, None, "its worker was lost")
-                self.cp.workers.remove(worker)
-                self.cp.images.on_worker_change()
+            gone = now - worker.disconnected_at
+            if gone > self.cp.settings.worker_grace:
+                self.cp.worker_api.lose(worker, f"its worker {worker.worker_id} did not reconnect for {gone:.0f}s")
 
     def _sweep_calls(self, now: float) -> None:
         settings = self.cp.settings

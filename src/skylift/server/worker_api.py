@@ -6,10 +6,12 @@ Logs (`worker.logs`) and image progress (`worker.image_progress`) are served by 
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from .._protocol.rpc import ErrorCode, RpcError, Session
 from .auth import WORKERS, Routes
+from .faults import CAUSE_WORKER_LOST
 from .longpoll import Deadline
 from .params import Params, invalid
 from .tasks import TaskState
@@ -17,6 +19,8 @@ from .workers import Worker
 
 if TYPE_CHECKING:
     from .control_plane import ControlPlane
+
+log = logging.getLogger("skylift.server")
 
 
 class WorkerApi:
@@ -67,9 +71,35 @@ class WorkerApi:
             if task.alive and not task.reserved:
                 worker.reserve(task.placed)
                 task.reserved = True
+        if raw.get("task_ids") is not None:  # what it runs now: the others of ours are gone with it
+            self._write_off_missing(worker, set(p.strings("task_ids")))
         self.cp.images.on_worker_change()
         self.cp.scaler.wake()
         return {"worker_id": worker.worker_id}
+
+    def _write_off_missing(self, worker: Worker, running: set[str]) -> None:
+        queued = {c["task"]["task_id"] for c in worker.commands if c.get("op") == "start_task"}
+        for task in self.cp.tasks.of_worker(worker.worker_id):
+            if task.alive and task.task_id not in running and task.task_id not in queued:
+                self.cp.dispatcher.task_exited(task, None, f"its worker {worker.worker_id} came back without it",
+                                               cause=CAUSE_WORKER_LOST)
+
+    def lose(self, worker: Worker, reason: str) -> None:
+        """Write off a worker that is gone (its process exited, or it didn't come back): its containers
+        exited (INFRA, not charged to retries or crash limits) and their inputs run elsewhere now."""
+        tasks = [t for t in self.cp.tasks.of_worker(worker.worker_id) if t.alive]
+        if tasks:
+            log.warning("writing off %d container(s) of worker %s: %s", len(tasks), worker.worker_id, reason)
+        for task in tasks:
+            self.cp.dispatcher.task_exited(task, None, reason, cause=CAUSE_WORKER_LOST)
+        self.cp.workers.remove(worker)
+        self.cp.images.on_worker_change()
+        self.cp.scaler.wake()
+
+    def lose_by_id(self, worker_id: str, reason: str) -> None:
+        worker = self.cp.workers.get(worker_id)
+        if worker is not None:
+            self.lose(worker, reason)
 
     async def poll(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
         p = Params("worker.poll", raw)
@@ -100,9 +130,11 @@ class WorkerApi:
                 code = event.get("exit_code")
                 message = event.get("message")
                 cause = event.get("cause")
+                signal_number = event.get("signal")
                 self.cp.dispatcher.task_exited(task, code if isinstance(code, int) else None,
                                                message if isinstance(message, str) else "",
-                                               cause=cause if isinstance(cause, str) else "")
+                                               cause=cause if isinstance(cause, str) else "",
+                                               signal_number=signal_number if isinstance(signal_number, int) else None)
             else:
                 raise invalid("worker.report", f"events[{n}].state must be 'running' or 'exited', got {state!r}")
         return {}

@@ -57,6 +57,7 @@ class Task:
     state: str = "starting"  # starting -> running -> exited
     stop_requested: bool = False
     kill: bool = False
+    shutting_down: bool = False  # stopped because this worker is stopping, not because it was asked
     stderr_tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=EXIT_MESSAGE_LINES))
     runner: asyncio.Task[None] | None = None
 
@@ -99,12 +100,14 @@ class WorkerAgent:
                                   "labels": self.labels, "runtimes": [self.runtime.name]}
         if self.worker_id:
             params["worker_id"] = self.worker_id
+        # Every container it has (starting ones too): the control plane writes off the others it placed here.
+        params["task_ids"] = list(self.tasks)
+        running = [{"task_id": tid, "state": "running"} for tid, t in self.tasks.items() if t.state == "running"]
         result = await client.call("worker.register", params)
         if self.worker_id and result["worker_id"] != self.worker_id:
             log.warning("the control plane renamed this worker %s -> %s", self.worker_id, result["worker_id"])
         self.worker_id = result["worker_id"]
         self.rpc.hello_params["worker_id"] = self.worker_id
-        running = [{"task_id": tid, "state": "running"} for tid, t in self.tasks.items() if t.state == "running"]
         if running:
             await client.call("worker.report", {"events": running})
         log.info("registered as %s (%d running container(s))", self.worker_id, len(running))
@@ -114,8 +117,11 @@ class WorkerAgent:
         await self.rpc.call("worker.logs", {"entries": entries})
 
     async def report(self, task_id: str, state: str, exit_code: int | None = None, message: str | None = None,
-                     cause: str | None = None, profile: dict[str, Any] | None = None) -> None:
+                     cause: str | None = None, profile: dict[str, Any] | None = None,
+                     signal_number: int | None = None) -> None:
         event: dict[str, Any] = {"task_id": task_id, "state": state}
+        if signal_number is not None:
+            event["signal"] = signal_number
         if profile:
             event["profile"] = profile
         if exit_code is not None:
@@ -311,7 +317,9 @@ class WorkerAgent:
         except Exception as exc:
             message = str(exc) if isinstance(exc, BuildError) else f"{type(exc).__name__}: {exc}"
             self.system_log(task_id, f"container could not start: {message}")
-            await self.report(task_id, "exited", message=f"container could not start: {message}")
+            # A broken image is the function's; anything else (runtime, mounts) is this worker's fault.
+            await self.report(task_id, "exited", message=f"container could not start: {message}",
+                              cause="image" if isinstance(exc, BuildError) else "start_error")
             await self.storage_mounts.detach(task_id)
             self._forget(task_id, scratch)
             return
@@ -330,12 +338,15 @@ class WorkerAgent:
             message = f"killed by signal {code - 128}"
         explained = self.runtime.exit_reason(task_id) if isinstance(self.runtime, ExplainsExits) else None
         cause = None
+        if task.stop_requested:  # we stopped it (docs/faults.md): not the function's fault nor an outside kill
+            cause = "worker_stopping" if task.shutting_down else "stopped"
         if explained is not None:  # e.g. ("oom", "the container exceeded its memory limit of 64 MiB ...")
             cause, message = explained
         if code != 0 and task.stderr_tail and not task.stop_requested:
             message += "; last output:\n" + "\n".join(task.stderr_tail)
         self.system_log(task_id, f"container {message}")
-        await self.report(task_id, "exited", exit_code=code, message=message, cause=cause)
+        await self.report(task_id, "exited", exit_code=code, message=message, cause=cause,
+                          signal_number=code - 128 if code > 128 else None)
         self._forget(task_id, scratch)
 
     def _forget(self, task_id: str, scratch: Path) -> None:
@@ -354,6 +365,8 @@ class WorkerAgent:
 
     async def shutdown(self) -> None:
         runners = [t.runner for t in self.tasks.values() if t.runner is not None]
+        for mine in self.tasks.values():
+            mine.shutting_down = True
         for task_id in list(self.tasks):
             await self.stop_task(task_id)
         if runners:
