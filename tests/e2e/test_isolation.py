@@ -60,3 +60,35 @@ def test_cpu_and_memory_requests_are_limits_and_block_network_leaves_loopback(is
     assert seen["memory"] == str(96 << 20)
     # The function still answers: the control plane is reached through its socket, not the network.
     assert isolation.offline.remote() == ["lo"]
+
+
+def test_a_function_that_asks_nothing_gets_default_limits(isolation: Any) -> None:
+    from skylift.worker.container_limits import Host, container_limits
+
+    expected = container_limits({}, {}, Host.this())  # the worker is this machine
+    seen = isolation.defaults.remote()
+    assert seen["memory"] == str(expected.memory_limit_mb << 20)
+    assert seen["cpu"].split()[0] == str(int(expected.cpu_limit * 100_000))  # v1 quota or v2 cpu.max
+    assert seen["shares"] in ("128", "5")  # Modal's default request, 0.125 core (v1 cpu.shares / v2 cpu.weight)
+
+
+@pytest.mark.parametrize("path", ["/tmp/big", "/root/big"])
+def test_writing_past_the_ephemeral_disk_is_enospc_and_stays_bounded(isolation: Any, platform: Any,
+                                                                     path: str) -> None:
+    seen = isolation.fill.remote(path)
+    assert seen["errno"] == 28 and seen["written"] <= 64 << 20  # ENOSPC at 64 MiB, not an OOM kill
+    assert "tmpfs" not in seen["tmp_mounts"]  # /tmp is on the bounded disk, not in RAM
+    image = platform.home / "tasks" / seen["task_id"] / "sandbox" / "disk.img"
+    assert image.stat().st_blocks * 512 <= 72 << 20  # the host's disk holds what was written, no more
+    with pytest.raises(OSError) as info:
+        isolation.fill.remote(path, fail=True)
+    told = "\n".join([str(info.value), *getattr(info.value, "__notes__", [])])
+    assert "ephemeral disk (64 MiB" in told and "ephemeral_disk=" in told, told
+
+
+def test_the_platforms_state_files_are_private(platform: Any) -> None:
+    home = platform.home
+    assert os.stat(home).st_mode & 0o777 == 0o700
+    for name in ("state.db", "state.db-wal", "server.log", "server.json", "token"):
+        if (home / name).exists():
+            assert (home / name).stat().st_mode & 0o777 == 0o600, name

@@ -11,7 +11,8 @@ import pytest
 import skylift.worker.container_task
 import skylift.worker.runtimes
 from skylift.worker.container_images import LayeredImage
-from skylift.worker.container_task import ContainerTaskError, container_spec, control_plane_access, limits
+from skylift.worker.container_limits import Host
+from skylift.worker.container_task import ContainerTaskError, container_spec, control_plane_access
 from skylift.worker.runtimes import Choice, RuntimeUnavailable, choose
 
 YES = (True, "bubblewrap 0.8.0 + overlayfs + cgroup v1")
@@ -43,14 +44,20 @@ def test_an_explicit_container_runtime_that_cant_run_is_an_error_naming_why() ->
         choose("docker", YES, False)
 
 
+HOST = Host(cpus=32, memory_mb=65536)
+
+
 @pytest.mark.parametrize(("resources", "expected"), [
-    ({}, (None, None)),
-    ({"cpu": None, "cpu_limit": None, "memory": None, "memory_limit": None}, (None, None)),
+    # nothing asked: Modal's default request, with limits that protect the host (container_limits.py)
+    ({}, (16.125, 8192)),
+    ({"cpu": None, "cpu_limit": None, "memory": None, "memory_limit": None}, (16.125, 8192)),
     ({"cpu": 0.25, "memory": 64}, (0.25, 64)),
     ({"cpu": 1.0, "cpu_limit": 4.0, "memory": 512, "memory_limit": 2048}, (4.0, 2048)),
 ])
-def test_limits(resources: dict[str, float | int | None], expected: tuple[float | None, int | None]) -> None:
-    assert limits(resources) == expected
+def test_limits(resources: dict[str, float | int | None], expected: tuple[float, int]) -> None:
+    task = {**TASK, "definition": {"resources": resources}}
+    spec = container_spec(task, _image(), mount_root=None, scratch=Path("/scratch"), host=HOST)
+    assert (spec.resources["cpu_limit"], spec.resources["memory_limit"]) == expected
 
 
 def test_a_dedicated_socket_directory_is_bound_whole(tmp_path: Path) -> None:
@@ -100,6 +107,8 @@ def test_container_spec_speaks_in_container_paths(tmp_path: Path) -> None:
     assert env["SECRET"] == "s3" and env["HTTPS_PROXY"] == "http://proxy:3128" and env["MODAL_IS_REMOTE"] == "1"
     assert "SKYLIFT_TOKEN" not in env and "SSL_CERT_FILE" not in env and "VIRTUAL_ENV" not in env
     assert spec.resources["cpu_limit"] == 0.5 and spec.resources["memory_limit"] == 64
+    assert spec.resources["cpu_request"] == 0.5 and spec.resources["ephemeral_disk_mb"] == 10240
+    assert env["SKYLIFT_EPHEMERAL_DISK_MB"] == "10240"
     assert spec.block_network is True
     assert {c for _, c, _ in spec.binds} >= {"/opt/skylift-runtime/skylift", "/opt/skylift-runtime/msgpack"}
     assert all(read_only for _, _, read_only in spec.binds)

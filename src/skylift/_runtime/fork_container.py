@@ -160,9 +160,11 @@ def _build_root(spec: dict[str, Any], binds: list[tuple[int, str, bool]], views:
         os.close(fd)
         if read_only:
             mount(None, root + path, None, _libc.MS_BIND | _libc.MS_REMOUNT | _libc.MS_RDONLY | nosuid_nodev)
+    tmp_mb = spec.get("tmp_mb")  # /tmp is bounded by the ephemeral disk (and, as RAM, by the memory limit)
     for point in ("/tmp", "/dev/shm"):
         if os.path.isdir(root + point):
-            mount("tmpfs", root + point, "tmpfs", nosuid_nodev, "mode=1777")
+            size = f",size={int(tmp_mb)}m" if tmp_mb and point == "/tmp" else ""
+            mount("tmpfs", root + point, "tmpfs", nosuid_nodev, "mode=1777" + size)
     if os.path.isdir(root + "/dev/pts"):
         mount("devpts", root + "/dev/pts", "devpts", _libc.MS_NOSUID | _libc.MS_NOEXEC,
               "newinstance,ptmxmode=0666,mode=620")

@@ -26,6 +26,7 @@ from .._protocol import api
 from .._serialization import deserialize, failure_output, serialize, success_output
 from ..exception import InputCancellation, InvalidError
 from .container_io import Caller, GenStream, OutputSender
+from .disk_full import annotate
 from .user_code import Service, Target
 
 # How long a `get_inputs` long-poll may stay open; below the control plane's ceiling.
@@ -84,6 +85,7 @@ def _strip_runtime_frames(exc: BaseException) -> BaseException:
 
 
 def _failure(exc: BaseException) -> dict[str, Any]:
+    annotate(exc)  # a full ephemeral disk is named as such
     return failure_output(_strip_runtime_frames(exc))
 
 

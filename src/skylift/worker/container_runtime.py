@@ -57,10 +57,12 @@ class SandboxRuntime:
     def _sandbox_spec(self, spec: ContainerSpec) -> SandboxSpec:
         scratch = spec.scratch or Path("/tmp") / "skylift-containers" / spec.task_id
         cpu, memory = spec.resources.get("cpu_limit"), spec.resources.get("memory_limit")
+        cpu_request, disk = spec.resources.get("cpu_request"), spec.resources.get("ephemeral_disk_mb")
         return SandboxSpec(
             layers=list(spec.layers), command=list(spec.argv), task_id=spec.task_id, state_dir=scratch / "sandbox",
             env=dict(spec.env), cwd=str(spec.cwd), binds=[(h, c, ro) for h, c, ro in spec.binds],
             cpu=float(cpu) if cpu else None, memory_mb=int(memory) if memory else None,
+            cpu_request=float(cpu_request) if cpu_request else None, disk_mb=int(disk) if disk else None,
             block_network=spec.block_network)
 
     async def start(self, spec: ContainerSpec, on_output: OutputSink) -> None:

@@ -10,7 +10,9 @@
                 function env); PYTHONPATH=/root:<image's>:/opt/skylift-runtime; PYTHONUNBUFFERED=1;
                 SKYLIFT_SERVER_URL=unix:///run/skylift/server.sock, SKYLIFT_TASK_ID/TOKEN, MODAL_IS_REMOTE=1
     cwd         the image's workdir, else /root (Modal's)
-    limits      `limits()`: CPU quota and memory limit from the function's resources
+    limits      `container_limits.container_limits`: CPU weight and quota, memory limit and
+                ephemeral disk from the function's resources, else defaults that protect the host
+                (SKYLIFT_EPHEMERAL_DISK_MB tells the runtime the disk's size for its error message)
 
 Nothing of the worker's own environment (its token, its venv, its certificate paths, which mean
 nothing inside an image) reaches the container.
@@ -26,6 +28,7 @@ from typing import Any
 from .._protocol import api
 from .container_images import LayeredImage
 from .container_layout import CONTROL_DIR, DEFAULT_PATH, RUNTIME_DIR, SOURCE_ROOT, Bind, runtime_binds
+from .container_limits import Host, container_limits
 from .runtime import ContainerSpec
 
 ENTRYPOINT = ["-m", "skylift._runtime"]
@@ -34,23 +37,6 @@ HOST_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy
 
 class ContainerTaskError(Exception):
     """The task can't run in a container as asked (e.g. its image has no Python)."""
-
-
-def limits(resources: dict[str, Any]) -> tuple[float | None, int | None]:
-    """(CPU quota in cores, memory limit in MiB) from a FunctionDefinition's `resources`.
-
-    An explicit limit wins; else the request is the limit (`cpu=0.5` gets half a core, `memory=64`
-    is killed past 64 MiB); nothing asked, nothing enforced.
-
-    Example:
-        >>> limits({"cpu": 1.0, "cpu_limit": 2.0, "memory": 512, "memory_limit": None})
-        (2.0, 512)
-        >>> limits({})
-        (None, None)
-    """
-    cpu = resources.get("cpu_limit") or resources.get("cpu")
-    memory = resources.get("memory_limit") or resources.get("memory")
-    return (float(cpu) if cpu else None), (int(memory) if memory else None)
 
 
 def control_plane_access(server_url: str) -> tuple[str, list[Bind]]:
@@ -76,16 +62,17 @@ def control_plane_access(server_url: str) -> tuple[str, list[Bind]]:
 
 
 def container_spec(task: dict[str, Any], image: LayeredImage, *, mount_root: Path | None, scratch: Path,
-                   gpu_indices: list[int] | None = None, host_env: dict[str, str] | None = None) -> ContainerSpec:
+                   gpu_indices: list[int] | None = None, host_env: dict[str, str] | None = None,
+                   host: Host | None = None) -> ContainerSpec:
     if not image.python_path:
         raise ContainerTaskError(f"image {image.image_id} has no Python (no python3 or python on its PATH), so "
                                  "skylift can't run functions in it; use Image.debian_slim() or an image with Python")
     if gpu_indices:
         raise ContainerTaskError("the container runtime can't pass GPUs through yet; run GPU workers with "
                                  "SKYLIFT_RUNTIME=process")
-    host = dict(os.environ if host_env is None else host_env)
+    host_vars = dict(os.environ if host_env is None else host_env)
     env = {"HOME": "/root", "LANG": "C.UTF-8", "PATH": DEFAULT_PATH}
-    env.update({k: host[k] for k in HOST_VARS if k in host})
+    env.update({k: host_vars[k] for k in HOST_VARS if k in host_vars})
     env.update(image.env)
     env.update({str(k): str(v) for k, v in (task.get("env") or {}).items()})
     env["PYTHONPATH"] = ":".join(p for p in (SOURCE_ROOT, env.get("PYTHONPATH"), RUNTIME_DIR) if p)
@@ -96,9 +83,11 @@ def container_spec(task: dict[str, Any], image: LayeredImage, *, mount_root: Pat
     env[api.ENV_TASK_TOKEN] = task["token"]
     env[api.ENV_IS_REMOTE] = "1"
     definition = task.get("definition") or {}
-    cpu, memory = limits(dict(definition.get("resources") or {}))
     resources = dict(task.get("resources") or {})
-    resources.update(cpu_limit=cpu, memory_limit=memory)
+    limits = container_limits(dict(definition.get("resources") or {}), resources, host or Host.this())
+    resources.update(cpu_request=limits.cpu_request, cpu_limit=limits.cpu_limit,
+                     memory_limit=limits.memory_limit_mb, ephemeral_disk_mb=limits.ephemeral_disk_mb)
+    env[api.ENV_EPHEMERAL_DISK_MB] = str(limits.ephemeral_disk_mb)
     return ContainerSpec(
         task_id=task["task_id"], argv=[image.python_path, *ENTRYPOINT], env=env,
         cwd=Path(image.workdir or SOURCE_ROOT), image_root=image.root, resources=resources, mount_root=mount_root,

@@ -295,12 +295,14 @@ class SnapshotRuntime:
         from .container.forked import ForkedSandbox
         from .container_runtime import container_binds
         cpu, memory = spec.resources.get("cpu_limit"), spec.resources.get("memory_limit")
+        cpu_request, disk = spec.resources.get("cpu_request"), spec.resources.get("ephemeral_disk_mb")
         binds = [(str(h), c, ro) for h, c, ro in container_binds(spec)]
         try:
             return await asyncio.to_thread(
                 ForkedSandbox.prepare, spec.task_id, template.directory / "forks" / spec.task_id,
                 cpu=float(cpu) if cpu else None, memory_mb=int(memory) if memory else None,
-                block_network=spec.block_network, binds=binds)
+                block_network=spec.block_network, binds=binds,
+                cpu_request=float(cpu_request) if cpu_request else None, tmp_mb=int(disk) if disk else None)
         except Exception as exc:
             raise TemplateUnavailable(f"the forked container's cgroups or network could not be set up: {exc}") from None
 

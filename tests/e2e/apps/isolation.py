@@ -9,7 +9,7 @@ from typing import Any
 
 import skylift as modal
 
-from .probes import cgroup_limits
+from .probes import cgroup_limits, read_first
 
 app = modal.App("e2e-isolation")
 
@@ -50,3 +50,30 @@ def offline() -> list[str]:
     import socket
 
     return [name for _, name in socket.if_nameindex()]
+
+
+@app.function()
+def defaults() -> dict[str, str]:
+    return {**cgroup_limits(), "shares": read_first("/sys/fs/cgroup/cpu/cpu.shares", "/sys/fs/cgroup/cpu.weight")}
+
+
+@app.function(ephemeral_disk=64, memory=512)
+def fill(path: str, fail: bool = False) -> dict[str, Any]:
+    """Write up to 256 MiB to `path` on a 64 MiB ephemeral disk; with `fail`, let the error out."""
+    written = 0
+    try:
+        with open(path, "wb") as f:
+            while written < 256 << 20:
+                f.write(b"x" * (1 << 20))
+                written += 1 << 20
+            os.fsync(f.fileno())
+        error = None
+    except OSError as exc:
+        if fail:
+            raise
+        error = exc.errno
+    finally:
+        if os.path.exists(path):
+            os.remove(path)
+    mounts = [line.split(" - ")[1].split()[0] for line in open("/proc/self/mountinfo") if line.split()[4] == "/tmp"]
+    return {"errno": error, "written": written, "task_id": os.environ["SKYLIFT_TASK_ID"], "tmp_mounts": mounts}

@@ -27,9 +27,30 @@ class CgroupError(RuntimeError):
 
 @dataclass(frozen=True)
 class CgroupLimits:
-    cpu: float | None = None  # cores
+    cpu: float | None = None  # cores: a hard cap (CFS quota)
     memory_mb: int | None = None
     pids_max: int | None = None
+    cpu_request: float | None = None  # cores: the share of contended CPUs (cpu.shares / cpu.weight)
+
+
+def cpu_shares(cores: float) -> int:
+    """cgroup v1 `cpu.shares` for a request of `cores`: 1024 a core, as Kubernetes and Docker count.
+
+    Example:
+        >>> cpu_shares(0.125), cpu_shares(2), cpu_shares(0.0001)
+        (128, 2048, 2)
+    """
+    return min(262144, max(2, round(cores * 1024)))
+
+
+def cpu_weight(cores: float) -> int:
+    """cgroup v2 `cpu.weight` for a request of `cores` (the shares mapped onto 1-10000, as runc does).
+
+    Example:
+        >>> cpu_weight(0.125), cpu_weight(1)
+        (5, 39)
+    """
+    return 1 + ((cpu_shares(cores) - 2) * 9999) // 262142
 
 
 @dataclass(frozen=True)
@@ -174,6 +195,8 @@ class Cgroup:
             memsw = self._dir("memory") / "memory.memsw.limit_in_bytes"
             if memsw.exists():  # no swapping past the limit: swap would hide the OOM for minutes
                 _write(memsw, limit)
+        if limits.cpu_request is not None:
+            _write(self._dir("cpu") / "cpu.shares", str(cpu_shares(limits.cpu_request)))
         if limits.cpu is not None:
             _write(self._dir("cpu") / "cpu.cfs_period_us", str(CFS_PERIOD_US))
             _write(self._dir("cpu") / "cpu.cfs_quota_us", str(max(1000, int(limits.cpu * CFS_PERIOD_US))))
@@ -196,6 +219,8 @@ class Cgroup:
             _write(d / "memory.max", str(limits.memory_mb << 20))
             if (d / "memory.swap.max").exists():
                 _write(d / "memory.swap.max", "0")
+        if limits.cpu_request is not None:
+            _write(d / "cpu.weight", str(cpu_weight(limits.cpu_request)))
         if limits.cpu is not None:
             _write(d / "cpu.max", f"{max(1000, int(limits.cpu * CFS_PERIOD_US))} {CFS_PERIOD_US}")
         if limits.pids_max is not None:

@@ -37,8 +37,10 @@ _FORK_DIR = str(Path(FORK_ROOT).parent)
 
 class ForkedSandbox:
     def __init__(self, task_id: str, layers_dir: Path, cgroup: Cgroup, netns: network.Netns | None,
-                 memory_mb: int | None, binds: list[tuple[str, str, bool]] | None = None) -> None:
+                 memory_mb: int | None, binds: list[tuple[str, str, bool]] | None = None,
+                 tmp_mb: int | None = None) -> None:
         self.task_id = task_id
+        self.tmp_mb = tmp_mb  # the size of its /tmp tmpfs (its ephemeral disk); None: its memory limit
         self.binds = list(binds or [])  # (host path, container path, read_only): volumes, bucket mounts
         self.layers_dir = layers_dir
         self.memory_mb = memory_mb
@@ -49,15 +51,16 @@ class ForkedSandbox:
 
     @classmethod
     def prepare(cls, task_id: str, layers_dir: Path, *, cpu: float | None, memory_mb: int | None,
-                block_network: bool, binds: list[tuple[str, str, bool]] | None = None) -> ForkedSandbox:
+                block_network: bool, binds: list[tuple[str, str, bool]] | None = None,
+                cpu_request: float | None = None, tmp_mb: int | None = None) -> ForkedSandbox:
         cgroup = Cgroup(cgroup_name(task_id))
         netns: network.Netns | None = None
         try:
-            cgroup.create(CgroupLimits(cpu, memory_mb, DEFAULT_PIDS_MAX))
+            cgroup.create(CgroupLimits(cpu, memory_mb, DEFAULT_PIDS_MAX, cpu_request=cpu_request))
             if not block_network:
                 pool = network.fork_pool()
                 netns = pool.try_acquire() or pool.acquire()
-            forked = cls(task_id, layers_dir, cgroup, netns, memory_mb, binds)
+            forked = cls(task_id, layers_dir, cgroup, netns, memory_mb, binds, tmp_mb)
             forked._open_fds()
         except BaseException:
             with contextlib.suppress(Exception):
@@ -96,7 +99,7 @@ class ForkedSandbox:
             "cgroup_views": [[views_from + i, name] for i, (_, name) in enumerate(views)],
             "binds": [[binds_from + i, path, read_only] for i, (_, path, read_only) in enumerate(self.binds)],
             "lower": FORK_ROOT, "layers": f"{FORK_LAYERS}/{self.task_id}", "fork_dir": _FORK_DIR,
-            "hostname": "skylift", "capabilities": sorted(policy.CAPABILITIES.values()),
+            "hostname": "skylift", "tmp_mb": self.tmp_mb, "capabilities": sorted(policy.CAPABILITIES.values()),
             "seccomp": seccomp.compiled_filter(host.runtime_dir()).read_bytes(),
             "read_only_proc_dirs": list(policy.READ_ONLY_PROC_DIRS),
             "masked_proc_files": list(policy.MASKED_PROC_FILES), "masked_proc_dirs": list(policy.MASKED_PROC_DIRS),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -31,10 +32,13 @@ from . import host, network, seccomp, userns
 from .bwrap import BwrapOptions, build_args
 from .cgroups import Cgroup, CgroupError, CgroupLimits, CgroupStats
 from .cgroups import remove_stale as remove_stale_cgroups
+from .disk import DiskError, EphemeralDisk
 from .errors import SandboxError
 from .launch import container_env, etc_files, launcher_argv
 from .overlay import attach_idmapped, mount_overlay, unmount_all_below
 from .userns import fork_userns
+
+log = logging.getLogger(__name__)
 
 START_TIMEOUT = 30.0
 DEFAULT_PIDS_MAX = 4096
@@ -50,8 +54,11 @@ class SandboxSpec:
     env: dict[str, str] = field(default_factory=dict)
     cwd: str = "/"
     binds: list[tuple[Path | str, str, bool]] = field(default_factory=list)  # (host, container, read_only)
-    cpu: float | None = None  # cores
+    cpu: float | None = None  # cores (a CFS quota)
+    cpu_request: float | None = None  # cores: the container's weight when CPUs are contended
     memory_mb: int | None = None
+    # MiB for the writable layer and /tmp (disk.py); None: unbounded, in the state directory, /tmp a tmpfs
+    disk_mb: int | None = None
     block_network: bool = False
     hostname: str = "skylift"
     pids_max: int | None = DEFAULT_PIDS_MAX
@@ -98,6 +105,7 @@ class Sandbox:
         self.command_started: bool | None = None  # False: bubblewrap failed before running the command
         self.started_at = time.monotonic()
         self._shown: Path | None = None  # a template's directory of what bubblewrap mounts (see start)
+        self._disk: EphemeralDisk | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -116,12 +124,19 @@ class Sandbox:
         fork_layers = shown / "forks" if template else None
         if template:
             rootfs = shown / "rootfs"
+        disk: EphemeralDisk | None = None
         try:
+            if spec.disk_mb is not None and not template:
+                disk = await asyncio.to_thread(_ephemeral_disk, state, spec.disk_mb)
+                if disk is not None:
+                    upper, work = disk.upper, disk.work
             # A template runs as the root of the forks' user namespace, an unprivileged host uid
             # (userns.py): the image and its binds are shown to it through idmapped mounts, all
             # under a directory that uid may reach (the state directory's parents may be private).
             idmap = (userns_fd, shown / "lowers", userns.BASE) if template else None
             mount_overlay(spec.layers, upper, work, rootfs, idmap=idmap)
+            if disk is not None:
+                _writable_tmp(rootfs)
             binds = [(str(h), c, ro) for h, c, ro in spec.binds]
             if template:
                 assert spec.fork_layers is not None and fork_layers is not None
@@ -130,7 +145,7 @@ class Sandbox:
                 os.chown(spec.fork_layers, userns.BASE, userns.BASE)
                 fork_layers.mkdir()
                 _libc.mount(str(spec.fork_layers), str(fork_layers), None, _libc.MS_BIND)
-            cgroup.create(CgroupLimits(spec.cpu, spec.memory_mb, spec.pids_max))
+            cgroup.create(CgroupLimits(spec.cpu, spec.memory_mb, spec.pids_max, cpu_request=spec.cpu_request))
             if not spec.block_network:
                 pool = network.pool()
                 netns = pool.try_acquire() or await asyncio.to_thread(pool.acquire)
@@ -141,6 +156,7 @@ class Sandbox:
                 rootfs=rootfs, command=spec.command, cwd=spec.cwd, hostname=spec.hostname, binds=binds, files=files,
                 cgroup_dirs=cgroup.visible_dirs, unshare_net=spec.block_network,
                 seccomp_fd=seccomp_fd, status_fd=status_w, fork_layers=fork_layers,
+                private_tmp=disk is None,  # else /tmp is on the bounded writable layer, not in RAM
                 userns_fd=userns_fd if template else None,
             )
             argv = launcher_argv(build_args(host.readonly_bwrap(), options), cgroup.join_files,
@@ -175,6 +191,8 @@ class Sandbox:
                 cgroup.remove()
             if netns is not None:
                 network.pool().release(netns)
+            if disk is not None:
+                disk.remove()
             shutil.rmtree(state / "upper", ignore_errors=True)
             shutil.rmtree(state / "work", ignore_errors=True)
             raise
@@ -184,6 +202,7 @@ class Sandbox:
                     os.close(fd)
         sandbox = cls(spec, process, cgroup, netns, int(status["child-pid"]), int(status.get("mnt-namespace", 0)), env)
         sandbox._shown = shown if template else None
+        sandbox._disk = disk
         sandbox._status_pipe, sandbox._status = status_pipe, status_reader
         return sandbox
 
@@ -277,6 +296,8 @@ class Sandbox:
             self.cleanup_error = str(e)
         if self._netns is not None:
             network.pool().release(self._netns)
+        if self._disk is not None and unmounted:
+            self._disk.remove()
         if unmounted:
             for name in ("upper", "work", "rootfs", "etc", "lowers", "binds"):
                 shutil.rmtree(state / name, ignore_errors=True)
@@ -339,6 +360,34 @@ def describe_exit(code: int, oom_killed: bool, memory_mb: int | None) -> str:
             name = f"signal {code - 128}"
         return f"was killed by {name}"
     return f"exited with code {code}"
+
+
+_disk_warned = False
+
+
+def _ephemeral_disk(state: Path, size_mb: int) -> EphemeralDisk | None:
+    """The container's bounded writable layer, or None (with one warning per worker) where the host can't."""
+    global _disk_warned
+    try:
+        return EphemeralDisk.create(state / "disk.img", state / "disk", size_mb)
+    except DiskError as e:
+        if not _disk_warned:
+            _disk_warned = True
+            log.warning("containers' ephemeral_disk is not enforced on this worker: %s; their writable layers "
+                        "grow on the host's disk and /tmp is a tmpfs bounded by their memory limit", e)
+        return None
+
+
+def _writable_tmp(rootfs: Path) -> None:
+    """/tmp as a sticky, world-writable directory of the root, whatever the image has (its writes land on
+    the ephemeral disk as Docker's do; the image's own /tmp files stay, as in Docker)."""
+    tmp = rootfs / "tmp"
+    if tmp.is_symlink():
+        return  # the image points /tmp elsewhere in itself: still the writable layer
+    if not tmp.is_dir():
+        tmp.mkdir()
+    if tmp.stat().st_mode & 0o7777 != 0o1777:
+        os.chmod(tmp, 0o1777)
 
 
 def _shown_dir(name: str) -> Path:

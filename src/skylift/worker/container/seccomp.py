@@ -6,6 +6,12 @@ without the capability they need, but each is a way into kernel code an ordinary
 the kernel looks further. Calls from any ABI but the native one (i386 via `int 0x80`, x32) kill the
 process: the rules are written for native syscall numbers only.
 
+Tracing follows Docker's default profile for a container without CAP_SYS_PTRACE (none holds it):
+`ptrace`, `process_vm_readv` and `process_vm_writev` are allowed on kernels >= 4.8 (before, a traced
+process could slip past seccomp) and refused below; `kcmp`, `pidfd_getfd` and `process_madvise` are
+refused. The kernel's own check then lets a process trace only processes of its uid that hold no
+capability it lacks — debuggers and py-spy work on one's own processes, nothing else.
+
 Namespaces: `unshare`, `setns` and namespace flags on `clone` fail with EPERM; `clone3` answers ENOSYS
 (its flags live in memory a filter can't read), which makes glibc fall back to `clone`.
 
@@ -23,6 +29,7 @@ import ctypes.util
 import errno
 import hashlib
 import os
+import re
 from pathlib import Path
 
 from ..._libc import (
@@ -50,7 +57,13 @@ DENIED_SYSCALLS = (
     "fsconfig", "fsmount", "fspick", "unshare", "setns",
     # file handles bypass path-based checks (the "shocker" escape)
     "name_to_handle_at", "open_by_handle_at",
+    # Docker allows these only with CAP_SYS_PTRACE: another process's fds, memory advice, kernel pointers
+    "kcmp", "pidfd_getfd", "process_madvise",
 )
+# Docker's default profile allows these from kernel 4.8 (includes.minKernel), when seccomp started to
+# re-check a traced process's system calls after the tracer changed them.
+TRACING_SYSCALLS = ("ptrace", "process_vm_readv", "process_vm_writev")
+TRACING_MIN_KERNEL = (4, 8)
 
 # What a forked container needs to become one (see the module docstring).
 TEMPLATE_ALLOWED = frozenset({"mount", "umount2", "pivot_root", "move_mount", "setns", "unshare"})
@@ -98,6 +111,17 @@ def _load_library() -> ctypes.CDLL:
     return lib
 
 
+def tracing_allowed(release: str) -> bool:
+    """Whether a kernel of this `uname -r` release lets containers trace (Docker's minKernel 4.8).
+
+    Example:
+        >>> tracing_allowed("6.1.0-18-amd64"), tracing_allowed("4.8.0"), tracing_allowed("4.4.0-210-generic")
+        (True, True, False)
+    """
+    numbers = re.findall(r"\d+", release)[:2]
+    return tuple(int(n) for n in numbers) >= TRACING_MIN_KERNEL if len(numbers) == 2 else False
+
+
 def _build(lib: ctypes.CDLL, template: bool = False) -> int:
     ctx: int | None = lib.seccomp_init(_ACT_ALLOW)
     if not ctx:
@@ -114,6 +138,9 @@ def _build(lib: ctypes.CDLL, template: bool = False) -> int:
 
     for name in DENIED_SYSCALLS:
         if not (template and name in TEMPLATE_ALLOWED):
+            rule(_act_errno(errno.EPERM), name)
+    if not tracing_allowed(os.uname().release):
+        for name in TRACING_SYSCALLS:
             rule(_act_errno(errno.EPERM), name)
     if template:
         rule(_act_errno(errno.EPERM), "unshare", (0, _CMP_MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER))
