@@ -22,8 +22,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .._protocol import api
 from .. import _private_home
+from .._protocol import api
 from .._protocol.rpc import Address, RpcServer, Session
 from .app_api import AppApi
 from .auth import ADMIN, Authenticator, Routes, load_or_create_token
