@@ -4,6 +4,10 @@ Everything inside the SDK is async and runs on one background event loop thread;
 API (`f.remote()`) hands a coroutine to that loop and waits. `.aio` variants await the same
 coroutine from the caller's loop. Wire errors become `skylift.exception` types here and nowhere
 else.
+
+A client that has been connected rides out a control-plane restart: a call cut by a lost
+connection is re-sent (with its idempotency key, docs/exactly-once.md) once the control plane is
+back, for up to `retry_window()` seconds; an embedded platform that died is started again.
 """
 
 from __future__ import annotations
@@ -11,9 +15,12 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
+import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, TypeVar
 
 from . import _local_server, config
@@ -23,6 +30,7 @@ from .exception import (
     AlreadyExistsError,
     AuthError,
     ConnectionError,
+    ControlPlaneUnavailableError,
     Error,
     ExecutionError,
     InvalidError,
@@ -48,6 +56,40 @@ _ERRORS: dict[str, type[Error]] = {
 
 def map_error(exc: RpcError) -> Error:
     return _ERRORS.get(exc.code, Error)(exc.message)
+
+
+ENV_RETRY_WINDOW = "SKYLIFT_RETRY_WINDOW"
+
+
+def retry_window() -> float:
+    """How long a call waits for a lost control plane to come back (SKYLIFT_RETRY_WINDOW, seconds)."""
+    raw = os.environ.get(ENV_RETRY_WINDOW, "")
+    try:
+        return max(0.0, float(raw)) if raw else api.RETRY_WINDOW_SECONDS
+    except ValueError:
+        raise InvalidError(f"{ENV_RETRY_WINDOW}={raw!r} is not a number of seconds") from None
+
+
+class _Outage:
+    """Time since a call lost the control plane, and the pause before its next try."""
+
+    def __init__(self, url: str, method: str) -> None:
+        self.url = url
+        self.method = method
+        self.window = retry_window()
+        self.since = time.monotonic()
+        self.pause = 0.05
+
+    def next_pause(self, cause: BaseException) -> float:
+        """Seconds to wait before the next try; raises once the window is spent."""
+        left = self.since + self.window - time.monotonic()
+        if left <= 0:
+            raise ControlPlaneUnavailableError(
+                f"lost the skylift control plane at {self.url} during {self.method} and it did not come back "
+                f"within {self.window:g} s ({cause}); check it with `skylift server status` (the window is "
+                f"{ENV_RETRY_WINDOW})") from None
+        pause, self.pause = min(self.pause, left), min(self.pause * 2, 1.0)
+        return pause
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,6 +203,7 @@ class Client:
         self.server_version = ""
         self._local = threading.local()
         self._blocking: list[BlockingRpcClient] = []
+        self._ever_connected = False  # only a client that was connected waits for a lost control plane
 
     @classmethod
     def from_env(cls) -> Client:
@@ -173,67 +216,103 @@ class Client:
                 client = _default_client
         return client
 
+    def _hello(self) -> dict[str, Any]:
+        hello: dict[str, Any] = {"token": self.token, "role": self.role, "version": config.version()}
+        if self.task_id:
+            hello["task_id"] = self.task_id
+        return hello
+
+    def _unreachable(self, exc: BaseException) -> ConnectionError:
+        return ConnectionError(f"can't reach the skylift control plane at {self.url}: {exc}. "
+                               "Is it running? (`skylift server status`)")
+
     async def _connect(self) -> RpcClient:
+        """The connection, dialled if there is none; raises OSError/ConnectionLost if it can't be."""
         if self._connect_lock is None:
             self._connect_lock = asyncio.Lock()
         async with self._connect_lock:
             if self._rpc is not None and not self._rpc.closed:
                 return self._rpc
-            hello: dict[str, Any] = {"token": self.token, "role": self.role, "version": config.version()}
-            if self.task_id:
-                hello["task_id"] = self.task_id
             try:
-                self._rpc = await RpcClient.connect(self.url, hello)
+                self._rpc = await RpcClient.connect(self.url, self._hello())
             except RpcError as exc:
                 raise map_error(exc) from None
-            except (OSError, ConnectionLost) as exc:
-                raise ConnectionError(
-                    f"can't reach the skylift control plane at {self.url}: {exc}. "
-                    "Is it running? (`skylift server status`)") from None
+            self._ever_connected = True
             self.server_version = str(self._rpc.hello.get("server_version", ""))
             return self._rpc
 
     async def call(self, method: str, params: dict[str, Any] | None = None, *, retry: bool = True) -> Any:
-        """Call a control-plane method. Idempotent calls (`retry=True`) survive one reconnect."""
-        rpc = self._rpc
-        if rpc is None or rpc.closed:
-            rpc = await self._connect()
-        try:
-            return await rpc.call(method, params)
-        except RpcError as exc:
-            raise map_error(exc) from None
-        except ConnectionLost as exc:
-            if not retry:
-                raise ConnectionError(f"lost the connection to the control plane during {method}: {exc}") from None
-        rpc = await self._connect()
-        try:
-            return await rpc.call(method, params)
-        except RpcError as exc:
-            raise map_error(exc) from None
-        except ConnectionLost as exc:
-            raise ConnectionError(f"lost the connection to the control plane during {method}: {exc}") from None
+        """Call a control-plane method.
 
-    def blocking_call(self, method: str, params: dict[str, Any]) -> Any:
-        """A call from a plain thread over that thread's own blocking connection (no event loop)."""
-        rpc: BlockingRpcClient | None = getattr(self._local, "rpc", None)
-        if rpc is None or rpc.closed:
-            hello: dict[str, Any] = {"token": self.token, "role": self.role, "version": config.version()}
-            if self.task_id:
-                hello["task_id"] = self.task_id
+        With `retry=True` (calls that are safe to send twice: reads, and calls with an idempotency
+        key) a call cut by a lost connection is re-sent once the control plane is back, for up to
+        `retry_window()` seconds; then it raises `ControlPlaneUnavailableError`.
+        """
+        outage: _Outage | None = None
+        while True:
             try:
-                rpc = BlockingRpcClient(self.url, hello)
+                rpc = self._rpc
+                if rpc is None or rpc.closed:
+                    rpc = await self._connect()
+                return await rpc.call(method, params)
             except RpcError as exc:
                 raise map_error(exc) from None
             except (OSError, ConnectionLost) as exc:
-                raise ConnectionError(f"can't reach the skylift control plane at {self.url}: {exc}") from None
+                if not self._ever_connected:
+                    raise self._unreachable(exc) from None
+                if not retry:
+                    raise ConnectionError(f"lost the connection to the control plane during {method}: {exc}") from None
+                outage = outage or _Outage(self.url, method)
+                await asyncio.sleep(outage.next_pause(exc))
+                await asyncio.to_thread(self._revive)
+
+    def _revive(self) -> None:
+        """Start the embedded platform again if it died (nobody else will); a server we don't own is waited for."""
+        if self.home is None or self.role != api.ROLE_CLIENT or os.environ.get(api.ENV_SERVER_URL):
+            return
+        home = Path(self.home)
+        info = _local_server.read_info(home)
+        if info is None:
+            try:
+                info = _local_server.start(home)  # says so on stderr when it starts one
+            except ConnectionError as exc:
+                print(f"skylift: {exc}", file=sys.stderr)  # tried again until the retry window is spent
+                return
+        self.url, self.token = info.unix_url, info.token
+
+    def blocking_call(self, method: str, params: dict[str, Any]) -> Any:
+        """A call from a plain thread over that thread's own blocking connection (no event loop).
+
+        Re-sent across a lost connection like `call(retry=True)`: only keyed or read-only methods
+        come here.
+        """
+        outage: _Outage | None = None
+        while True:
+            try:
+                return self._blocking_once(method, params)
+            except (OSError, ConnectionLost) as exc:
+                if not self._ever_connected:
+                    raise self._unreachable(exc) from None
+                outage = outage or _Outage(self.url, method)
+                time.sleep(outage.next_pause(exc))
+                self._revive()
+
+    def _blocking_once(self, method: str, params: dict[str, Any]) -> Any:
+        rpc: BlockingRpcClient | None = getattr(self._local, "rpc", None)
+        if rpc is None or rpc.closed:
+            try:
+                rpc = BlockingRpcClient(self.url, self._hello())
+            except RpcError as exc:
+                raise map_error(exc) from None
+            self._ever_connected = True
             self._local.rpc = rpc
             self._blocking.append(rpc)
         try:
             return rpc.call(method, params)
         except RpcError as exc:
             raise map_error(exc) from None
-        except ConnectionLost as exc:
-            raise ConnectionError(f"lost the connection to the control plane during {method}: {exc}") from None
+        except ConnectionLost:
+            raise
         except BaseException:
             rpc.close()  # interrupted mid-call (Ctrl-C): its answer would arrive out of turn
             raise

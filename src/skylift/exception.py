@@ -3,6 +3,7 @@
     Error                       root of everything skylift raises
     ├── AuthError               bad or missing token
     ├── ConnectionError         the control plane can't be reached
+    │   └── ControlPlaneUnavailableError  it was lost and didn't come back within the retry window
     ├── InvalidError            bad input: a wrong argument, a malformed definition
     ├── NotFoundError           no object by that name or id
     ├── AlreadyExistsError      an object by that name exists already
@@ -38,6 +39,11 @@ class AuthError(Error):
 
 class ConnectionError(Error):
     pass
+
+
+class ControlPlaneUnavailableError(ConnectionError):
+    """The control plane went away mid-call and didn't come back within the retry window
+    (SKYLIFT_RETRY_WINDOW, 60 s by default; docs/exactly-once.md)."""
 
 
 class InvalidError(Error):
@@ -109,7 +115,8 @@ class ClientClosed(Error):
 
 
 __all__ = [
-    "AlreadyExistsError", "AuthError", "ClientClosed", "ConnectionError", "DeprecationError",
+    "AlreadyExistsError", "AuthError", "ClientClosed", "ConnectionError", "ControlPlaneUnavailableError",
+    "DeprecationError",
     "DeserializationError", "Error", "ExecutionError", "FunctionTimeoutError", "InputCancellation",
     "InternalFailure", "InvalidError", "NotFoundError", "OutputExpiredError", "RemoteError",
     "RequestSizeError", "ResourceExhaustedError", "SerializationError", "TimeoutError", "VersionError",
