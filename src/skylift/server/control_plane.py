@@ -85,12 +85,12 @@ class ControlPlane:
         self.started_at = 0.0
         self.shutdown_requested = asyncio.Event()
 
+        if store is None:
+            _private_home.private_file(self.home / "state.db")  # SQLite gives its WAL and shm the same mode
         self.db = Database(store if store is not None else SqliteStore(self.home / "state.db"))
         self.blobs: BlobStore = blobs if blobs is not None else FileBlobStore(self.home / "blobs")
         self.catalog = Catalog(self.db)
         self.calls = Calls()
-        if store is None:
-            _private_home.private_file(self.home / "state.db")  # SQLite gives its WAL and shm the same mode
         self.tasks = Tasks()
         self.workers = Workers()
         self.scaler = Scaler(self)
