@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import time
 from typing import Any
 
@@ -278,3 +279,20 @@ async def test_a_disconnected_worker_is_written_off_after_its_short_grace(platfo
         assert h.cp.settings.worker_grace < api.LEASE_SECONDS
         h.advance(h.cp.settings.worker_grace + 1)
         await _wait_for(lambda: h.cp.tasks.get(command["task"]["task_id"]) is None)
+
+
+async def test_the_supervisor_reports_the_worker_process_exit_at_once(home, monkeypatch):
+    from skylift.server import embedded_worker
+    from skylift.server.embedded_worker import WorkerSupervisor
+
+    monkeypatch.setattr(embedded_worker, "MIN_BACKOFF", 30.0)  # no restart during the test
+    exits: list[int] = []
+    supervisor = WorkerSupervisor("unix:///unused", home, worker_id="wk-1", on_exit=exits.append)
+    assert supervisor.command[-2:] == ["--worker-id", "wk-1"]
+    supervisor.command = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]
+    supervisor.start()
+    try:
+        await _wait_for(lambda: bool(exits))
+    finally:
+        await supervisor.stop()
+    assert exits == [-signal.SIGKILL]

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from .. import _private_home
+from .._protocol import ids
 from .control_plane import ControlPlane
 from .embedded_worker import WorkerSupervisor
 
@@ -55,7 +56,11 @@ async def serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, cp.shutdown_requested.set)
     supervisor = None
     if not args.no_worker:
-        supervisor = WorkerSupervisor(cp.unix_url, home)
+        worker_id = ids.new_id("worker")
+        supervisor = WorkerSupervisor(
+            cp.unix_url, home, worker_id=worker_id,
+            on_exit=lambda code: cp.worker_api.lose_by_id(
+                worker_id, f"the worker agent process exited (code {code})"))
         supervisor.start()
     try:
         await cp.shutdown_requested.wait()

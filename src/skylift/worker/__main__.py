@@ -18,8 +18,8 @@ from .runtimes import RuntimeUnavailable, make_runtime
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m skylift.worker", description=__doc__)
-    parser.add_argument("--server-url", required=True, help="the control plane, tcp://host:port or unix:///path")
-    parser.add_argument("--token-file", required=True, type=Path, help="file holding the worker token")
+    parser.add_argument("--server-url", help="the control plane, tcp://host:port or unix:///path (required)")
+    parser.add_argument("--token-file", type=Path, help="file holding the worker token (required)")
     parser.add_argument("--home", required=True, type=Path, help="directory for images, mounts and caches")
     parser.add_argument("--worker-id", help="register under this id (the control plane assigns one otherwise)")
     parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
@@ -29,14 +29,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--exit-with-parent", action="store_true",
                         help="stop (and stop every container) as soon as the process that started this worker "
                              "is gone: the embedded platform's worker must not outlive its control plane")
+    parser.add_argument("--reap-only", action="store_true",
+                        help="kill and remove the containers (sandboxes, cgroups) that workers of --home left "
+                             "running, then exit: what `skylift server stop` runs after a worker it had to kill")
     parser.add_argument("--log-level", default="INFO")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.reap_only and (args.server_url is None or args.token_file is None):
+        parser.error("--server-url and --token-file are required")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s worker %(levelname)s %(message)s")
+    if args.reap_only:
+        from .container import available as container_available  # Linux only: imported when asked
+
+        if container_available()[0]:
+            from .container.reap import reap_and_log, worker_group
+
+            reap_and_log(worker_group(args.home))
+        return 0
     labels = {}
     for item in args.label:
         key, sep, value = item.partition("=")
@@ -65,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, agent.stop)
         await agent.run()
+        reap = getattr(runtime, "reap", None)  # the container runtime: what outlasted the agent's patience
+        if reap is not None:
+            reap()
 
     try:
         asyncio.run(serve())

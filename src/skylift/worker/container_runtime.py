@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .._protocol import forkserver
 from .container import Sandbox, SandboxError, SandboxSpec, cleanup_stale
+from .container.reap import reap_and_log
 from .container_layout import CONTROL_DIR, RUNTIME_DIR
 from .process_runtime import pump_lines
 from .runtime import ContainerSpec, ContainerStats, ExecResult, OutputSink, RuntimeNotSupported
@@ -34,11 +35,21 @@ class _Container:
 class SandboxRuntime:
     name = "container"
 
-    def __init__(self, state_root: Path | None = None) -> None:
+    def __init__(self, state_root: Path | None = None, *, cgroup_group: str = "") -> None:
+        """`cgroup_group`: this worker's own cgroup tree (reap.py); what a previous worker of the same
+        group left running there is killed first."""
         self._containers: dict[str, _Container] = {}
         self._reasons: dict[str, tuple[str, str] | None] = {}
+        self.cgroup_group = cgroup_group
+        if cgroup_group:
+            reap_and_log(cgroup_group)
         if state_root is not None:
             cleanup_stale(state_root)  # what a crashed worker left: mounts, cgroups, namespaces
+
+    def reap(self) -> None:
+        """Kill whatever is still running in this worker's cgroup tree (on the way out)."""
+        if self.cgroup_group:
+            reap_and_log(self.cgroup_group)
 
     def _get(self, task_id: str) -> _Container:
         try:
@@ -63,7 +74,7 @@ class SandboxRuntime:
             env=dict(spec.env), cwd=str(spec.cwd), binds=[(h, c, ro) for h, c, ro in spec.binds],
             cpu=float(cpu) if cpu else None, memory_mb=int(memory) if memory else None,
             cpu_request=float(cpu_request) if cpu_request else None, disk_mb=int(disk) if disk else None,
-            block_network=spec.block_network)
+            block_network=spec.block_network, cgroup_group=self.cgroup_group)
 
     async def start(self, spec: ContainerSpec, on_output: OutputSink) -> None:
         if spec.task_id in self._containers:

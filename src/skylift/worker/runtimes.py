@@ -76,9 +76,10 @@ def make_runtime(environ: Mapping[str, str], home: Path, *, has_gpus: bool) -> C
     choice = choose(requested, available, has_gpus)
     log.info("runtime: %s (%s)", choice.name, choice.reason)
     if choice.name == "container":
+        from .container.reap import worker_group
         from .container_runtime import SandboxRuntime
 
-        return SandboxRuntime(state_root=home / "tasks")
+        return SandboxRuntime(state_root=home / "tasks", cgroup_group=worker_group(home))
     return ProcessRuntime()
 
 

@@ -140,25 +140,28 @@ class Cgroup:
     """One container's cgroups; `version` is "v1" or "v2"."""
 
     def __init__(self, name: str, version: str | None = None, *, root: Path | None = None,
-                 mounts: dict[str, Path] | None = None) -> None:
-        """`root` (v2) and `mounts` (v1 controller -> mount point) default to this host's."""
+                 mounts: dict[str, Path] | None = None, group: str = "") -> None:
+        """`root` (v2) and `mounts` (v1 controller -> mount point) default to this host's. `group`
+        nests it under `skylift/<group>/`: a worker's own tree, which it reaps at start (reap.py)."""
         if version is None:
             version, why = detect()
             if version is None:
                 raise CgroupError(why)
         self.name = name
         self.version = version
+        below = Path(PARENT, group, name) if group else Path(PARENT, name)
         if version == "v2":
             root = root or v2_root()
             if root is None:
                 raise CgroupError("no cgroup v2 hierarchy at /sys/fs/cgroup")
-            self._dirs = {"": root / PARENT / name}
+            self._root = root
+            self._dirs = {"": root / below}
         else:
             mounts = mounts or v1_mounts()
             self._dirs = {}
             for controller in V1_CONTROLLERS:
-                self._dirs.setdefault(mounts[controller].name, mounts[controller] / PARENT / name)
-            self._by_controller = {c: mounts[c] / PARENT / name for c in V1_CONTROLLERS}
+                self._dirs.setdefault(mounts[controller].name, mounts[controller] / below)
+            self._by_controller = {c: mounts[c] / below for c in V1_CONTROLLERS}
 
     def _dir(self, controller: str) -> Path:
         return self._dirs[""] if self.version == "v2" else self._by_controller[controller]
@@ -205,11 +208,11 @@ class Cgroup:
 
     def _create_v2(self, limits: CgroupLimits) -> None:
         d = self._dirs[""]
-        parent = d.parent
-        if not parent.exists():
-            parent.mkdir(exist_ok=True)
+        d.parent.mkdir(parents=True, exist_ok=True)
         enable = " ".join(f"+{c}" for c in V2_CONTROLLERS)
-        for level in (parent.parent, parent):
+        # Every level from the root down to its parent hands the controllers on (skylift/, a group).
+        parts = d.parent.relative_to(self._root).parts
+        for level in [self._root, *(self._root.joinpath(*parts[:n]) for n in range(1, len(parts) + 1))]:
             enabled = (level / "cgroup.subtree_control").read_text().split()
             if not all(c in enabled for c in V2_CONTROLLERS):
                 _write(level / "cgroup.subtree_control", enable)

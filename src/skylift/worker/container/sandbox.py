@@ -60,6 +60,8 @@ class SandboxSpec:
     # MiB for the writable layer and /tmp (disk.py); None: unbounded, in the state directory, /tmp a tmpfs
     disk_mb: int | None = None
     block_network: bool = False
+    # Its cgroups go under skylift/<cgroup_group>/ (a worker's own tree, reaped at its start: reap.py).
+    cgroup_group: str = ""
     hostname: str = "skylift"
     pids_max: int | None = DEFAULT_PIDS_MAX
     stdin: bool = False  # give the container a stdin pipe (else /dev/null)
@@ -114,7 +116,7 @@ class Sandbox:
         _validate(spec)
         state = spec.state_dir
         rootfs, upper, work = state / "rootfs", state / "upper", state / "work"
-        cgroup = Cgroup(cgroup_name(spec.task_id))
+        cgroup = Cgroup(cgroup_name(spec.task_id), group=spec.cgroup_group)
         netns: network.Netns | None = None
         status_r = status_w = seccomp_fd = -1
         process: asyncio.subprocess.Process | None = None
