@@ -167,7 +167,8 @@ class AppRun:
         timer = _output.Timer()
         got = await client.call("app.create", {"name": self.name, "environment": self.environment,
                                                "state": "detached" if self.detach else "ephemeral",
-                                               "description": self.app.description})
+                                               "description": self.app.description,
+                                               "strict_containers": self.app.strict_containers})
         app_id = got["app_id"]
         self.app._app_id = app_id
         self.app._running = True
@@ -245,7 +246,8 @@ class AppRun:
 async def _deploy(app: App, name: str, environment: str, tag: str) -> int:
     client = Client.from_env()
     timer = _output.Timer()
-    got = await client.call("app.deploy_begin", {"name": name, "environment": environment})
+    got = await client.call("app.deploy_begin", {"name": name, "environment": environment,
+                                                 "strict_containers": app.strict_containers})
     app_id = got["app_id"]
     app._app_id = app_id
     _output.step(f"Created app '{name}' ({app_id}) in environment '{environment}'.")

@@ -45,9 +45,17 @@ class App:
 
     def __init__(self, name: str | None = None, *, image: Any = None, secrets: list[Any] | None = None,
                  volumes: dict[str, Any] | None = None, include_source: bool = True,
-                 tags: dict[str, str] | None = None, description: str | None = None) -> None:
+                 tags: dict[str, str] | None = None, description: str | None = None,
+                 strict_containers: bool = False) -> None:
+        """`strict_containers=True` (skylift's, off by default) keeps this app's containers to their own
+        app: its functions and calls, the volumes they mount and the secrets they attach; by default a
+        container reaches its workspace's deployed functions and named objects, as in Modal."""
         if name is not None:
             _options.check_object_name(name, "App")
+        if not isinstance(strict_containers, bool):
+            raise InvalidError(f"App({name!r}): strict_containers must be True or False, "
+                               f"not {strict_containers!r}")
+        self._strict_containers = strict_containers
         self._name = name
         self._description = description or name
         self._image = image
@@ -72,6 +80,10 @@ class App:
     @property
     def app_id(self) -> str | None:
         return self._app_id
+
+    @property
+    def strict_containers(self) -> bool:
+        return self._strict_containers
 
     @property
     def description(self) -> str | None:

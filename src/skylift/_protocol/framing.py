@@ -41,8 +41,11 @@ def decode(body: bytes) -> dict[str, Any]:
     return message
 
 
-async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any] | None:
-    """Read one message; None at a clean end of stream."""
+async def read_frame(reader: asyncio.StreamReader, max_bytes: int = MAX_FRAME_BYTES) -> dict[str, Any] | None:
+    """Read one message; None at a clean end of stream.
+
+    A frame announcing more than `max_bytes` is refused from its header, before its body is read
+    (a server passes a small limit until the peer has authenticated)."""
     try:
         header = await reader.readexactly(_HEADER.size)
     except asyncio.IncompleteReadError as exc:
@@ -50,8 +53,8 @@ async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any] | None:
             raise FrameError("connection closed inside a frame header") from None
         return None
     (length,) = _HEADER.unpack(header)
-    if length > MAX_FRAME_BYTES:
-        raise FrameError(f"peer announced a {length}-byte frame; the limit is {MAX_FRAME_BYTES}")
+    if length > max_bytes:
+        raise FrameError(f"peer announced a {length}-byte frame; the limit is {max_bytes}")
     try:
         body = await reader.readexactly(length)
     except asyncio.IncompleteReadError:

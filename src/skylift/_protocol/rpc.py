@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,15 @@ from typing import Any
 from urllib.parse import urlparse
 
 from . import framing
+
+log = logging.getLogger("skylift.rpc")
+
+# Before `hello` succeeds a peer is unknown: it may send one small frame (a hello is a few hundred
+# bytes), within a deadline, and only so many such peers may be waiting at once.
+PRE_AUTH_FRAME_BYTES = 64 * 1024
+HELLO_TIMEOUT = 10.0
+MAX_CONNECTIONS = 4096
+MAX_UNAUTHENTICATED = 256
 
 
 class ErrorCode:
@@ -190,6 +200,7 @@ class Session:
 
     role: str = ""
     identity: str = ""  # task id for containers, worker id for workers, "" for clients
+    principal: Any = None  # who this is and what it may reach (the server's access module fills it in)
     info: dict[str, Any] = field(default_factory=dict)
     peer: str = ""
     closed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -197,13 +208,22 @@ class Session:
 
 Handler = Callable[[Session, dict[str, Any]], Awaitable[Any]]
 Authenticate = Callable[[Session, dict[str, Any]], Awaitable[dict[str, Any]]]
+# Called before every handler; raises RpcError(AUTH) to refuse the request.
+Authorize = Callable[[Session, str, dict[str, Any]], None]
 
 
 class RpcServer:
     """Accepts connections and dispatches requests to handlers by method name.
 
-    `authenticate(session, hello_params)` must fill in `session.role` (or raise `RpcError(AUTH)`);
-    `handlers[method] = (handler, roles)` lists which roles may call each method.
+    `authenticate(session, hello_params)` must fill in `session.role` (or raise `RpcError(AUTH)`).
+    `authorize(session, method, params)`, when given, is the one check before every handler (the
+    control plane's access table); without it, `handlers[method] = (handler, roles)` lists which
+    roles may call each method.
+
+    Until `hello` succeeds a connection may send one frame of at most `PRE_AUTH_FRAME_BYTES`
+    (checked from its header, before anything is read), within `hello_timeout` seconds; at most
+    `max_unauthenticated` connections may be in that state and `max_connections` open in all.
+    Connections beyond either cap are closed at once, with one log line each time a cap is hit.
     """
 
     def __init__(
@@ -211,12 +231,47 @@ class RpcServer:
         authenticate: Authenticate,
         handlers: dict[str, tuple[Handler, frozenset[str]]],
         on_disconnect: Callable[[Session], Awaitable[None]] | None = None,
+        *,
+        authorize: Authorize | None = None,
+        hello_timeout: float = HELLO_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
+        max_unauthenticated: int = MAX_UNAUTHENTICATED,
     ) -> None:
         self._authenticate = authenticate
+        self._authorize = authorize
         self._handlers = handlers
         self._on_disconnect = on_disconnect
+        self._hello_timeout = hello_timeout
+        self._max_connections = max_connections
+        self._max_unauthenticated = max_unauthenticated
         self._servers: list[asyncio.base_events.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
+        self._unauthenticated = 0
+        self._at_cap = False  # logged once per episode of refusals, not once per refused peer
+        self.refused = 0  # connections closed because a cap was reached
+
+    @property
+    def n_connections(self) -> int:
+        return len(self._connections)
+
+    def _admit(self) -> bool:
+        """Whether a new connection fits under the caps (logging when one is first hit)."""
+        if len(self._connections) >= self._max_connections:
+            reason = (f"{len(self._connections)} connections are open (the limit is {self._max_connections}; "
+                      "raise Settings.rpc_max_connections if this load is expected)")
+        elif self._unauthenticated >= self._max_unauthenticated:
+            reason = (f"{self._unauthenticated} connections have not sent hello yet (the limit is "
+                      f"{self._max_unauthenticated}; each gets {self._hello_timeout:g} s)")
+        else:
+            if self._at_cap:
+                log.warning("RPC connections are accepted again (%d refused meanwhile)", self.refused)
+            self._at_cap = False
+            return True
+        self.refused += 1
+        if not self._at_cap:
+            self._at_cap = True
+            log.warning("refusing new RPC connections: %s", reason)
+        return False
 
     async def listen(self, address: Address) -> Address:
         """Start listening; returns the bound address (port 0 picks a free port)."""
@@ -248,7 +303,12 @@ class RpcServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if not self._admit():
+            writer.transport.abort()
+            return
         self._connections.add(task)
+        self._unauthenticated += 1
+        hello_deadline = asyncio.get_running_loop().time() + self._hello_timeout
         sock = writer.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -288,7 +348,16 @@ class RpcServer:
         try:
             while True:
                 try:
-                    message = await framing.read_frame(reader)
+                    if session.role:
+                        message = await framing.read_frame(reader)
+                    else:
+                        remaining = hello_deadline - asyncio.get_running_loop().time()
+                        message = await asyncio.wait_for(
+                            framing.read_frame(reader, PRE_AUTH_FRAME_BYTES), max(remaining, 0.0))
+                except asyncio.TimeoutError:
+                    send({"i": None, "e": {"code": ErrorCode.AUTH,
+                                           "message": f"no hello within {self._hello_timeout:g} s; closing"}})
+                    break
                 except framing.FrameError as exc:
                     send({"i": None, "e": {"code": ErrorCode.INVALID, "message": f"malformed request: {exc}"}})
                     break
@@ -311,6 +380,7 @@ class RpcServer:
                     except RpcError as exc:
                         send({"i": request_id, "e": {"code": exc.code, "message": exc.message}})
                         break
+                    self._unauthenticated -= 1
                     send({"i": request_id, "r": result})
                     continue
                 entry = self._handlers.get(method)
@@ -318,9 +388,9 @@ class RpcServer:
                     send({"i": request_id, "e": {"code": ErrorCode.INVALID, "message": f"unknown method {method!r}"}})
                     continue
                 handler, roles = entry
-                if session.role not in roles:
-                    send({"i": request_id, "e": {"code": ErrorCode.AUTH,
-                                                 "message": f"role {session.role!r} may not call {method!r}"}})
+                refusal = self._refusal(session, method, params, roles)
+                if refusal is not None:
+                    send({"i": request_id, "e": refusal})
                     continue
                 t = asyncio.get_running_loop().create_task(run(request_id, handler, params))
                 inflight.add(t)
@@ -330,6 +400,8 @@ class RpcServer:
         except asyncio.CancelledError:
             pass
         finally:
+            if not session.role:
+                self._unauthenticated -= 1
             session.closed.set()
             for t in list(inflight):
                 t.cancel()
@@ -342,6 +414,22 @@ class RpcServer:
                     traceback.print_exc()
             writer.close()
             self._connections.discard(task)
+
+    def _refusal(self, session: Session, method: str, params: dict[str, Any],
+                 roles: frozenset[str]) -> dict[str, str] | None:
+        """The error answer if `session` may not make this request, else None."""
+        if self._authorize is None:
+            if session.role in roles:
+                return None
+            return {"code": ErrorCode.AUTH, "message": f"role {session.role!r} may not call {method!r}"}
+        try:
+            self._authorize(session, method, params)
+        except RpcError as exc:
+            return {"code": exc.code, "message": exc.message}
+        except Exception as exc:  # a rule's bug refuses the request; it must not take the connection down
+            log.exception("authorizing %s failed", method)
+            return {"code": ErrorCode.INTERNAL, "message": f"authorizing {method!r}: {type(exc).__name__}: {exc}"}
+        return None
 
 
 # --------------------------------------------------------------------------------------------

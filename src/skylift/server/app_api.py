@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from .._protocol import ids
+from .._protocol import api, ids
 from .._protocol.rpc import Session
 from .auth import CLIENTS, Routes
 from .catalog import APP_TRANSITIONS, AUTOSCALER_FIELDS, AppEntry, AppState, FunctionEntry, validate_definition
@@ -47,9 +47,12 @@ class AppApi:
 
     # ---- apps ---------------------------------------------------------------------------------
 
-    async def _new_app(self, name: str | None, environment: str, state: AppState, description: str | None) -> AppEntry:
+    async def _new_app(self, name: str | None, environment: str, state: AppState, description: str | None, *,
+                       session: Session, strict_containers: bool) -> AppEntry:
+        # An app a container creates is its own to run and stop (server/access.py).
+        owner = session.identity if session.role == api.ROLE_CONTAINER else ""
         app = AppEntry(ids.new_id("app"), name, environment, state, time.time(), description=description,
-                       last_heartbeat=self.cp.clock.now())
+                       last_heartbeat=self.cp.clock.now(), strict_containers=strict_containers, owner_task=owner)
         self.cp.catalog.apps[app.app_id] = app  # before the await: a concurrent deploy of the name finds it
         try:
             await self.cp.db.run(self.cp.db.store.insert_app, app.record())
@@ -61,7 +64,8 @@ class AppApi:
     async def create(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
         p = Params("app.create", raw)
         state = AppState(p.choice("state", ("ephemeral", "detached"), "ephemeral"))
-        app = await self._new_app(p.opt_text("name"), p.environment(), state, p.opt_text("description"))
+        app = await self._new_app(p.opt_text("name"), p.environment(), state, p.opt_text("description"),
+                                  session=session, strict_containers=p.flag("strict_containers"))
         return {"app_id": app.app_id}
 
     async def deploy_begin(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
@@ -70,9 +74,17 @@ class AppApi:
         if not name:
             raise invalid("app.deploy_begin", "a deployed app needs a name")
         environment = p.environment()
+        # A deploy sends the mode; App.lookup(create_if_missing=True) doesn't, and leaves it as it is.
+        strict = p.flag("strict_containers") if "strict_containers" in raw else None
         app = self.cp.catalog.find_deployed(name, environment)
         if app is None:
-            app = await self._new_app(name, environment, AppState.DEPLOYED, None)
+            app = await self._new_app(name, environment, AppState.DEPLOYED, None, session=session,
+                                      strict_containers=bool(strict))
+        elif (strict is not None and strict != app.strict_containers
+              and (session.role == api.ROLE_CLIENT or app.owner_task == session.identity)):
+            # Containers started from now on get the new mode (the old ones drain at app.publish).
+            app.strict_containers = strict
+            await self.cp.db.run(self.cp.db.store.set_app_strict, app.app_id, strict)
         return {"app_id": app.app_id}
 
     async def _running_app(self, method: str, app_id: str) -> AppEntry:

@@ -1,9 +1,12 @@
-"""Who may talk to the control plane: the admin token, per-container tokens, and roles.
+"""Who may talk to the control plane: tokens, `hello`, and the principal each session becomes.
 
-`hello` fixes a connection's role. Clients and workers present the admin token (the `token` file
-in the server's home, created once with mode 0600). A container presents the token minted for
-its task, which is valid only while that task lives; its session's identity is the task id.
-Containers may call client methods too (functions call functions, use Dicts, ...).
+`hello` fixes a connection's role and principal (server/access.py decides what each may call):
+
+    client     the admin token (the `token` file in the server's home, created once, mode 0600)
+    worker     the worker token (`worker_token`, likewise) or the admin token; the worker token can
+               never act as a client
+    container  the token minted for its task, valid only while that task lives; the session's
+               identity is the task id and its principal carries the task's app and strict mode
 """
 
 from __future__ import annotations
@@ -16,17 +19,21 @@ from typing import Any
 
 from .._protocol import api
 from .._protocol.rpc import ErrorCode, Handler, RpcError, Session
+from .access import ADMIN as ADMIN_KIND
+from .access import CONTAINER, WORKER, Principal
 from .tasks import Tasks
 
+# Which roles a route was declared for. The control plane decides with server/access.py's RULES
+# instead (one table, finer scopes); these stay as each module's coarse declaration.
 CLIENTS = frozenset({api.ROLE_CLIENT, api.ROLE_CONTAINER, api.ROLE_WORKER})  # client methods
 ADMIN = frozenset({api.ROLE_CLIENT})
 CONTAINERS = frozenset({api.ROLE_CONTAINER})
 WORKERS = frozenset({api.ROLE_WORKER})
 
 
-def load_or_create_token(home: Path) -> str:
-    """Read `home/token`, creating it (random, mode 0600) the first time."""
-    path = home / "token"
+def load_or_create_token(home: Path, filename: str = "token") -> str:
+    """Read `home/<filename>`, creating it (random, mode 0600) the first time."""
+    path = home / filename
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -41,8 +48,10 @@ def load_or_create_token(home: Path) -> str:
 
 
 class Authenticator:
-    def __init__(self, admin_token: str, tasks: Tasks, server_version: str, server_id: str) -> None:
+    def __init__(self, admin_token: str, tasks: Tasks, server_version: str, server_id: str,
+                 worker_token: str | None = None) -> None:
         self._admin = admin_token.encode()
+        self._worker = worker_token.encode() if worker_token else None
         self._tasks = tasks
         self._answer = {"server_version": server_version, "server_id": server_id}
 
@@ -61,7 +70,17 @@ class Authenticator:
                 raise RpcError(ErrorCode.AUTH, f"hello: the container token is not valid for task {task_id!r} "
                                                "(the task is unknown or has exited)")
             session.identity = task.task_id
-        elif not hmac.compare_digest(token.encode(), self._admin):
+            app = task.pool.function.app
+            session.principal = Principal(CONTAINER, environment=app.environment, task_id=task.task_id,
+                                          app_id=app.app_id, strict=app.strict_containers)
+        elif hmac.compare_digest(token.encode(), self._admin):
+            session.principal = Principal(ADMIN_KIND if role == api.ROLE_CLIENT else WORKER)
+        elif self._worker is not None and hmac.compare_digest(token.encode(), self._worker):
+            if role != api.ROLE_WORKER:
+                raise RpcError(ErrorCode.AUTH, "hello: that is the worker token, which connects only as a worker; "
+                                               "clients use SKYLIFT_HOME/token (or SKYLIFT_TOKEN)")
+            session.principal = Principal(WORKER)
+        else:
             raise RpcError(ErrorCode.AUTH, "hello: invalid token; use the one in the server's SKYLIFT_HOME/token "
                                            "(or set SKYLIFT_TOKEN)")
         session.role = role

@@ -47,6 +47,9 @@ class AppEntry:
     last_heartbeat: float = 0.0
     function_ids: dict[str, str] = field(default_factory=dict)  # as last published
     version: int = 0
+    # Its containers reach only their own app (docs/security.md); stored with the app.
+    strict_containers: bool = False
+    owner_task: str = ""  # the container task whose session created it ("" for clients): it may run it
 
     @property
     def running(self) -> bool:
@@ -58,7 +61,7 @@ class AppEntry:
 
     def record(self) -> AppRecord:
         return AppRecord(self.app_id, self.name, self.environment, self.state.value, self.created_at,
-                         self.stopped_at, self.description)
+                         self.stopped_at, self.description, self.strict_containers, self.owner_task)
 
 
 AUTOSCALER_FIELDS = ("min_containers", "max_containers", "buffer_containers", "scaledown_window")
@@ -182,7 +185,8 @@ class Catalog:
     @staticmethod
     def _app_from_record(rec: AppRecord) -> AppEntry:
         return AppEntry(rec.app_id, rec.name, rec.environment, AppState(rec.state), rec.created_at,
-                        rec.stopped_at, rec.description)
+                        rec.stopped_at, rec.description, strict_containers=bool(rec.strict_containers),
+                        owner_task=rec.owner_task or "")
 
     @staticmethod
     def _function_from_record(rec: FunctionRecord, app: AppEntry) -> FunctionEntry:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -25,6 +26,8 @@ from typing import Any
 from .. import _private_home
 from .._protocol import api
 from .._protocol.rpc import Address, RpcServer, Session
+from .access import WORKER, Principal, authorize
+from .access_facts import PlatformFacts
 from .app_api import AppApi
 from .auth import ADMIN, Authenticator, Routes, load_or_create_token
 from .blob_api import BlobApi
@@ -80,6 +83,7 @@ class ControlPlane:
         self.version = server_version()
         self.server_id = secrets.token_hex(8)
         self.token = load_or_create_token(self.home)
+        self.worker_token = load_or_create_token(self.home, "worker_token")  # workers only (docs/security.md)
         self.url = ""
         self.unix_url = ""
         self.started_at = 0.0
@@ -114,6 +118,7 @@ class ControlPlane:
         self.scheduler = Scheduler(self, self.web_store)
         self.web_url = ""
         self._rpc: RpcServer | None = None
+        self.facts = PlatformFacts(self)
         self._loops: list[asyncio.Task[None]] = []
         self._stopped = False
 
@@ -141,8 +146,11 @@ class ControlPlane:
         self.storage.start()
         self.proxy_tokens.load()
         self.scheduler.load()
-        authenticate = Authenticator(self.token, self.tasks, self.version, self.server_id)
-        self._rpc = RpcServer(authenticate, self.routes(), self._on_disconnect)
+        authenticate = Authenticator(self.token, self.tasks, self.version, self.server_id, self.worker_token)
+        s = self.settings
+        self._rpc = RpcServer(authenticate, self.routes(), self._on_disconnect, authorize=self._authorize,
+                              hello_timeout=s.hello_timeout, max_connections=s.rpc_max_connections,
+                              max_unauthenticated=s.rpc_max_unauthenticated)
         self.url = str(await self._rpc.listen(Address("tcp", host=self.host, port=self.port)))
         sock = self.home / "server.sock"
         # The socket itself lives alone in socket/ (server.sock links to it): the container runtime
@@ -203,6 +211,13 @@ class ControlPlane:
                 path.unlink()
 
     # ---- connections --------------------------------------------------------------------------
+
+    def _authorize(self, session: Session, method: str, params: dict[str, Any]) -> None:
+        """The one check before every handler: server/access.py's RULES for the session's principal."""
+        principal = session.principal
+        if isinstance(principal, Principal) and principal.kind == WORKER and principal.worker_id != session.identity:
+            principal = session.principal = dataclasses.replace(principal, worker_id=session.identity)  # registered
+        authorize(principal, method, params, self.facts)
 
     async def _on_disconnect(self, session: Session) -> None:
         now = self.clock.now()

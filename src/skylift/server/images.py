@@ -77,6 +77,11 @@ class Images:
                                                                      rec.error, rec.built_at))
         return entry
 
+    def builder(self, image_id: str) -> str | None:
+        """The worker building this image now, if any (server/access.py)."""
+        entry = self._images.get(image_id)
+        return entry.builder if entry is not None else None
+
     def readiness(self, image_id: str) -> tuple[str, str | None]:
         """(status, error) for the scaler; unknown ids count as ready."""
         entry = self._images.get(image_id)

@@ -17,7 +17,7 @@ import asyncio
 import enum
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .faults import CrashState
@@ -49,6 +49,8 @@ class Input:
     started_at: float = 0.0  # clock time its current attempt started (or was leased)
     ticket: int = 0  # bumped at every enqueue; a FIFO entry with an older ticket is stale
     seen_at: float = 0.0  # last time its container said it holds it (lease renewal)
+    # Task ids it was leased to: their outputs for it are accepted (server/access.py), nobody else's.
+    held_by: list[str] = field(default_factory=list)
 
     def leased_view(self) -> dict[str, Any]:
         view = {"input_id": self.input_id, "call_id": self.call.call_id, "index": self.index,
@@ -146,6 +148,8 @@ class Pool:
             self.n_pending -= 1
             inp.state = InputState.LEASED
             inp.task = task
+            if not inp.held_by or inp.held_by[-1] != task.task_id:
+                inp.held_by.append(task.task_id)
             inp.started_at = now
             inp.seen_at = now
             task.leased[inp.input_id] = inp

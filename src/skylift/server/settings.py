@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .._protocol import api
+from .._protocol import api, rpc
 
 
 @dataclass(frozen=True)
@@ -35,3 +35,8 @@ class Settings:
     orphan_grace: float = 30.0
     # Finished calls stay in memory this long (sync: for a late re-poll; async: then the store).
     finished_call_memory: float = 120.0
+    # RPC connections before and after hello (docs/security.md): a peer gets this long to say hello;
+    # at most this many may be waiting for theirs, and this many may be open in all.
+    hello_timeout: float = rpc.HELLO_TIMEOUT
+    rpc_max_unauthenticated: int = rpc.MAX_UNAUTHENTICATED
+    rpc_max_connections: int = rpc.MAX_CONNECTIONS

@@ -95,6 +95,14 @@ class SqliteStore:
             self._db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         elif int(row[0]) > SCHEMA_VERSION:
             raise RuntimeError(f"{path} was written by a newer skylift (schema {row[0]} > {SCHEMA_VERSION})")
+        self._add_app_columns()
+
+    def _add_app_columns(self) -> None:
+        """Columns the apps table gained later (docs/security.md); older state.db files get them here."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(apps)")}
+        for column, sql_type in (("strict_containers", "INTEGER NOT NULL DEFAULT 0"), ("owner_task", "TEXT")):
+            if column not in have:
+                self._db.execute(f"ALTER TABLE apps ADD COLUMN {column} {sql_type}")
 
     def close(self) -> None:
         self._db.close()
@@ -118,26 +126,36 @@ class SqliteStore:
 
     def insert_app(self, app: AppRecord) -> None:
         self._db.execute(
-            "INSERT INTO apps (id, name, environment, state, created_at, stopped_at, description) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (app.app_id, app.name, app.environment, app.state, app.created_at, app.stopped_at, app.description))
+            "INSERT INTO apps (id, name, environment, state, created_at, stopped_at, description, strict_containers, "
+            "owner_task) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (app.app_id, app.name, app.environment, app.state, app.created_at, app.stopped_at, app.description,
+             int(app.strict_containers), app.owner_task or None))
+
+    def set_app_strict(self, app_id: str, strict: bool) -> None:
+        self._db.execute("UPDATE apps SET strict_containers = ? WHERE id = ?", (int(strict), app_id))
+
+    _APP_COLUMNS = "id, name, environment, state, created_at, stopped_at, description, strict_containers, owner_task"
+
+    @staticmethod
+    def _app(row: Any) -> AppRecord:
+        app_id, name, environment, state, created_at, stopped_at, description, strict, owner = row
+        return AppRecord(app_id, name, environment, state, created_at, stopped_at, description,
+                         strict_containers=bool(strict), owner_task=owner or "")
 
     def set_app_state(self, app_id: str, state: str, stopped_at: float | None) -> None:
         self._db.execute("UPDATE apps SET state = ?, stopped_at = ? WHERE id = ?", (state, stopped_at, app_id))
 
     def get_app(self, app_id: str) -> AppRecord | None:
-        row = self._db.execute(
-            "SELECT id, name, environment, state, created_at, stopped_at, description FROM apps WHERE id = ?",
-            (app_id,)).fetchone()
-        return AppRecord(*row) if row else None
+        row = self._db.execute(f"SELECT {self._APP_COLUMNS} FROM apps WHERE id = ?", (app_id,)).fetchone()
+        return self._app(row) if row else None
 
     def list_apps(self, environment: str | None) -> list[AppRecord]:
-        sql = "SELECT id, name, environment, state, created_at, stopped_at, description FROM apps"
+        sql = f"SELECT {self._APP_COLUMNS} FROM apps"
         if environment is None:
             rows = self._db.execute(sql + " ORDER BY created_at").fetchall()
         else:
             rows = self._db.execute(sql + " WHERE environment = ? ORDER BY created_at", (environment,)).fetchall()
-        return [AppRecord(*row) for row in rows]
+        return [self._app(row) for row in rows]
 
     def add_version(self, app_id: str, deployed_at: float, tag: str | None, commit_info: str | None,
                     function_ids: dict[str, str]) -> int:
@@ -211,7 +229,17 @@ class SqliteStore:
              (call.call_id, call.function_id, call.params, call.kind, call.state, call.num_inputs,
               int(call.closed), call.created_at, call.finished_at, call.parent_input_id)),
             (self._INSERT_INPUT, self._input_rows(inputs)),
+            ("INSERT INTO call_keys (key, call_id) VALUES (?, ?)", keys),
         ])
+
+    def call_for_key(self, key: str) -> str | None:
+        row = self._db.execute("SELECT call_id FROM call_keys WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
+    def input_ids(self, call_id: str, start_index: int, limit: int) -> list[str]:
+        rows = self._db.execute("SELECT id FROM inputs WHERE call_id = ? AND idx >= ? ORDER BY idx LIMIT ?",
+                                (call_id, start_index, limit)).fetchall()
+        return [str(r[0]) for r in rows]
 
     def add_inputs(self, call_id: str, inputs: list[InputRecord], num_inputs: int) -> None:
         self._tx([
@@ -228,18 +256,8 @@ class SqliteStore:
     def record_outputs(self, outputs: list[OutputRecord], finished: list[tuple[str, str, float]]) -> None:
         self._tx([
             ("INSERT INTO outputs (input_id, call_id, idx, output, created_at) VALUES (?, ?, ?, ?, ?) "
-            ("INSERT INTO call_keys (key, call_id) VALUES (?, ?)", keys),
              "ON CONFLICT (input_id) DO UPDATE SET output = excluded.output, created_at = excluded.created_at",
              [(o.input_id, o.call_id, o.index, _pack(o.output), o.created_at) for o in outputs]),
-    def call_for_key(self, key: str) -> str | None:
-        row = self._db.execute("SELECT call_id FROM call_keys WHERE key = ?", (key,)).fetchone()
-        return str(row[0]) if row else None
-
-    def input_ids(self, call_id: str, start_index: int, limit: int) -> list[str]:
-        rows = self._db.execute("SELECT id FROM inputs WHERE call_id = ? AND idx >= ? ORDER BY idx LIMIT ?",
-                                (call_id, start_index, limit)).fetchall()
-        return [str(r[0]) for r in rows]
-
             # The arguments are not needed once the input is done; the row stays as a marker.
             ("UPDATE inputs SET state = 'done', args = ? WHERE id = ?", [(b"", o.input_id) for o in outputs]),
             ("UPDATE calls SET state = ?, finished_at = ? WHERE id = ?", [(s, at, c) for c, s, at in finished]),
@@ -282,6 +300,7 @@ class SqliteStore:
             self._tx([
                 ("DELETE FROM outputs WHERE call_id = ?", rows),
                 ("DELETE FROM inputs WHERE call_id = ?", rows),
+                ("DELETE FROM call_keys WHERE call_id = ?", rows),
                 ("UPDATE calls SET state = 'expired' WHERE id = ?", rows),
             ])
         return len(ids)
@@ -299,7 +318,6 @@ class SqliteStore:
                 seqs.append(int(cur.lastrowid or 0))
         except BaseException:
             cur.execute("ROLLBACK")
-                ("DELETE FROM call_keys WHERE call_id = ?", rows),
             raise
         cur.execute("COMMIT")
         return seqs

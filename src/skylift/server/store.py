@@ -31,6 +31,8 @@ class AppRecord:
     created_at: float
     stopped_at: float | None = None
     description: str | None = None
+    strict_containers: bool = False
+    owner_task: str = ""
 
 
 @dataclass
@@ -128,6 +130,7 @@ class Store(Protocol):
     # apps
     def insert_app(self, app: AppRecord) -> None: ...
     def set_app_state(self, app_id: str, state: str, stopped_at: float | None) -> None: ...
+    def set_app_strict(self, app_id: str, strict: bool) -> None: ...
     def get_app(self, app_id: str) -> AppRecord | None: ...
     def list_apps(self, environment: str | None) -> list[AppRecord]: ...
     def add_version(self, app_id: str, deployed_at: float, tag: str | None, commit_info: str | None,

@@ -34,6 +34,7 @@ class TaskApi:
     def __init__(self, cp: ControlPlane) -> None:
         self.cp = cp
         self._execs: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.exec_workers: dict[str, str] = {}  # exec id -> the worker it was sent to (server/access.py)
 
     def routes(self) -> Routes:
         return {
@@ -153,6 +154,7 @@ class TaskApi:
         exec_id = ids.new_id("task").replace("ta-", "ex-", 1)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._execs[exec_id] = future
+        self.exec_workers[exec_id] = worker.worker_id
         worker.send({"op": "exec_task", "exec_id": exec_id, "task_id": task.task_id, "argv": argv,
                      "timeout": timeout})
         try:
@@ -161,6 +163,7 @@ class TaskApi:
             raise invalid("task.exec", f"the worker did not answer within {timeout + EXEC_GRACE:.0f} s") from None
         finally:
             self._execs.pop(exec_id, None)
+            self.exec_workers.pop(exec_id, None)
         if result.get("error"):
             raise invalid("task.exec", str(result["error"]))
         return {"exit_code": int(result.get("exit_code", -1)), "output": str(result.get("output", "")),
