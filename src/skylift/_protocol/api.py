@@ -8,9 +8,13 @@ plane never unpickles.
 
 Roles (fixed by `hello`):
   client     SDK in a user program or the CLI (admin token)
-  container  the runtime inside one container (per-container token); may also call CLIENT methods,
-             so functions can call other functions, use Dicts, etc.
-  worker     a worker agent (admin token in the embedded default)
+  container  the runtime inside one container (per-container token); may also call many CLIENT
+             methods as a workload of its workspace (call functions, use Dicts, run apps of its own),
+             never as an operator; the data-plane methods only for inputs leased to it
+  worker     a worker agent (the worker token `worker_token`, or the admin token); only the tasks,
+             execs and builds placed on it
+Who may call each method is server/access.py's RULES, checked before any handler (docs/security.md).
+Before hello a connection may send one frame of at most 64 KiB, within 10 s.
 
 Object ids are prefixed like Modal's: ap- app, fu- function, fc- function call, in- input,
 ta- task (container), im- image, wo- worker, en- environment.
@@ -22,8 +26,10 @@ hello {token, role, version, task_id?, worker_id?} -> {server_version, server_id
 server.status {} -> {version, pid, started_at, url, workers: [WorkerInfo], apps_running}
 server.shutdown {} -> {}                      (admin; stops the embedded platform)
 
-app.create {name?, environment, state: "ephemeral"|"detached", description?} -> {app_id}
-app.deploy_begin {name, environment} -> {app_id}     get-or-create the deployed app by name
+app.create {name?, environment, state: "ephemeral"|"detached", description?, strict_containers?: bool}
+           -> {app_id}                        an app a container creates is owned by its task
+app.deploy_begin {name, environment, strict_containers?: bool} -> {app_id}     get-or-create the deployed
+                                              app by name (strict_containers, when sent, sets the mode)
 app.publish {app_id, state: "ephemeral"|"detached"|"deployed", function_ids: {tag: fu-id},
              tag?: str, commit_info?: str} -> {version: int, app_id}
 app.heartbeat {app_id} -> {}                  ephemeral apps die ~APP_HEARTBEAT_TIMEOUT after the last one
