@@ -320,7 +320,10 @@ async def test_strict_containers_reach_only_their_own_app(platform, home):
         worker = await h.worker()
         secret = (await admin.call("secret.create", {"name": "db", "values": {"K": "v"}, "environment": "main"}))
         other_app, other_fid = await _deploy(h, admin, "other", "g", strict=False)
-        s = await _side(h, admin, worker, "locked", strict=True, secret_ids=[secret["object_id"]])
+        volumes = [(await admin.call("object.get", {"kind": "volume", "name": name, "environment": "main",
+                                                    "create_if_missing": True}))["object_id"] for name in "vw"]
+        s = await _side(h, admin, worker, "locked", strict=True, secret_ids=[secret["object_id"]],
+                        volume_ids={"/data": volumes[0]})
         rpc = s.container.rpc
         assert h.cp.catalog.apps[s.app_id].strict_containers
         # Its own app: look up, call, read its calls.
@@ -328,13 +331,15 @@ async def test_strict_containers_reach_only_their_own_app(platform, home):
             "function_id"] == s.function_id
         call = await rpc.call("call.start", {"function_id": s.function_id, "inputs": [{"args": b"z"}]})
         await rpc.call("call.info", {"call_id": call["call_id"]})
+        await rpc.call("volume.manifest", {"volume_id": volumes[0]})  # the volume its function mounts
         # Nothing else of the workspace.
         for method, params in (("function.get", {"app_name": "other", "tag": "g", "environment": "main"}),
                                ("call.start", {"function_id": other_fid, "inputs": [{"args": b"z"}]}),
                                ("object.get", {"kind": "secret", "name": "db", "environment": "main"}),
                                ("object.get", {"kind": "dict", "name": "d", "environment": "main",
                                                "create_if_missing": True}),
-                               ("app.list", {"environment": "main"})):
+                               ("app.list", {"environment": "main"}),
+                               ("volume.manifest", {"volume_id": volumes[1]})):
             with pytest.raises(RpcError) as err:
                 await rpc.call(method, params)
             assert err.value.code == "auth", method
