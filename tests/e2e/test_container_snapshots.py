@@ -149,3 +149,10 @@ def test_a_function_that_undoes_its_lock_down_still_cannot_reach_the_host(forkin
 def test_a_forked_containers_init_reaps_orphans(snaps: Any) -> None:
     seen = snaps.orphans.remote()
     assert seen["zombies"] == [], seen
+
+
+def test_a_forked_containers_writable_layer_and_tmp_are_bounded(snaps: Any) -> None:
+    for path in ("/root/big", "/tmp/big"):
+        seen = snaps.fill.remote(path)
+        assert seen["errno"] == 28 and seen["written"] <= 64 << 20, (path, seen)  # ENOSPC, no OOM kill
+    assert {t["start"] for t in containers("fill")} == {"fork"}

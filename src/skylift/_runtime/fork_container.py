@@ -59,7 +59,8 @@ def enter(spec: dict[str, Any], fds: list[int]) -> None:
     else:
         _libc.setns(fds[layout["netns"]], _libc.CLONE_NEWNET)
     _libc.unshare(flags)
-    bind_fds = {fd for fd, _, _ in binds} | {fd for fd, _ in views}
+    disk = fds[spec["disk"]] if spec.get("disk") is not None else None  # its ephemeral disk, detached
+    bind_fds = {fd for fd, _, _ in binds} | {fd for fd, _ in views} | ({disk} if disk is not None else set())
     for fd in fds[2:]:
         if fd not in bind_fds:
             os.close(fd)
@@ -72,7 +73,7 @@ def enter(spec: dict[str, Any], fds: list[int]) -> None:
     _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
     if flags & _libc.CLONE_NEWNET:
         _loopback_up()
-    _build_root(spec, binds, views)
+    _build_root(spec, binds, views, disk)
     _libc.sethostname(spec["hostname"])
     _lock_down(spec)
     # G stays as the container's init, reaping orphans and passing signals on (as bubblewrap's
@@ -142,11 +143,16 @@ def _mount_points() -> list[str]:
     return points
 
 
-def _build_root(spec: dict[str, Any], binds: list[tuple[int, str, bool]], views: list[tuple[int, str]]) -> None:
+def _build_root(spec: dict[str, Any], binds: list[tuple[int, str, bool]], views: list[tuple[int, str]],
+                disk: int | None = None) -> None:
     mount, bind_rec = _libc.mount, _libc.MS_BIND | _libc.MS_REC
     nosuid_nodev = _libc.MS_NOSUID | _libc.MS_NODEV
     mount(None, "/", None, _libc.MS_REC | _libc.MS_PRIVATE)
     layers = spec["layers"]
+    if disk is not None:  # the writable layer on the bounded disk (in this namespace only: "/" is private now)
+        os.makedirs(layers, exist_ok=True)
+        _libc.move_mount(disk, layers)
+        os.close(disk)
     root = f"{layers}/root"
     for name in ("upper", "work", "root"):
         os.makedirs(f"{layers}/{name}", exist_ok=True)

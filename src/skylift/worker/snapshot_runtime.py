@@ -302,7 +302,8 @@ class SnapshotRuntime:
                 ForkedSandbox.prepare, spec.task_id, template.directory / "forks" / spec.task_id,
                 cpu=float(cpu) if cpu else None, memory_mb=int(memory) if memory else None,
                 block_network=spec.block_network, binds=binds,
-                cpu_request=float(cpu_request) if cpu_request else None, tmp_mb=int(disk) if disk else None)
+                cpu_request=float(cpu_request) if cpu_request else None, disk_mb=int(disk) if disk else None,
+                state_dir=spec.scratch / "sandbox" if spec.scratch is not None else None)
         except Exception as exc:
             raise TemplateUnavailable(f"the forked container's cgroups or network could not be set up: {exc}") from None
 

@@ -145,3 +145,21 @@ def orphans() -> dict[str, Any]:
         except OSError:
             continue
     return {"zombies": zombies}
+
+
+@app.function(enable_memory_snapshot=True, ephemeral_disk=64, memory=512)
+def fill(path: str) -> dict[str, Any]:
+    """Write up to 256 MiB to `path` on a 64 MiB ephemeral disk (tests/e2e/test_container_snapshots.py)."""
+    written, error = 0, None
+    try:
+        with open(path, "wb") as f:
+            while written < 256 << 20:
+                f.write(b"x" * (1 << 20))
+                written += 1 << 20
+            os.fsync(f.fileno())
+    except OSError as exc:
+        error = exc.errno
+    finally:
+        if os.path.exists(path):
+            os.remove(path)
+    return {"errno": error, "written": written}

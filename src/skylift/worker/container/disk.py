@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import logging
 import os
 import shutil
 import struct
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from ... import _libc
 
+log = logging.getLogger(__name__)
 LOOP_CONTROL = "/dev/loop-control"
 _LOOP_CTL_GET_FREE = 0x4C82
 _LOOP_CONFIGURE = 0x4C0A
@@ -133,3 +135,18 @@ class EphemeralDisk:
                 self.mountpoint.rmdir()
         self.image.unlink(missing_ok=True)
 
+
+_warned = False
+
+
+def ephemeral_disk(state: Path, size_mb: int) -> EphemeralDisk | None:
+    """A container's disk at `state`/disk(.img), or None (with one warning per worker) where the host can't."""
+    global _warned
+    try:
+        return EphemeralDisk.create(state / "disk.img", state / "disk", size_mb)
+    except DiskError as e:
+        if not _warned:
+            _warned = True
+            log.warning("containers' ephemeral_disk is not enforced on this worker: %s; their writable layers "
+                        "grow on the host's disk and /tmp is a tmpfs bounded by their memory limit", e)
+        return None

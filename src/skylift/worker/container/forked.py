@@ -9,9 +9,11 @@
 
 Like a `Sandbox` it has its own cgroups (limits, stats, OOM kills), network namespace (from the fork
 pool, whose namespaces belong to the forks' user namespace) and writable layer (`layers_dir`, which
-the template's sandbox shows at FORK_LAYERS/<task id>). What differs is who makes the namespaces and
-mounts them: the child itself, from inside the template's sandbox, as the root of the forks' user
-namespace — an unprivileged host uid (userns.py).
+the template's sandbox shows at FORK_LAYERS/<task id>; with `disk_mb`, the child mounts its ephemeral
+disk there first — made by the worker in the task's state directory, passed as a detached idmapped
+mount — so the layer is bounded as a `Sandbox`'s is, and its /tmp is a tmpfs of that size).
+What differs is who makes the namespaces and mounts them: the child itself, from inside the
+template's sandbox, as the root of the forks' user namespace — an unprivileged host uid (userns.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ... import _libc
 from . import host, network, policy, seccomp
 from .bwrap import FORK_LAYERS, FORK_ROOT
 from .cgroups import Cgroup, CgroupLimits
+from .disk import EphemeralDisk, ephemeral_disk
 from .errors import SandboxError
 from .sandbox import DEFAULT_PIDS_MAX, SandboxStats, cgroup_name, describe_exit, enter_container
 from .userns import fork_userns
@@ -38,9 +41,10 @@ _FORK_DIR = str(Path(FORK_ROOT).parent)
 class ForkedSandbox:
     def __init__(self, task_id: str, layers_dir: Path, cgroup: Cgroup, netns: network.Netns | None,
                  memory_mb: int | None, binds: list[tuple[str, str, bool]] | None = None,
-                 tmp_mb: int | None = None) -> None:
+                 disk_mb: int | None = None, disk: EphemeralDisk | None = None) -> None:
         self.task_id = task_id
-        self.tmp_mb = tmp_mb  # the size of its /tmp tmpfs (its ephemeral disk); None: its memory limit
+        self.disk_mb = disk_mb  # its ephemeral disk: the size of its /tmp tmpfs, and of `disk` if one was made
+        self._disk = disk
         self.binds = list(binds or [])  # (host path, container path, read_only): volumes, bucket mounts
         self.layers_dir = layers_dir
         self.memory_mb = memory_mb
@@ -52,17 +56,25 @@ class ForkedSandbox:
     @classmethod
     def prepare(cls, task_id: str, layers_dir: Path, *, cpu: float | None, memory_mb: int | None,
                 block_network: bool, binds: list[tuple[str, str, bool]] | None = None,
-                cpu_request: float | None = None, tmp_mb: int | None = None) -> ForkedSandbox:
+                cpu_request: float | None = None, disk_mb: int | None = None,
+                state_dir: Path | None = None) -> ForkedSandbox:
+        """`state_dir`: where its ephemeral disk of `disk_mb` MiB is made (as a `Sandbox`'s: the worker's
+        crash cleanup unmounts what is left there); without it, only /tmp is bounded."""
         cgroup = Cgroup(cgroup_name(task_id))
         netns: network.Netns | None = None
+        disk: EphemeralDisk | None = None
         try:
+            if disk_mb is not None and state_dir is not None:
+                disk = ephemeral_disk(state_dir, disk_mb)
             cgroup.create(CgroupLimits(cpu, memory_mb, DEFAULT_PIDS_MAX, cpu_request=cpu_request))
             if not block_network:
                 pool = network.fork_pool()
                 netns = pool.try_acquire() or pool.acquire()
-            forked = cls(task_id, layers_dir, cgroup, netns, memory_mb, binds, tmp_mb)
+            forked = cls(task_id, layers_dir, cgroup, netns, memory_mb, binds, disk_mb, disk)
             forked._open_fds()
         except BaseException:
+            if disk is not None:
+                disk.remove()
             with contextlib.suppress(Exception):
                 cgroup.remove()
             if netns is not None:
@@ -77,13 +89,15 @@ class ForkedSandbox:
             self._fds.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
         for host_dir, _ in self._cgroup.visible_dirs:  # its own cgroups at /sys/fs/cgroup, read-only
             self._fds.append(_libc.open_tree(str(host_dir)))
-        if self.binds:
+        if self.binds or self._disk is not None:
             # detached, idmapped bind mounts: the child attaches them in its own mount namespace, and
             # its root (an unprivileged host uid) owns what the host's root owns there
             userns_fd = fork_userns().open()
             try:
                 for host_path, _, _ in self.binds:
                     self._fds.append(_libc.open_tree_idmapped(host_path, userns_fd))
+                if self._disk is not None:
+                    self._fds.append(_libc.open_tree_idmapped(str(self._disk.mountpoint), userns_fd))
             finally:
                 os.close(userns_fd)
 
@@ -94,12 +108,14 @@ class ForkedSandbox:
         views_from = cgroups_from + len(self._cgroup.join_files)
         views = self._cgroup.visible_dirs
         binds_from = views_from + len(views)
+        disk = binds_from + len(self.binds) if self._disk is not None else None
         message = {
             "fds": {"netns": netns, "cgroups": list(range(cgroups_from, views_from))},
             "cgroup_views": [[views_from + i, name] for i, (_, name) in enumerate(views)],
             "binds": [[binds_from + i, path, read_only] for i, (_, path, read_only) in enumerate(self.binds)],
             "lower": FORK_ROOT, "layers": f"{FORK_LAYERS}/{self.task_id}", "fork_dir": _FORK_DIR,
-            "hostname": "skylift", "tmp_mb": self.tmp_mb, "capabilities": sorted(policy.CAPABILITIES.values()),
+            "disk": disk, "tmp_mb": self.disk_mb,
+            "hostname": "skylift", "capabilities": sorted(policy.CAPABILITIES.values()),
             "seccomp": seccomp.compiled_filter(host.runtime_dir()).read_bytes(),
             "read_only_proc_dirs": list(policy.READ_ONLY_PROC_DIRS),
             "masked_proc_files": list(policy.MASKED_PROC_FILES), "masked_proc_dirs": list(policy.MASKED_PROC_DIRS),
@@ -161,3 +177,5 @@ class ForkedSandbox:
             network.fork_pool().release(self._netns)
             self._netns = None
         shutil.rmtree(self.layers_dir, ignore_errors=True)
+        if self._disk is not None:  # the child's mount of it died with its mount namespace
+            self._disk.remove()

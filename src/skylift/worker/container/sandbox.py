@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import re
 import shutil
@@ -32,13 +31,11 @@ from . import host, network, seccomp, userns
 from .bwrap import BwrapOptions, build_args
 from .cgroups import Cgroup, CgroupError, CgroupLimits, CgroupStats
 from .cgroups import remove_stale as remove_stale_cgroups
-from .disk import DiskError, EphemeralDisk
+from .disk import EphemeralDisk, ephemeral_disk
 from .errors import SandboxError
 from .launch import container_env, etc_files, launcher_argv
 from .overlay import attach_idmapped, mount_overlay, unmount_all_below
 from .userns import fork_userns
-
-log = logging.getLogger(__name__)
 
 START_TIMEOUT = 30.0
 DEFAULT_PIDS_MAX = 4096
@@ -129,7 +126,7 @@ class Sandbox:
         disk: EphemeralDisk | None = None
         try:
             if spec.disk_mb is not None and not template:
-                disk = await asyncio.to_thread(_ephemeral_disk, state, spec.disk_mb)
+                disk = await asyncio.to_thread(ephemeral_disk, state, spec.disk_mb)
                 if disk is not None:
                     upper, work = disk.upper, disk.work
             # A template runs as the root of the forks' user namespace, an unprivileged host uid
@@ -362,22 +359,6 @@ def describe_exit(code: int, oom_killed: bool, memory_mb: int | None) -> str:
             name = f"signal {code - 128}"
         return f"was killed by {name}"
     return f"exited with code {code}"
-
-
-_disk_warned = False
-
-
-def _ephemeral_disk(state: Path, size_mb: int) -> EphemeralDisk | None:
-    """The container's bounded writable layer, or None (with one warning per worker) where the host can't."""
-    global _disk_warned
-    try:
-        return EphemeralDisk.create(state / "disk.img", state / "disk", size_mb)
-    except DiskError as e:
-        if not _disk_warned:
-            _disk_warned = True
-            log.warning("containers' ephemeral_disk is not enforced on this worker: %s; their writable layers "
-                        "grow on the host's disk and /tmp is a tmpfs bounded by their memory limit", e)
-        return None
 
 
 def _writable_tmp(rootfs: Path) -> None:
