@@ -102,9 +102,10 @@ class Server:
         self._child = subprocess.Popen(cmd, env=env)
         return self._child.wait() == 0
 
-    async def _create(self, app_name: str | None, description: str | None) -> str:
+    async def _create(self, app_name: str | None, description: str | None, strict_containers: bool) -> str:
         got = await Client.from_env().call("app.create", {"name": app_name, "environment": self.environment,
-                                                          "state": "ephemeral", "description": description})
+                                                          "state": "ephemeral", "description": description,
+                                                          "strict_containers": strict_containers})
         return str(got["app_id"])
 
     async def _heartbeat(self) -> None:
@@ -133,7 +134,7 @@ class Server:
         module = import_ref(target, is_module=self.module_flag)
         app = find_app(module, app_name=app_var)
         watched = Watched(module.__name__, app)
-        self.app_id = run_sync(self._create(self.name or app.name, app.description))
+        self.app_id = run_sync(self._create(self.name or app.name, app.description, app.strict_containers))
         _output.step(f"Initialized. App {self.app_id} in environment '{self.environment}' (serving).")
         background = [spawn_background(self._heartbeat()), spawn_background(self._logs())]
         stop = threading.Event()
