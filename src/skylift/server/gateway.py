@@ -1,8 +1,9 @@
 """The HTTP gateway: every web endpoint of every app, on one loopback port of the control plane.
 
-An asyncio `Protocol` with httptools' C parser: no framework, no per-request allocations beyond
-the request itself, keep-alive, one request at a time per connection (pipelined ones wait).
-A request is matched to an endpoint by host (`<label>.localhost:PORT`) or by its first path
+Each connection is an asyncio `Protocol` with httptools' C parser (`http_connection.py`): no
+framework, no per-request allocations beyond the request itself, keep-alive, one request at a time
+per connection (pipelined ones wait), and bounded before anything knows who the client is (head
+size 414/431, header timeout 408, idle timeout, connection cap 503; `GatewayConfig`). A request is matched to an endpoint by host (`<label>.localhost:PORT`) or by its first path
 segment (`/<label>/...`), checked (404, 401, 413, 503), and becomes an input of the endpoint's
 pool; `web_exchange.Exchange` carries it from there. See docs/web.md for the whole flow.
 """
@@ -14,9 +15,7 @@ import contextlib
 import logging
 import os
 import pickle
-import socket
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,8 +24,8 @@ from urllib.parse import unquote
 import httptools
 
 from .._protocol import ids
-from . import websocket_frames as wsf
 from .calls import Call
+from .http_connection import HttpConnection, Request
 from .web_exchange import Exchange, ResponseWriter
 from .web_routes import Route, Routes, endpoint_label, web_endpoints
 
@@ -39,11 +38,12 @@ log = logging.getLogger("skylift.server")
 
 RESULT_PREFIX = b"/__skylift/calls/"
 DETACHED_KEEP_SECONDS = 3600.0
-WRITE_HIGH_WATER = 1024 * 1024
 
 
 @dataclass
 class GatewayConfig:
+    """The gateway's settings; each has an environment variable of the server (docs/web.md, "Limits")."""
+
     host: str = "127.0.0.1"
     port: int = 0
     # Modal: a request that has no answer after 150 s gets a 303 to a URL that waits for it.
@@ -54,237 +54,49 @@ class GatewayConfig:
     inline_body: int = 1024 * 1024
     # Host names `<label>.<domain>` route by host; anything else routes by path.
     domain: str = "localhost"
+    # Before any check of who the peer is, a request head is bounded (http_limits.py): nginx's
+    # request line and header field buffers are 8 KiB, its 431 threshold 4 x 8 KiB; Node's 16 KiB.
+    max_url: int = 8 * 1024
+    max_head: int = 64 * 1024
+    max_headers: int = 100  # as Python's http.client and h11
+    # The whole head must arrive this long after the connection (or the request) began: a peer
+    # that trickles bytes (slowloris) is answered 408 and closed. nginx's client_header_timeout is
+    # 60 s; a head is one packet in practice, so 10 s is generous.
+    header_timeout: float = 10.0
+    # A connection with no request in progress is closed after this long (nginx 75 s, uvicorn 5 s).
+    keepalive_timeout: float = 60.0
+    # Beyond this many open connections new ones get a 503 and are closed (nginx's default
+    # worker_connections is 512-1024); long-lived WebSockets count too.
+    max_connections: int = 1024
 
     @classmethod
     def from_env(cls, host: str = "127.0.0.1", port: int | None = None) -> GatewayConfig:
         env = os.environ
+        default = cls()
+
+        def number(name: str, fallback: float) -> float:
+            text = env.get(name)
+            if not text:
+                return fallback
+            try:
+                value = float(text)
+            except ValueError:
+                raise ValueError(f"the gateway setting {name}={text!r} is not a number") from None
+            if value <= 0:
+                raise ValueError(f"the gateway setting {name}={text!r} must be positive")
+            return value
+
         return cls(host=env.get("SKYLIFT_WEB_HOST") or host,
                    port=int(env["SKYLIFT_WEB_PORT"]) if env.get("SKYLIFT_WEB_PORT") else (port or 0),
-                   timeout=float(env.get("SKYLIFT_WEB_TIMEOUT") or 150.0),
-                   max_body=int(env.get("SKYLIFT_WEB_MAX_BODY") or 4 * 1024 ** 3),
-                   domain=env.get("SKYLIFT_WEB_DOMAIN") or "localhost")
-
-
-class Request:
-    __slots__ = ("body", "complete", "content_length", "exchange", "headers", "http11", "keep_alive", "method",
-                 "responded", "streaming", "target", "upgrade", "waiting_body")
-
-    def __init__(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], http11: bool,
-                 keep_alive: bool, upgrade: bool) -> None:
-        self.method = method
-        self.target = target
-        self.headers = headers
-        self.http11 = http11
-        self.keep_alive = keep_alive
-        self.upgrade = upgrade
-        self.body = bytearray()
-        self.complete = False
-        self.content_length: int | None = None
-        self.exchange: Exchange | None = None
-        self.responded = False
-        self.streaming = False  # body bytes go to the exchange as they arrive
-        self.waiting_body = False  # submitted once the (small) body is complete
-
-    def header(self, name: bytes) -> bytes | None:
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
-
-
-class HttpConnection(asyncio.Protocol):
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
-        self.peer: tuple[str, int] = ("", 0)
-        self.active: Request | None = None
-        self.incoming: Request | None = None
-        self.queue: deque[Request] = deque()
-        self.closed = False
-        self.ws: wsf.FrameParser | None = None
-        self.ws_exchange: Exchange | None = None
-        self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._drain: asyncio.Future[None] | None = None
-        self._paused_writing = False
-
-    # ---- asyncio.Protocol --------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple):
-            self.peer = (str(peer[0]), int(peer[1]))
-        self.gateway.connections.add(self)
-
-    def data_received(self, data: bytes) -> None:
-        if self.ws is not None:
-            self._ws_data(data)
-            return
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            rest = data[exc.args[0]:] if exc.args and isinstance(exc.args[0], int) else b""
-            self.ws = wsf.FrameParser()
-            if rest:
-                self._ws_data(rest)
-        except httptools.HttpParserError as exc:
-            self._fail_fast(400, f"malformed HTTP request: {exc}")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.gateway.connections.discard(self)
-        for request in [self.active, *self.queue]:
-            if request is not None and request.exchange is not None:
-                request.exchange.disconnected()
-        if self.ws_exchange is not None:
-            self.ws_exchange.disconnected()
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
-
-    def pause_writing(self) -> None:
-        self._paused_writing = True
-
-    def resume_writing(self) -> None:
-        self._paused_writing = False
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
-
-    # ---- httptools callbacks -----------------------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        self._url = b""
-        self._headers = []
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
-
-    def on_headers_complete(self) -> None:
-        parser = self.parser
-        request = Request(parser.get_method(), self._url, self._headers, parser.get_http_version() == "1.1",
-                          parser.should_keep_alive(), parser.should_upgrade())
-        length = request.header(b"content-length")
-        if length is not None and length.isdigit():
-            request.content_length = int(length)
-        self.incoming = request
-        if self.active is None:
-            self.active = request
-            self.gateway.begin(self, request)
-        else:
-            self.queue.append(request)
-            if self.transport is not None:
-                self.transport.pause_reading()
-
-    def on_body(self, body: bytes) -> None:
-        request = self.incoming
-        if request is None or request.responded:
-            return  # answered already (an error, or an app that didn't read it all): the rest is dropped
-        if request.streaming and request.exchange is not None:
-            request.exchange.feed(body, True)
-            if request.exchange.body_bytes > self.gateway.config.max_body:
-                self._fail_fast(413, self.gateway.too_large())
-            return
-        request.body += body
-        if len(request.body) > self.gateway.config.max_body:
-            self._fail_fast(413, self.gateway.too_large())
-
-    def on_message_complete(self) -> None:
-        request = self.incoming
-        if request is None:
-            return
-        request.complete = True
-        if request.streaming and request.exchange is not None:
-            request.exchange.feed(b"", False)
-        elif request.waiting_body and request.exchange is not None:
-            request.waiting_body = False
-            self.gateway.submit(request.exchange, bytes(request.body), more=False)
-        if request is self.active and request.responded:
-            self._next()
-
-    # ---- used by exchanges -------------------------------------------------------------------
-
-    def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.write(data)
-
-    def response_done(self, keep_alive: bool) -> None:
-        request = self.active
-        if not keep_alive or request is None or not request.keep_alive:
-            self.close()
-            return
-        request.responded = True
-        if request.complete:
-            self._next()
-        else:
-            self.resume_reading()  # read (and drop) the rest of its body
-
-    def _next(self) -> None:
-        self.active = None
-        if self.queue:
-            request = self.queue.popleft()
-            self.active = request
-            if not self.queue and self.transport is not None:
-                self.transport.resume_reading()
-            self.gateway.begin(self, request)
-
-    def close(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.closed = True
-            self.transport.close()
-
-    def pause_reading(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self.transport is not None and not self.closed and not self.queue:
-            self.transport.resume_reading()
-
-    async def drain(self) -> None:
-        if not self._paused_writing or self.closed:
-            return
-        if self._drain is None or self._drain.done():
-            self._drain = asyncio.get_running_loop().create_future()
-        await self._drain
-
-    def upgrade(self, exchange: Exchange) -> None:
-        self.ws_exchange = exchange
-        if self.ws is None:
-            self.ws = wsf.FrameParser()
-
-    def _ws_data(self, data: bytes) -> None:
-        assert self.ws is not None
-        exchange = self.ws_exchange
-        try:
-            events = self.ws.feed(data)
-        except wsf.ProtocolError as exc:
-            self.write(wsf.close_frame(exc.code, exc.reason))
-            self.close()
-            return
-        if exchange is not None:
-            for opcode, payload in events:
-                exchange.ws_event(opcode, payload)
-
-    def _fail_fast(self, status: int, text: str) -> None:
-        request = self.active or self.incoming
-        writer = ResponseWriter(self, head_only=False, keep_alive=False, http11=True)
-        if request is not None and request.exchange is not None:
-            exchange = request.exchange
-            request.exchange = None
-            exchange.disconnected()
-            if exchange.writer is not None and exchange.writer.started:
-                self.close()
-                return
-        writer.error(status, text)
+                   timeout=number("SKYLIFT_WEB_TIMEOUT", default.timeout),
+                   max_body=int(number("SKYLIFT_WEB_MAX_BODY", default.max_body)),
+                   domain=env.get("SKYLIFT_WEB_DOMAIN") or "localhost",
+                   max_url=int(number("SKYLIFT_WEB_MAX_URL", default.max_url)),
+                   max_head=int(number("SKYLIFT_WEB_MAX_HEAD", default.max_head)),
+                   max_headers=int(number("SKYLIFT_WEB_MAX_HEADERS", default.max_headers)),
+                   header_timeout=number("SKYLIFT_WEB_HEADER_TIMEOUT", default.header_timeout),
+                   keepalive_timeout=number("SKYLIFT_WEB_KEEPALIVE_TIMEOUT", default.keepalive_timeout),
+                   max_connections=int(number("SKYLIFT_WEB_MAX_CONNECTIONS", default.max_connections)))
 
 
 class Gateway:
@@ -296,6 +108,9 @@ class Gateway:
         self.exchanges: dict[str, Exchange] = {}  # by input id
         self.detached: dict[str, Exchange] = {}  # by call id
         self.connections: set[HttpConnection] = set()
+        self.refused = 0  # connections turned away at the cap, in the current episode
+        self.rejected: dict[int, int] = {}  # 414/431 answers, by status (for tests and figures)
+        self.timed_out = 0  # heads that missed the header timeout
         self.url = ""
         self._server: asyncio.base_events.Server | None = None
 
@@ -328,6 +143,24 @@ class Gateway:
             self._server.close()
         for conn in list(self.connections):
             conn.close()
+
+    def admit(self, conn: HttpConnection) -> bool:
+        """Count a new connection in, unless the cap is reached (then log once, until it clears)."""
+        cap = self.config.max_connections
+        if len(self.connections) >= cap:
+            if not self.refused:
+                log.warning("web gateway: %d connections are open, the limit (SKYLIFT_WEB_MAX_CONNECTIONS=%d); "
+                            "new ones get 503 until some close", len(self.connections), cap)
+            self.refused += 1
+            return False
+        self.connections.add(conn)
+        return True
+
+    def release(self, conn: HttpConnection) -> None:
+        self.connections.discard(conn)
+        if self.refused and len(self.connections) < self.config.max_connections * 9 // 10:
+            log.info("web gateway: accepting connections again (%d were refused at the limit)", self.refused)
+            self.refused = 0
 
     # ---- URLs --------------------------------------------------------------------------------
 
@@ -388,6 +221,7 @@ class Gateway:
             self.submit(exchange, bytes(request.body), more=False)
         elif request.content_length is not None and request.content_length <= self.config.inline_body:
             request.waiting_body = True
+            conn.wait_body()
         else:
             request.streaming = True
             self.submit(exchange, bytes(request.body), more=True)

@@ -48,7 +48,7 @@ ERROR_STATUS = {
 
 
 class Connection(Protocol):
-    """What an exchange needs of the HTTP connection it answers on (`gateway.HttpConnection`)."""
+    """What an exchange needs of the HTTP connection it answers on (`http_connection.HttpConnection`)."""
 
     def write(self, data: bytes) -> None: ...
     def response_done(self, keep_alive: bool) -> None: ...
