@@ -127,3 +127,15 @@ def test_ptrace_follows_dockers_default(run_sandbox):
     assert int(got["init_caps"], 16) == 0
     assert got.get("refused", [True] * 3) == [True] * 3
 
+
+
+def test_a_dead_workers_disks_go_with_the_unmount_at_its_successors_start(tmp_path):
+    """What `cleanup_stale` does for a crashed worker's scratch: unmounting frees the loop device too."""
+    from skylift.worker.container.disk import EphemeralDisk
+    from skylift.worker.container.overlay import unmount_all_below
+
+    state = tmp_path / "ta-crashed" / "sandbox"
+    EphemeralDisk.create(state / "disk.img", state / "disk", 64)
+    assert len(_loop_devices_for(str(state))) == 1
+    assert unmount_all_below(tmp_path)
+    assert _loop_devices_for(str(state)) == []
