@@ -392,9 +392,10 @@ RULES: dict[str, Rule] = {
     "volume.copy": workload("Volumes of the workspace", strict=_strict_volume),
     "volume.file": workload("Volumes of the workspace", strict=_strict_volume),
     "volume.listdir": workload("Volumes of the workspace", strict=_strict_volume),
-    "volume.read_blocks": workload("Volumes of the workspace", strict=_strict_volume),
+    "volume.read_blocks": Rule(_ACW, "blocks by content hash (the manifest, which names them, is scoped): "
+                                     "workers fetch the blocks of the volumes they mount", ALLOW, ALLOW),
     "volume.remove": workload("Volumes of the workspace", strict=_strict_volume),
-    "volume.write_blocks": workload("Volumes of the workspace", strict=_strict_volume),
+    "volume.write_blocks": workload("content-addressed blocks; only a scoped commit makes them a file", strict=ALLOW),
     "volume.manifest": Rule(_ACW, "containers and workers mount volumes (contents travel by hash)",
                             ALLOW, _strict_volume),
     "blob.missing": workload("uploading mounts of an app it runs (content-addressed)", strict=ALLOW),
