@@ -388,6 +388,9 @@ class HttpConnection(asyncio.Protocol):
         try:
             events = self.ws.feed(data)
         except wsf.ProtocolError as exc:
+            if exchange is None:  # no 101 yet: the client still speaks HTTP and gets an HTTP answer
+                self._fail_fast(400, f"invalid WebSocket data before the handshake completed: {exc.reason}")
+                return
             self.write(wsf.close_frame(exc.code, exc.reason))
             self.close()
             return
