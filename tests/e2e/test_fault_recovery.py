@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from apps import faults
-from pool_helpers import containers, stop_all
+from pool_helpers import call, containers, stop_all
 
 import skylift as modal
 from skylift.exception import ExecutionError
@@ -167,3 +167,27 @@ def test_kill_9_of_the_worker_while_containers_boot_does_not_fail_the_map(tmp_pa
         while any(_state(pid) not in ("X", "Z") for pid in doomed.values()):
             assert time.monotonic() < deadline, "the dead worker's containers were not reaped"
             time.sleep(0.05)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the container runtime's sandboxes and cgroups (root)")
+def test_server_stop_leaves_no_sandbox_or_cgroup_behind(tmp_path: Path) -> None:
+    from skylift.worker.container.reap import group_dirs, worker_group
+
+    home = tmp_path / "home"
+    with local_platform(home), faults.app.run():
+        faults.stubborn.spawn(600)
+        deadline = time.monotonic() + 120
+        pids: dict[str, int] = {}
+        while not pids:
+            assert time.monotonic() < deadline, "the stubborn container did not start"
+            running = {t["task_id"] for t in containers("stubborn") if t["running_inputs"]}
+            pids = _runtime_pids(running) if running else {}
+            time.sleep(0.05)
+        runtimes = {r for w in call("server.status", {})["workers"] for r in w["runtimes"]}
+        if "container" not in runtimes:
+            pytest.skip(f"the worker runs {sorted(runtimes)}, not the container runtime")
+        assert any(d.exists() for d in group_dirs(worker_group(home)))
+    # `server stop` (what leaving local_platform does): the worker had to be killed, its sandbox reaped.
+    for pid in pids.values():
+        assert _state(pid) in ("X", "Z"), f"container process {pid} outlived `server stop`"
+    assert not any(d.exists() for d in group_dirs(worker_group(home))), "cgroups outlived `server stop`"

@@ -18,3 +18,9 @@ class SlowBoot:
     @modal.method()
     def double(self, x: int) -> int:
         return 2 * x
+
+
+@app.function()
+def stubborn(seconds: float) -> None:
+    """A long input: its container drains it on SIGTERM, so only a kill ends it before `seconds`."""
+    time.sleep(seconds)
