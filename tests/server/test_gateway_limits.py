@@ -205,6 +205,20 @@ async def test_an_idle_keep_alive_connection_is_closed(platform: Any) -> None:
         assert not gateway.connections
 
 
+async def test_a_small_body_that_stops_coming_is_answered_408(platform: Any) -> None:
+    async with platform() as h:
+        gateway = h.cp.gateway
+        gateway.config.keepalive_timeout = 0.5
+        url = await _web_app(await h.client(), "slow-body")
+        host, port = _address(url)
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(f"POST /{url.rsplit('/', 1)[1]}/ HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc".encode())
+        status, answer = await read_answer(reader)
+        await shut(writer)
+        assert status == 408 and b"request body did not arrive" in answer, answer
+        assert not gateway.exchanges
+
+
 async def test_the_connection_cap_answers_503_and_logs_once(platform: Any, caplog: pytest.LogCaptureFixture) -> None:
     async with platform() as h:
         gateway = h.cp.gateway

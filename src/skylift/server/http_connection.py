@@ -196,6 +196,8 @@ class HttpConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        if self.closed:
+            return  # the rest of a read that arrived after the connection was answered and closed
         parser = self.parser
         assert parser is not None
         request = Request(parser.get_method(), self._url, self._headers, parser.get_http_version() == "1.1",
