@@ -303,7 +303,8 @@ class SnapshotRuntime:
                 cpu=float(cpu) if cpu else None, memory_mb=int(memory) if memory else None,
                 block_network=spec.block_network, binds=binds,
                 cpu_request=float(cpu_request) if cpu_request else None, disk_mb=int(disk) if disk else None,
-                state_dir=spec.scratch / "sandbox" if spec.scratch is not None else None)
+                state_dir=spec.scratch / "sandbox" if spec.scratch is not None else None,
+                cgroup_group=getattr(self.inner, "cgroup_group", ""))  # the worker's own tree (reap.py)
         except Exception as exc:
             raise TemplateUnavailable(f"the forked container's cgroups or network could not be set up: {exc}") from None
 

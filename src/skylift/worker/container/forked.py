@@ -57,10 +57,11 @@ class ForkedSandbox:
     def prepare(cls, task_id: str, layers_dir: Path, *, cpu: float | None, memory_mb: int | None,
                 block_network: bool, binds: list[tuple[str, str, bool]] | None = None,
                 cpu_request: float | None = None, disk_mb: int | None = None,
-                state_dir: Path | None = None) -> ForkedSandbox:
+                state_dir: Path | None = None, cgroup_group: str = "") -> ForkedSandbox:
         """`state_dir`: where its ephemeral disk of `disk_mb` MiB is made (as a `Sandbox`'s: the worker's
-        crash cleanup unmounts what is left there); without it, only /tmp is bounded."""
-        cgroup = Cgroup(cgroup_name(task_id))
+        crash cleanup unmounts what is left there); without it, only /tmp is bounded. `cgroup_group`:
+        the worker's own cgroup tree, reaped at its start (reap.py)."""
+        cgroup = Cgroup(cgroup_name(task_id), group=cgroup_group)
         netns: network.Netns | None = None
         disk: EphemeralDisk | None = None
         try:
