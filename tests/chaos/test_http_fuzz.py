@@ -441,6 +441,7 @@ def requests(draw: st.DrawFn) -> list[bytes]:
     return [raw]
 
 
+@pytest.mark.timeout(3600 if LONG else 120)
 @settings(max_examples=GENERATED, deadline=None, derandomize=True, database=None,
           suppress_health_check=list(HealthCheck))
 @given(raw=requests(), half_close=st.booleans())

@@ -3,9 +3,10 @@
 Each connection is an asyncio `Protocol` with httptools' C parser (`http_connection.py`): no
 framework, no per-request allocations beyond the request itself, keep-alive, one request at a time
 per connection (pipelined ones wait), and bounded before anything knows who the client is (head
-size 414/431, header timeout 408, idle timeout, connection cap 503; `GatewayConfig`). A request is matched to an endpoint by host (`<label>.localhost:PORT`) or by its first path
-segment (`/<label>/...`), checked (404, 401, 413, 503), and becomes an input of the endpoint's
-pool; `web_exchange.Exchange` carries it from there. See docs/web.md for the whole flow.
+size 414/431, header timeout 408, idle timeout, connection cap 503; `GatewayConfig`). A request
+is matched to an endpoint by host (`<label>.localhost:PORT`) or by its first path segment
+(`/<label>/...`), checked (404, 401, 413, 503), and becomes an input of the endpoint's pool;
+`web_exchange.Exchange` carries it from there. See docs/web.md for the whole flow.
 """
 
 from __future__ import annotations

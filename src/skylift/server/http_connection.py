@@ -125,7 +125,7 @@ class HttpConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade as exc:
             request = self.incoming
             if request is None or request is not self.active or request.exchange is None:
-                self.close()  # answered already (an error): nothing will speak the new protocol
+                self._linger()  # answered already (an error): nothing will speak the new protocol
                 return
             rest = data[exc.args[0]:] if exc.args and isinstance(exc.args[0], int) else b""
             self.ws = wsf.FrameParser()
