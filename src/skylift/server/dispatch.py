@@ -368,16 +368,20 @@ class Dispatcher:
             self.requeue_internal(list(task.leased.values()),
                                   f"its container exited with code {code}" + (f" ({detail})" if detail else ""))
         if fault.kind is not FaultKind.PLATFORM_STOP:
-            self._count_exit(task, fault, code, detail, now)
+            self._count_exit(task, fault, code, detail, now, cause_is_oom=cause == CAUSE_OOM)
         self.wake_scaler()
 
-    def _count_exit(self, task: Task, fault: Fault, code: str, detail: str, now: float) -> None:
+    def _count_exit(self, task: Task, fault: Fault, code: str, detail: str, now: float, *,
+                    cause_is_oom: bool) -> None:
         """Log the end with its classification; before ready, update the pool's crash loop."""
         pool = task.pool
         function = pool.function
         when = "before it was ready" if not task.ever_ready else "while running"
-        cost = ("counted as a crash of the function" if fault.kind is FaultKind.USER and not task.ever_ready
-                else "its inputs run again; not counted against retries or the crash limit")
+        if fault.kind is FaultKind.USER:
+            cost = ("counted as a crash of the function" if not task.ever_ready
+                    else "its inputs fail (retries apply)" if cause_is_oom else "its inputs run again")
+        else:
+            cost = "its inputs run again; not counted against retries or the crash limit"
         text = f"the container for {function.tag!r} exited with code {code} {when}" + (f": {detail}" if detail else "")
         if task.init_failed:
             return  # init_failed already counted and logged it
