@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 from conftest import definition
+from skylift.server.gateway import GatewayConfig
+from skylift.server.http_limits import HeadBudget, HeadRejected
 
 WEB = {"type": "asgi", "label": None, "requires_proxy_auth": False}
 MiB = 1024 * 1024
@@ -81,6 +83,49 @@ async def read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
             data += more
     status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else 0
     return status, data
+
+
+def test_head_budget_counts_exactly_and_by_reads() -> None:
+    budget = HeadBudget(max_url=100, max_head=1000, max_headers=3)
+    budget.add_url(60)
+    budget.add_url(40)  # exactly the limit is allowed
+    with pytest.raises(HeadRejected) as refused:
+        budget.add_url(1)
+    assert refused.value.status == 414
+    budget.reset()
+    for n in range(3):
+        budget.add_header(b"x-%d" % n, b"v")
+    with pytest.raises(HeadRejected, match="more than 3 header fields") as refused:
+        budget.add_header(b"x-3", b"v")
+    assert refused.value.status == 431
+    budget.reset()
+    budget.add_header(b"x", b"v" * 900)  # complete fields, counted exactly (with the request line's allowance)
+    with pytest.raises(HeadRejected, match="larger than the limit of 1000 bytes"):
+        budget.add_header(b"y", b"v" * 100)
+    budget.reset()
+    budget.add_read(600)  # a field that never ends is seen only as reads
+    with pytest.raises(HeadRejected) as refused:
+        budget.add_read(600)
+    assert refused.value.status == 431
+
+
+def test_limits_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    default = GatewayConfig()
+    assert (default.max_url, default.max_head, default.max_headers, default.header_timeout,
+            default.keepalive_timeout, default.max_connections) == (8192, 65536, 100, 10.0, 60.0, 1024)
+    for name, value in [("SKYLIFT_WEB_MAX_URL", "4096"), ("SKYLIFT_WEB_MAX_HEAD", "32768"),
+                        ("SKYLIFT_WEB_MAX_HEADERS", "50"), ("SKYLIFT_WEB_HEADER_TIMEOUT", "2.5"),
+                        ("SKYLIFT_WEB_KEEPALIVE_TIMEOUT", "5"), ("SKYLIFT_WEB_MAX_CONNECTIONS", "10")]:
+        monkeypatch.setenv(name, value)
+    config = GatewayConfig.from_env()
+    assert (config.max_url, config.max_head, config.max_headers, config.header_timeout,
+            config.keepalive_timeout, config.max_connections) == (4096, 32768, 50, 2.5, 5.0, 10)
+    monkeypatch.setenv("SKYLIFT_WEB_HEADER_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="SKYLIFT_WEB_HEADER_TIMEOUT='soon' is not a number"):
+        GatewayConfig.from_env()
+    monkeypatch.setenv("SKYLIFT_WEB_HEADER_TIMEOUT", "0")
+    with pytest.raises(ValueError, match="must be positive"):
+        GatewayConfig.from_env()
 
 
 async def test_a_16_mib_header_is_refused_with_431_and_never_forwarded(platform: Any) -> None:
