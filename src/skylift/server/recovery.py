@@ -2,8 +2,8 @@
 
 An async input is in the store before `call.start` answers, and its output is stored before it
 is delivered, so after a crash (even `kill -9`) every input without an output runs again, with
-the attempt number it had reached. Sync calls are not recovered: their callers saw the
-connection drop and raised.
+the attempt number it had reached. Sync calls are not recovered: their callers, reconnecting,
+start them again with the inputs whose outputs they haven't received (docs/exactly-once.md).
 
 Containers outlive a restart too: the worker agent keeps them running and they reconnect with
 their token (whose hash is stored). One that doesn't call back within a lease is written off.

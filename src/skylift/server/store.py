@@ -2,8 +2,8 @@
 
 Everything that must outlive the process goes through here: apps and their deployed versions,
 function definitions, spawned (async) calls with their inputs and outputs, logs and images.
-Sync call inputs never touch the store: their caller is connected and re-raises if the control
-plane dies, so persisting them would only slow the hot path down.
+Sync call inputs never touch the store: their caller is connected and starts them again if the
+control plane dies (docs/exactly-once.md), so persisting them would only slow the hot path down.
 
 The protocol is synchronous and is driven from one dedicated thread (`Database`), which keeps
 SQLite's single writer simple and lets a PostgreSQL implementation use a plain driver. Records are
