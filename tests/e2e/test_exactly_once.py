@@ -52,6 +52,7 @@ def home(tmp_path: Path) -> Iterator[Path]:
 def test_a_2k_map_survives_a_control_plane_restart_in_the_middle(home: Path) -> None:
     square = modal.Function.from_name("e2e-once", "square")
     expected = [x * x for x in range(N)]
+    assert list(square.map(range(50))) == expected[:50]  # warm: only the restart brings a cold start
     started = time.monotonic()
     assert list(square.map(range(N))) == expected
     plain = time.monotonic() - started
@@ -133,3 +134,15 @@ def test_after_the_retry_window_the_caller_gets_a_clear_error(home: Path, monkey
     monkeypatch.delenv("SKYLIFT_SERVER_URL")
     monkeypatch.delenv("SKYLIFT_TOKEN")
     _client.reset_default_client()
+
+
+def test_a_map_of_an_ephemeral_app_survives_a_restart(home: Path) -> None:
+    # `with app.run()`: the app lives while its client heartbeats; that carries over the restart too.
+    with core.app.run():
+        results = []
+        for i, value in enumerate(core.square.map(range(300))):
+            results.append(value)
+            if i == 100:
+                _restart(home)
+        assert results == [x * x for x in range(300)]
+        assert core.square.remote(7) == 49

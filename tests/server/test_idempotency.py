@@ -162,3 +162,26 @@ async def test_a_key_is_scoped_to_its_function_and_checked(platform):
             assert "idempotency_key" in str(exc)
         else:
             raise AssertionError("an over-long key was accepted")
+
+
+async def test_a_spawn_map_whose_client_gave_up_is_closed_with_what_arrived(platform):
+    from skylift.server.sweeper import OPEN_CALL_IDLE
+
+    async with platform() as h:
+        client = await h.client()
+        worker = await h.worker()
+        _, ids = await h.app(client)
+        started = await client.call("call.start", _start(ids, [b"0", b"1"], invocation="async", more=True))
+        container = await h.started_container(worker)
+        inputs = await _drain(container, 2)
+        await container.put_many([{"input_id": i["input_id"], "attempt": i["attempt"], "status": api.STATUS_SUCCESS,
+                                   "data": i["args"]} for i in inputs])
+        info = await client.call("call.info", {"call_id": started["call_id"]})
+        assert info["state"] in ("pending", "running")  # open: more batches may come
+        h.advance(OPEN_CALL_IDLE + 1)  # they don't
+        for _ in range(100):
+            info = await client.call("call.info", {"call_id": started["call_id"]})
+            if info["state"] == api.STATUS_SUCCESS:
+                break
+            await asyncio.sleep(0.05)
+        assert info["state"] == api.STATUS_SUCCESS and info["num_inputs"] == 2
