@@ -428,7 +428,7 @@ class Dispatcher:
             function = pool.function
             self.system_log(function.app.app_id, "", function.tag,
                             f"{len(held)} spawned input(s) of {function.tag!r} wait for a fixed deploy "
-                            f"(`skylift deploy`); the next try is in {pool.backoff_until - now:.0f}s")
+                            f"(`skylift deploy`); the next try is in {max(0.0, pool.backoff_until - now):.0f}s")
 
     def check_crash_loop(self, pool: Pool) -> None:
         """Before the scaler starts containers: a redeploy ends a crash loop; a pool that gave up answers
@@ -464,8 +464,8 @@ class Dispatcher:
         self.system_log(pool.function.app.app_id, task.task_id, pool.function.tag,
                         f"the container for {pool.function.tag!r} failed to start: {error} "
                         f"[user: counted as a crash of the function]")
+        self.stop_task(task, "init failed")  # first: the inputs kept below must not go back to it
         self.give_up_on(pool, api.STATUS_INIT_FAILURE, error, traceback=traceback, leased=list(task.leased.values()))
-        self.stop_task(task, "init failed")
 
     def timeout_inputs(self, task: Task, timed_out: list[tuple[Input, float]]) -> None:
         """Inputs ran past the function's timeout: record a timeout (maybe retry) and kill the container."""
