@@ -185,3 +185,47 @@ async def test_a_spawn_map_whose_client_gave_up_is_closed_with_what_arrived(plat
                 break
             await asyncio.sleep(0.05)
         assert info["state"] == api.STATUS_SUCCESS and info["num_inputs"] == 2
+
+
+class _LyingStore:
+    """Commits the named writes, then reports that they failed (a lost acknowledgement), once each."""
+
+    def __init__(self, inner: Any, lie_about: set[str]) -> None:
+        self.inner = inner
+        self.lie_about = lie_about
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+        if name not in self.lie_about:
+            return method
+
+        def lying(*args: Any) -> Any:
+            self.lie_about.discard(name)
+            method(*args)
+            raise OSError(f"{name} committed, then reported failure")
+
+        return lying
+
+
+async def test_writes_that_commit_but_report_failure_are_neither_lost_nor_doubled(platform):
+    async with platform() as h:
+        client = await h.client()
+        worker = await h.worker()
+        _, ids = await h.app(client)
+        real = h.cp.db.store
+        h.cp.db.store = _LyingStore(real, {"insert_call", "add_inputs", "close_call"})  # type: ignore[assignment]
+        started = await client.call("call.start", _start(ids, [b"0"], invocation="async", more=True))
+        call_id = started["call_id"]
+        put = await client.call("call.put_inputs", {"call_id": call_id, "inputs": [{"args": b"1"}], "start_index": 1})
+        again = await client.call("call.put_inputs", {"call_id": call_id, "inputs": [{"args": b"1"}],
+                                                      "start_index": 1})
+        assert again == put
+        await client.call("call.close_inputs", {"call_id": call_id, "total": 2})
+        assert not h.cp.db.store.lie_about  # type: ignore[attr-defined]
+        h.cp.db.store = real
+        container = await h.started_container(worker)
+        inputs = await _drain(container, 2)
+        assert sorted(i["args"] for i in inputs) == [b"0", b"1"]
+        rec = real.get_call(call_id)
+        assert rec is not None and rec.closed and rec.num_inputs == 2
+        assert real.input_ids(call_id, 0, 10) == started["input_ids"] + put["input_ids"]

@@ -163,8 +163,10 @@ class CallApi:
         try:
             await self.cp.dispatcher.submit(call, inputs, first=True, key=key)
         except BaseException:
-            self.forget(call)
-            raise
+            if not (call.durable and await self._stored_call(call)):
+                self.forget(call)
+                raise
+            self.cp.dispatcher.enqueue(call, inputs)  # stored, though the store reported a failure
         return {"call_id": call.call_id, "input_ids": [i.input_id for i in inputs]}
 
     async def _stored_start(self, key: str, n_inputs: int) -> dict[str, Any] | None:
@@ -253,9 +255,26 @@ class CallApi:
         try:
             await self.cp.dispatcher.submit(call, inputs, first=False)
         except BaseException:
-            del call.input_ids[have:]  # not stored: a retry of this batch adds them again
-            raise
+            if not (call.durable and await self._stored_inputs(call, have, inputs)):
+                del call.input_ids[have:]  # not stored: a retry of this batch adds them again
+                raise
+            self.cp.dispatcher.enqueue(call, inputs)  # stored, though the store reported a failure
         return {"input_ids": call.input_ids[start:start + len(items)]}
+
+    async def _stored_call(self, call: Call) -> bool:
+        """Whether a call whose insert reported failure committed all the same (with its inputs and key)."""
+        try:
+            return await self.cp.db.run(self.cp.db.store.get_call, call.call_id) is not None
+        except Exception:
+            return False
+
+    async def _stored_inputs(self, call: Call, start: int, inputs: list[Any]) -> bool:
+        """Whether a write of `inputs` that reported failure committed all the same (a lost acknowledgement)."""
+        try:
+            stored = await self.cp.db.run(self.cp.db.store.input_ids, call.call_id, start, len(inputs) + 1)
+        except Exception:
+            return False
+        return bool(inputs) and stored == [i.input_id for i in inputs]
 
     async def close_inputs(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
         p = Params("call.close_inputs", raw)
@@ -276,7 +295,13 @@ class CallApi:
         call.closed = True
         if call.durable:
             store = self.cp.db.store
-            await self.cp.db.run(store.close_call, call.call_id, call.n_inputs)
+            try:
+                await self.cp.db.run(store.close_call, call.call_id, call.n_inputs)
+            except Exception:
+                rec = await self.cp.db.run(store.get_call, call.call_id)
+                if rec is None or not rec.closed:
+                    call.closed = False  # not stored: a retry closes it
+                    raise
             if call.finished:
                 await self.cp.db.run(store.record_outputs, [], [(call.call_id, call.state(), time.time())])
         if call.finished:
