@@ -140,7 +140,8 @@ class AppApi:
         await self.cp.db.run(self.cp.db.store.set_function_definition, function.function_id, definition)
         for pool in self.cp.pools.of_function(function.function_id):
             for task in list(pool.tasks.values()):
-                self.cp.dispatcher.stop_task(task, "redeployed")
+                if task.definition is not definition:  # one started meanwhile already runs the new code
+                    self.cp.dispatcher.stop_task(task, "redeployed")
 
     def _retire(self, function: FunctionEntry | None, reason: str) -> None:
         if function is None:
