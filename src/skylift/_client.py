@@ -59,6 +59,7 @@ def map_error(exc: RpcError) -> Error:
 
 
 ENV_RETRY_WINDOW = "SKYLIFT_RETRY_WINDOW"
+REVIVE_AFTER = 5.0  # seconds an embedded platform stays down before the client starts it again
 
 
 def retry_window() -> float:
@@ -264,15 +265,21 @@ class Client:
                     raise ConnectionError(f"lost the connection to the control plane during {method}: {exc}") from None
                 outage = outage or _Outage(self.url, method)
                 await asyncio.sleep(outage.next_pause(exc))
-                await asyncio.to_thread(self._revive)
+                await asyncio.to_thread(self._revive, outage.since)
 
-    def _revive(self) -> None:
-        """Start the embedded platform again if it died (nobody else will); a server we don't own is waited for."""
+    def _revive(self, down_since: float) -> None:
+        """Start the embedded platform again if it died and nobody restarts it; a server we don't own is waited for.
+
+        Whoever killed it gets `REVIVE_AFTER` seconds to start it themselves (a test harness, an
+        operator, with their own options); one that holds the home, even while starting, is left be.
+        """
         if self.home is None or self.role != api.ROLE_CLIENT or os.environ.get(api.ENV_SERVER_URL):
             return
         home = Path(self.home)
         info = _local_server.read_info(home)
         if info is None:
+            if time.monotonic() - down_since < REVIVE_AFTER or _local_server.holds_home(home):
+                return
             try:
                 info = _local_server.start(home)  # says so on stderr when it starts one
             except ConnectionError as exc:
@@ -295,7 +302,7 @@ class Client:
                     raise self._unreachable(exc) from None
                 outage = outage or _Outage(self.url, method)
                 time.sleep(outage.next_pause(exc))
-                self._revive()
+                self._revive(outage.since)
 
     def _blocking_once(self, method: str, params: dict[str, Any]) -> Any:
         rpc: BlockingRpcClient | None = getattr(self._local, "rpc", None)

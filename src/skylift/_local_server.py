@@ -49,6 +49,23 @@ def read_info(home: Path) -> ServerInfo | None:
     return ServerInfo(meta["url"], meta.get("unix_url", meta["url"]), int(meta["pid"]), meta.get("version", ""), token)
 
 
+def holds_home(home: Path) -> bool:
+    """Whether a control plane holds `home` (its `server.lock`), even one still starting.
+
+    Read from /proc/locks, so asking never takes the lock from a control plane starting right now.
+    """
+    try:
+        st = os.stat(home / "server.lock")
+        with open("/proc/locks") as f:
+            locks = f.read()
+    except OSError:
+        return False
+    # "1: FLOCK  ADVISORY  WRITE 4321 08:01:123456 0 EOF": major:minor:inode, in hex, hex, decimal.
+    ours = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    return any(len(parts) > 5 and parts[1] == "FLOCK" and parts[5] == ours
+               for parts in (line.split() for line in locks.splitlines()))
+
+
 def _pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False

@@ -146,3 +146,14 @@ def test_a_map_of_an_ephemeral_app_survives_a_restart(home: Path) -> None:
                 _restart(home)
         assert results == [x * x for x in range(300)]
         assert core.square.remote(7) == 49
+
+
+def test_the_client_starts_a_dead_embedded_platform_again(home: Path) -> None:
+    square = modal.Function.from_name("e2e-once", "square")
+    assert square.remote(2) == 4
+    info = _local_server.read_info(home)
+    assert info is not None
+    _kill(info.pid)  # and nobody restarts it: after REVIVE_AFTER the client does
+    assert square.remote(3) == 9
+    again = _local_server.read_info(home)
+    assert again is not None and again.pid != info.pid
