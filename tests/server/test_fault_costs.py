@@ -296,3 +296,20 @@ async def test_the_supervisor_reports_the_worker_process_exit_at_once(home, monk
     finally:
         await supervisor.stop()
     assert exits == [-signal.SIGKILL]
+
+
+async def test_stop_reaps_what_a_worker_it_had_to_kill_left(home, monkeypatch):
+    from skylift.server import embedded_worker
+    from skylift.server.embedded_worker import WorkerSupervisor
+
+    monkeypatch.setattr(embedded_worker, "STOP_TIMEOUT", 0.5)
+    supervisor = WorkerSupervisor("unix:///unused", home)
+    assert supervisor.reap_command[-3:] == ["--reap-only", "--home", str(home)]
+    ready, reaped = home / "ready", home / "reaped"
+    supervisor.command = [sys.executable, "-c", "import pathlib, signal, time; signal.signal(signal.SIGTERM, "
+                          f"signal.SIG_IGN); pathlib.Path({str(ready)!r}).touch(); time.sleep(60)"]
+    supervisor.reap_command = [sys.executable, "-c", f"import pathlib; pathlib.Path({str(reaped)!r}).touch()"]
+    supervisor.start()
+    await _wait_for(ready.exists, timeout=30)
+    await supervisor.stop()  # SIGTERM is ignored: killed after STOP_TIMEOUT, then the reaper runs
+    assert reaped.exists()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 from pathlib import Path
@@ -75,6 +74,5 @@ def test_a_container_the_worker_could_not_start_is_a_start_error(tmp_path: Path)
         await wait_until(lambda: any(s == "exited" for s, _ in plane.events_for(task_id)), what="the exit")
         event = _exit(plane, task_id)
         assert event["cause"] == "start_error" and "exit_code" not in event, event
-        await asyncio.sleep(0)
 
     drive(tmp_path, scenario)
