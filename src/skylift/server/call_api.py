@@ -22,7 +22,7 @@ from .._protocol.rpc import ErrorCode, RpcError, Session
 from .auth import CLIENTS, Routes
 from .calls import INVOCATIONS, KINDS, Call
 from .catalog import AppState, FunctionEntry
-from .idempotency import MAX_KEY_LENGTH, Keys, scoped
+from .idempotency import MAX_KEY_LENGTH, Keys, Remembered, scoped
 from .longpoll import Deadline
 from .params import Params, invalid, not_found
 from .recovery import recover_call
@@ -138,7 +138,7 @@ class CallApi:
     async def _keyed_start(self, session: Session, key: str, new_call: Callable[[], Call], items: list[Any], *,
                            durable: bool) -> dict[str, Any]:
         while (seen := self.keys.get(key, self.cp.clock.now())) is not None:
-            await seen.done.wait()  # the first request with this key may still be storing its call
+            await seen.wait()  # the first request with this key may still be storing its call
             if seen.answer is not None:
                 if seen.call is not None and self.cp.calls.get(seen.call.call_id) is seen.call:
                     self._adopt(seen.call, session)  # the caller is back, on a new connection
@@ -197,23 +197,27 @@ class CallApi:
         if key is not None:
             key = scoped("call.run", function_id, key)
             seen = self.keys.get(key, self.cp.clock.now())
-            if seen is not None and seen.call is not None:  # a re-sent .remote(): the first call's output
-                if self.cp.calls.get(seen.call.call_id) is seen.call:
-                    self._adopt(seen.call, session)
-                return await self._run_output(seen.call, deadline)
+            if seen is not None and seen.answer is not None:  # a re-sent .remote(): the first call's output
+                if seen.output is not None:
+                    return {**seen.answer, "output": seen.output}
+                if seen.call is not None:
+                    if self.cp.calls.get(seen.call.call_id) is seen.call:
+                        self._adopt(seen.call, session)
+                    return await self._run_output(seen.call, deadline, seen)
         call = Call(ids.new_id("call"), function, self.cp.pools.get(function, params), kind="unary",
                     invocation="sync", created_at=time.time(), parent_input_id=parent)
         inputs = self.cp.dispatcher.make_inputs(call, [item], "call.run")
         self._adopt(call, session)
         self.cp.calls.add(call)
         self.cp.dispatcher.enqueue(call, inputs)
+        entry = None
         if key is not None:
             entry = self.keys.begin(key, self.cp.clock.now())
-            entry.call = call  # the key keeps the finished call (and its output) for a lost answer
+            entry.call = call  # a repeat waits on it; once finished, the key keeps only its output
             self.keys.finish(key, entry, {"call_id": call.call_id})
-        return await self._run_output(call, deadline)
+        return await self._run_output(call, deadline, entry)
 
-    async def _run_output(self, call: Call, deadline: Deadline) -> dict[str, Any]:
+    async def _run_output(self, call: Call, deadline: Deadline, entry: Remembered | None) -> dict[str, Any]:
         while not call.finished:
             if not await call.signal.wait(deadline.remaining()):
                 break
@@ -221,6 +225,8 @@ class CallApi:
             return {"call_id": call.call_id}
         call.ready.clear()
         self.forget(call)
+        if entry is not None:
+            entry.output, entry.call = call.final_output, None
         return {"call_id": call.call_id, "output": call.final_output}
 
     async def put_inputs(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:

@@ -22,20 +22,36 @@ if TYPE_CHECKING:
 
 # Twice the SDK's retry window: a retry always comes back before its key is forgotten.
 KEY_TTL = 2 * api.RETRY_WINDOW_SECONDS
-MAX_KEYS = 200_000  # beyond this the oldest keys are forgotten early (a bound on memory)
+# Beyond this the oldest keys are forgotten early (a bound on memory: a `.remote` key keeps its
+# output); at more than MAX_KEYS / KEY_TTL calls a second that shortens how long a key is kept.
+MAX_KEYS = 50_000
 MAX_KEY_LENGTH = 128
 
 
 class Remembered:
-    """The first request with a key: its answer once it has one, and its call."""
+    """The first request with a key: its answer once it has one, and its call (or its output)."""
 
-    __slots__ = ("answer", "call", "done", "expires_at")
+    __slots__ = ("_done", "answer", "call", "expires_at", "output", "pending")
 
     def __init__(self, expires_at: float) -> None:
-        self.done = asyncio.Event()
+        self.pending = True
+        self._done: asyncio.Event | None = None  # made only when a repeat has to wait
         self.answer: dict[str, Any] | None = None  # None once done: the first request failed
-        self.call: Call | None = None
+        self.call: Call | None = None  # while it runs (a repeat waits on it)
+        self.output: dict[str, Any] | None = None  # a finished `.remote`'s output, for a lost answer
         self.expires_at = expires_at
+
+    async def wait(self) -> None:
+        """Until the first request with this key has its answer (or failed)."""
+        if self.pending:
+            if self._done is None:
+                self._done = asyncio.Event()
+            await self._done.wait()
+
+    def set_done(self) -> None:
+        self.pending = False
+        if self._done is not None:
+            self._done.set()
 
 
 class Keys:
@@ -65,7 +81,7 @@ class Keys:
     def finish(self, key: str, entry: Remembered, answer: dict[str, Any] | None) -> None:
         """The first request is done; with no answer (it failed) the key is free for a retry."""
         entry.answer = answer
-        entry.done.set()
+        entry.set_done()
         if answer is None and self._entries.get(key) is entry:
             del self._entries[key]
 
@@ -73,7 +89,7 @@ class Keys:
         entries = self._entries
         while entries:
             key, entry = next(iter(entries.items()))
-            if entry.expires_at > now or not entry.done.is_set():
+            if entry.expires_at > now or entry.pending:
                 return
             del entries[key]
 
