@@ -205,6 +205,7 @@ class Client:
         self._local = threading.local()
         self._blocking: list[BlockingRpcClient] = []
         self._ever_connected = False  # only a client that was connected waits for a lost control plane
+        self._closed = False  # closed by this side: nothing waits for the control plane any more
 
     @classmethod
     def from_env(cls) -> Client:
@@ -261,7 +262,7 @@ class Client:
             except (OSError, ConnectionLost) as exc:
                 if not self._ever_connected:
                     raise self._unreachable(exc) from None
-                if not retry:
+                if not retry or self._closed:
                     raise ConnectionError(f"lost the connection to the control plane during {method}: {exc}") from None
                 outage = outage or _Outage(self.url, method)
                 await asyncio.sleep(outage.next_pause(exc))
@@ -298,7 +299,7 @@ class Client:
             try:
                 return self._blocking_once(method, params)
             except (OSError, ConnectionLost) as exc:
-                if not self._ever_connected:
+                if not self._ever_connected or self._closed:
                     raise self._unreachable(exc) from None
                 outage = outage or _Outage(self.url, method)
                 time.sleep(outage.next_pause(exc))
@@ -325,6 +326,7 @@ class Client:
             raise
 
     async def close(self) -> None:
+        self._closed = True
         if self._rpc is not None:
             await self._rpc.close()
             self._rpc = None
