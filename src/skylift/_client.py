@@ -71,6 +71,10 @@ def retry_window() -> float:
         raise InvalidError(f"{ENV_RETRY_WINDOW}={raw!r} is not a number of seconds") from None
 
 
+class _Unavailable(Exception):
+    """The control plane answered UNAVAILABLE: it did nothing, the request may be sent again."""
+
+
 class _Outage:
     """Time since a call lost the control plane, and the pause before its next try."""
 
@@ -258,7 +262,11 @@ class Client:
                     rpc = await self._connect()
                 return await rpc.call(method, params)
             except RpcError as exc:
-                raise map_error(exc) from None
+                if not (retry and exc.code == ErrorCode.UNAVAILABLE):
+                    raise map_error(exc) from None
+                # The control plane stored nothing (its store failed): the same request again.
+                outage = outage or _Outage(self.url, method)
+                await asyncio.sleep(outage.next_pause(exc))
             except (OSError, ConnectionLost) as exc:
                 if not self._ever_connected:
                     raise self._unreachable(exc) from None
@@ -298,6 +306,9 @@ class Client:
         while True:
             try:
                 return self._blocking_once(method, params)
+            except _Unavailable as exc:
+                outage = outage or _Outage(self.url, method)
+                time.sleep(outage.next_pause(exc))
             except (OSError, ConnectionLost) as exc:
                 if not self._ever_connected or self._closed:
                     raise self._unreachable(exc) from None
@@ -318,6 +329,8 @@ class Client:
         try:
             return rpc.call(method, params)
         except RpcError as exc:
+            if exc.code == ErrorCode.UNAVAILABLE:
+                raise _Unavailable(exc.message) from None
             raise map_error(exc) from None
         except ConnectionLost:
             raise

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from typing import Any
+
+import pytest
 
 from conftest import definition
 from skylift._protocol import api
+from skylift._protocol.rpc import ErrorCode, RpcError
 from skylift.server.idempotency import KEY_TTL
 
 
@@ -229,3 +233,53 @@ async def test_writes_that_commit_but_report_failure_are_neither_lost_nor_double
         rec = real.get_call(call_id)
         assert rec is not None and rec.closed and rec.num_inputs == 2
         assert real.input_ids(call_id, 0, 10) == started["input_ids"] + put["input_ids"]
+
+
+class _FailingStore:
+    """Fails the named writes before touching the database, once each."""
+
+    def __init__(self, inner: Any, fail: set[str]) -> None:
+        self.inner = inner
+        self.fail = fail
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+        if name not in self.fail:
+            return method
+
+        def failing(*args: Any) -> Any:
+            self.fail.discard(name)
+            raise sqlite3.OperationalError(f"{name}: disk I/O error")
+
+        return failing
+
+
+async def test_a_failed_write_answers_unavailable_and_the_same_request_then_succeeds(platform):
+    async with platform() as h:
+        client = await h.client()
+        worker = await h.worker()
+        _, ids = await h.app(client)
+        real = h.cp.db.store
+        h.cp.db.store = _FailingStore(real, {"insert_call", "add_inputs", "close_call"})  # type: ignore[assignment]
+        params = _start(ids, [b"0"], invocation="async", more=True)
+        with pytest.raises(RpcError) as failed:
+            await client.call("call.start", params)
+        assert failed.value.code == ErrorCode.UNAVAILABLE and "send it again" in failed.value.message
+        started = await client.call("call.start", params)
+        call_id = started["call_id"]
+        put = {"call_id": call_id, "inputs": [{"args": b"1"}], "start_index": 1}
+        with pytest.raises(RpcError) as failed:
+            await client.call("call.put_inputs", put)
+        assert failed.value.code == ErrorCode.UNAVAILABLE
+        await client.call("call.put_inputs", put)
+        with pytest.raises(RpcError) as failed:
+            await client.call("call.close_inputs", {"call_id": call_id, "total": 2})
+        assert failed.value.code == ErrorCode.UNAVAILABLE
+        await client.call("call.close_inputs", {"call_id": call_id, "total": 2})
+        h.cp.db.store = real
+        container = await h.started_container(worker)
+        assert sorted(i["args"] for i in await _drain(container, 2)) == [b"0", b"1"]
+        rec = real.get_call(call_id)
+        assert rec is not None and rec.closed and rec.num_inputs == 2
+        assert len(real.input_ids(call_id, 0, 10)) == 2
+        assert len(real.unfinished_calls()) == 1  # the failed start left nothing behind

@@ -13,6 +13,8 @@ the first answer again and nothing is created twice.
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -30,8 +32,18 @@ from .recovery import recover_call
 if TYPE_CHECKING:
     from .control_plane import ControlPlane
 
+log = logging.getLogger("skylift.server")
+
 MAX_OUTPUTS = 50_000
 MAX_GEN_ITEMS = 1_000
+
+
+def _retryable(exc: BaseException, what: str) -> RpcError | None:
+    """A store failure as UNAVAILABLE: nothing was stored, and the SDK re-sends the (keyed) request."""
+    if isinstance(exc, (sqlite3.Error, OSError)):
+        return RpcError(ErrorCode.UNAVAILABLE, f"{what}: the control plane's store failed ({exc}); "
+                                               "nothing was stored, send it again")
+    return None
 
 
 def expired_output(call_id: str) -> dict[str, Any]:
@@ -162,9 +174,11 @@ class CallApi:
         self.cp.calls.add(call)
         try:
             await self.cp.dispatcher.submit(call, inputs, first=True, key=key)
-        except BaseException:
+        except BaseException as exc:
             if not (call.durable and await self._stored_call(call)):
                 self.forget(call)
+                if (retry := _retryable(exc, f"call {call.call_id} was not started")) is not None:
+                    raise retry from exc
                 raise
             self.cp.dispatcher.enqueue(call, inputs)  # stored, though the store reported a failure
         return {"call_id": call.call_id, "input_ids": [i.input_id for i in inputs]}
@@ -260,9 +274,11 @@ class CallApi:
         inputs = self.cp.dispatcher.make_inputs(call, fresh, "call.put_inputs")
         try:
             await self.cp.dispatcher.submit(call, inputs, first=False)
-        except BaseException:
+        except BaseException as exc:
             if not (call.durable and await self._stored_inputs(call, have, inputs)):
                 del call.input_ids[have:]  # not stored: a retry of this batch adds them again
+                if (retry := _retryable(exc, f"inputs {have}.. of call {call.call_id} were not added")) is not None:
+                    raise retry from exc
                 raise
             self.cp.dispatcher.enqueue(call, inputs)  # stored, though the store reported a failure
         return {"input_ids": call.input_ids[start:start + len(items)]}
@@ -303,13 +319,18 @@ class CallApi:
             store = self.cp.db.store
             try:
                 await self.cp.db.run(store.close_call, call.call_id, call.n_inputs)
-            except Exception:
+            except Exception as exc:
                 rec = await self.cp.db.run(store.get_call, call.call_id)
                 if rec is None or not rec.closed:
                     call.closed = False  # not stored: a retry closes it
+                    if (retry := _retryable(exc, f"call {call.call_id} was not closed")) is not None:
+                        raise retry from exc
                     raise
             if call.finished:
-                await self.cp.db.run(store.record_outputs, [], [(call.call_id, call.state(), time.time())])
+                try:
+                    await self.cp.db.run(store.record_outputs, [], [(call.call_id, call.state(), time.time())])
+                except Exception:  # its outputs are stored: a restart marks it finished
+                    log.exception("could not mark call %s finished", call.call_id)
         if call.finished:
             call.finished_at = self.cp.clock.now()
         call.signal.notify()
