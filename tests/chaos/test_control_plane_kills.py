@@ -88,10 +88,12 @@ def test_map_survives_control_plane_kills(chaos_home: Path, chaos_figures: Figur
         baseline = list(square.map(range(n)))
         chaos_figures["map_s_without_faults"] = round(time.monotonic() - started, 2)
         assert baseline == [i * i for i in range(n)]
-        # Slow enough that the kills land mid-map: ~2k x 20 ms over the pool.
+        # Slow enough that every kill lands mid-map: ~2k x 20 ms over the pool (fast), 2k x 150 ms
+        # with a kill every 0.5 s after each restart (long).
+        delay = size(20, 150) / 1000
         started = time.monotonic()
-        with KillLoop(platform, kills, first=0.5, interval=1.0) as chaos:
-            results, error, finished = _run_caller(lambda: list(square.map(range(n), [0.02] * n)),
+        with KillLoop(platform, kills, first=0.5, interval=size(10, 5) / 10) as chaos:
+            results, error, finished = _run_caller(lambda: list(square.map(range(n), [delay] * n)),
                                                    time.monotonic() + (LONG_TIMEOUT - 300 if LONG else 200))
         got: list[Any] = results or []
         expected = [i * i for i in range(n)]
