@@ -64,6 +64,21 @@ def _cmdline(pid: int) -> list[str]:
         return []
 
 
+def _all_pids() -> list[int]:
+    return [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit() and int(e.name) != os.getpid()]
+
+
+def _ancestors(pid: int) -> set[int]:
+    found: set[int] = set()
+    while pid > 1 and pid not in found:
+        found.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+    return found
+
+
 class ChaosPlatform:
     def __init__(self, home: Path, *, lease: float | None = None, store_faults: float = 0.0, seed: int = 0,
                  runtime: str = "process") -> None:
@@ -136,16 +151,15 @@ class ChaosPlatform:
         return [p for p in self._pids() if "skylift.worker" in _cmdline(p)]
 
     def container_pids(self) -> list[int]:
-        """The processes of this platform's containers (process runtime): they carry a task id."""
-        return [p for p in self._pids() if environ(p).get("SKYLIFT_TASK_ID")]
+        """The processes of this platform's containers: they carry a task id and descend from one of
+        its workers (inside a real container the server URL is the container's own path)."""
+        workers = set(self.worker_pids())
+        return [p for p in _all_pids() if environ(p).get("SKYLIFT_TASK_ID") and workers & _ancestors(p)]
 
     def _pids(self) -> list[int]:
         """Every live process started under this home (its environment names the home)."""
         found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            pid = int(entry.name)
+        for pid in _all_pids():
             env = environ(pid)
             if (env.get("SKYLIFT_HOME") == str(self.home) or str(self.home) in env.get("SKYLIFT_SERVER_URL", "")) \
                     and alive(pid):
@@ -209,3 +223,13 @@ class KillLoop:
                 self.restart_s.append(round(time.monotonic() - started, 2))
         except BaseException as exc:  # reported by the test, which checks .error
             self.error = exc
+
+
+def container_runtime_unavailable() -> str | None:
+    """Why this host can't run the container runtime (None if it can): those scenarios skip with it."""
+    if os.geteuid() != 0:
+        return "the container runtime needs root (run as root, as CI does)"
+    from skylift.worker.container import available
+
+    ok, why = available()
+    return None if ok else f"the container runtime is unavailable here: {why}"

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +48,7 @@ def main() -> int:
             stores.append(store)
         return real(home, settings=settings, store=store, **kwargs)
 
+    _exit_with_test()
     # serve() builds its ControlPlane by this name; everything else is the real server's code.
     server_main.ControlPlane = control_plane  # type: ignore[assignment,misc]
     try:
@@ -51,6 +56,19 @@ def main() -> int:
     finally:
         for store in stores:
             log.info("chaos store faults: %s", store.summary())
+
+
+def _exit_with_test() -> None:
+    """SIGTERM ourselves (a clean stop) once the test that started us is gone, however it died:
+    a killed pytest must not leave a platform and its containers behind."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="chaos-parent-watch", daemon=True).start()
 
 
 if __name__ == "__main__":

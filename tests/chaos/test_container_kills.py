@@ -16,7 +16,7 @@ from typing import Any
 
 import chaos_apps
 import pytest
-from chaos_platform import ChaosPlatform, running
+from chaos_platform import ChaosPlatform, container_runtime_unavailable, running
 from tiers import LONG, Figures, size
 
 import skylift as modal
@@ -55,11 +55,11 @@ class ContainerKiller:
                     pass
 
 
-def _map_with_container_kills(home: Path, figures: Figures, *, warm: bool) -> None:
+def _map_with_container_kills(home: Path, figures: Figures, *, warm: bool, runtime: str = "process") -> None:
     # Long enough for several kills: ~n x delay / 16 containers (8 s fast, 25 s long).
     n, delay = size(300, 2000), size(400, 200) / 1000
-    figures.values.update(inputs=n, warm=warm)
-    with running(home) as platform:
+    figures.values.update(inputs=n, warm=warm, runtime=runtime)
+    with running(home, runtime=runtime) as platform:
         chaos_apps.app.deploy(name="chaos")
         square = modal.Function.from_name("chaos", "square")
         if warm:
@@ -85,10 +85,23 @@ def test_map_survives_container_kills_cold(chaos_home: Path, chaos_figures: Figu
     _map_with_container_kills(chaos_home, chaos_figures, warm=False)
 
 
-@pytest.mark.timeout(1800 if LONG else 120)
-def test_map_survives_worker_kill_during_boot(chaos_home: Path, chaos_figures: Figures) -> None:
+@pytest.mark.root
+@pytest.mark.timeout(1800 if LONG else 180)
+def test_map_survives_container_kills_cold_container_runtime(chaos_home: Path, chaos_figures: Figures) -> None:
+    """Issue 9 reproduced this one on the container runtime: kills during cold starts failed the pool."""
+    if reason := container_runtime_unavailable():
+        pytest.skip(reason)
+    _map_with_container_kills(chaos_home, chaos_figures, warm=False, runtime="container")
+
+
+@pytest.mark.parametrize("runtime", ["process", pytest.param("container", marks=pytest.mark.root)])
+@pytest.mark.timeout(1800 if LONG else 180)
+def test_map_survives_worker_kill_during_boot(chaos_home: Path, chaos_figures: Figures, runtime: str) -> None:
+    if runtime == "container" and (reason := container_runtime_unavailable()):
+        pytest.skip(reason)
     n = size(200, 1000)
-    with running(chaos_home) as platform:
+    chaos_figures["runtime"] = runtime
+    with running(chaos_home, runtime=runtime) as platform:
         chaos_apps.app.deploy(name="chaos")
         square = modal.Function.from_name("chaos", "square")
         result: dict[str, Any] = {}
