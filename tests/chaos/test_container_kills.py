@@ -6,6 +6,7 @@ inputs without charging the function's retries or the crash-loop streak, warm or
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -129,5 +130,48 @@ def test_map_survives_worker_kill_during_boot(chaos_home: Path, chaos_figures: F
                                     map_s=round(time.monotonic() - started, 1), received=len(values),
                                     wrong=sum(1 for i, r in enumerate(values) if r != i * i))
         assert not thread.is_alive(), "the map did not finish within 100 s of the worker kill"
+        assert "error" not in result, f"the map failed: {result['error']!r}"
+        assert values == [i * i for i in range(n)]
+
+
+@pytest.mark.parametrize("runtime", ["process", pytest.param("container", marks=pytest.mark.root)])
+@pytest.mark.timeout(1800 if LONG else 180)
+def test_map_survives_every_booting_container_killed(chaos_home: Path, chaos_figures: Figures, runtime: str) -> None:
+    """Several starts killed at once, again and again: outside kills are not a crash loop."""
+    if runtime == "container" and (reason := container_runtime_unavailable()):
+        pytest.skip(reason)
+    n, rounds = size(200, 1000), size(3, 6)
+    chaos_figures.values.update(runtime=runtime, inputs=n, rounds=rounds)
+    with running(chaos_home, runtime=runtime) as platform:
+        chaos_apps.app.deploy(name="chaos")
+        square = modal.Function.from_name("chaos", "square")
+        result: dict[str, Any] = {}
+
+        def caller() -> None:
+            try:
+                result["values"] = list(square.map(range(n), [0.01] * n))
+            except BaseException as exc:
+                result["error"] = exc
+
+        thread = threading.Thread(target=caller, daemon=True)
+        started = time.monotonic()
+        thread.start()
+        killed: set[int] = set()
+        for _ in range(rounds):
+            # The next wave of containers, killed as soon as it appears: while it boots.
+            deadline = time.monotonic() + 30
+            while not (wave := set(platform.container_pids()) - killed) and thread.is_alive():
+                assert time.monotonic() < deadline, "no new container started after a wave was killed"
+                time.sleep(0.005)
+            for pid in wave:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            killed |= wave
+        thread.join(100)
+        values = result.get("values") or []
+        chaos_figures.values.update(containers_killed=len(killed), caller_error=repr(result.get("error")),
+                                    map_s=round(time.monotonic() - started, 1), received=len(values),
+                                    wrong=sum(1 for i, r in enumerate(values) if r != i * i))
+        assert not thread.is_alive(), "the map did not finish within 100 s of the kills"
         assert "error" not in result, f"the map failed: {result['error']!r}"
         assert values == [i * i for i in range(n)]
