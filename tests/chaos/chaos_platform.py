@@ -92,6 +92,7 @@ class ChaosPlatform:
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid = 0
         self.starts = 0
+        self.seen_containers: dict[int, str] = {}  # pid -> task id, for leftovers()
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -128,6 +129,7 @@ class ChaosPlatform:
         """SIGTERM, as `skylift server stop` does; SIGKILL of the whole group if it lingers."""
         if self.proc is None or self.proc.poll() is not None:
             return
+        self.container_pids()  # remembered: leftovers() checks they are gone
         self.proc.terminate()
         try:
             self.proc.wait(timeout=30)
@@ -154,7 +156,10 @@ class ChaosPlatform:
         """The processes of this platform's containers: they carry a task id and descend from one of
         its workers (inside a real container the server URL is the container's own path)."""
         workers = set(self.worker_pids())
-        return [p for p in _all_pids() if environ(p).get("SKYLIFT_TASK_ID") and workers & _ancestors(p)]
+        found = {p: environ(p).get("SKYLIFT_TASK_ID", "") for p in _all_pids()}
+        found = {p: task for p, task in found.items() if task and workers & _ancestors(p)}
+        self.seen_containers.update(found)
+        return list(found)
 
     def _pids(self) -> list[int]:
         """Every live process started under this home (its environment names the home)."""
@@ -233,3 +238,14 @@ def container_runtime_unavailable() -> str | None:
 
     ok, why = available()
     return None if ok else f"the container runtime is unavailable here: {why}"
+
+
+def leftovers(platform: ChaosPlatform) -> dict[str, int]:
+    """What a stopped platform left behind: mounts under its home, its processes (containers included)."""
+    with open("/proc/mounts") as f:
+        mounts = sum(1 for line in f if f" {platform.home}/" in line)
+    # Every container process it was seen with (stop() looks once more), if still the same process.
+    containers = {pid for pid, task in platform.seen_containers.items()
+                  if alive(pid) and environ(pid).get("SKYLIFT_TASK_ID") == task}
+    processes = set(platform._pids()) | containers
+    return {"mounts": mounts, "processes": len(processes)}

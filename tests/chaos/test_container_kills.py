@@ -17,7 +17,7 @@ from typing import Any
 
 import chaos_apps
 import pytest
-from chaos_platform import ChaosPlatform, container_runtime_unavailable, running
+from chaos_platform import ChaosPlatform, container_runtime_unavailable, leftovers, running
 from tiers import LONG, Figures, size
 
 import skylift as modal
@@ -132,6 +132,9 @@ def test_map_survives_worker_kill_during_boot(chaos_home: Path, chaos_figures: F
         assert not thread.is_alive(), "the map did not finish within 100 s of the worker kill"
         assert "error" not in result, f"the map failed: {result['error']!r}"
         assert values == [i * i for i in range(n)]
+    # The killed worker's sandboxes are reaped: nothing of this platform outlives its stop.
+    left = chaos_figures["left_after_stop"] = leftovers(platform)
+    assert left == {"mounts": 0, "processes": 0}, left
 
 
 @pytest.mark.parametrize("runtime", ["process", pytest.param("container", marks=pytest.mark.root)])
