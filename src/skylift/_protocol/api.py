@@ -304,6 +304,10 @@ APP_HEARTBEAT_TIMEOUT = 30.0
 # restarts never strand it.
 MAX_POLL_SECONDS = 55.0
 
+# The SDK re-sends a call (same idempotency key) while the control plane is unreachable for up
+# to this long, then raises (docs/exactly-once.md). Servers remember sync keys twice as long.
+RETRY_WINDOW_SECONDS = 60.0
+
 # Spawned calls' outputs are kept this long (Modal: 7 days).
 OUTPUT_TTL_SECONDS = 7 * 24 * 3600
 
@@ -311,10 +315,6 @@ OUTPUT_TTL_SECONDS = 7 * 24 * 3600
 MAX_PAYLOAD_BYTES = 100 * 1024 * 1024
 
 DEFAULT_ENVIRONMENT = "main"
-# The SDK re-sends a call (same idempotency key) while the control plane is unreachable for up
-# to this long, then raises (docs/exactly-once.md). Servers remember sync keys twice as long.
-RETRY_WINDOW_SECONDS = 60.0
-
 DEFAULT_TIMEOUT = 300
 DEFAULT_SCALEDOWN_WINDOW = 60
 
