@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -16,7 +17,8 @@ from skylift.server.embedded_worker import WorkerSupervisor
 def test_the_supervisor_runs_the_worker_module_against_the_unix_socket(home: Path) -> None:
     supervisor = WorkerSupervisor("unix:///x/server.sock", home)
     assert supervisor.command == [sys.executable, "-m", "skylift.worker", "--server-url", "unix:///x/server.sock",
-                                  "--token-file", str(home / "worker_token"), "--home", str(home), "--exit-with-parent"]
+                                  "--token-file", str(home / "worker_token"), "--home", str(home), "--exit-with-parent",
+                                  "--parent-pid", str(os.getpid())]
 
 
 async def test_a_dying_worker_is_restarted_with_backoff(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:

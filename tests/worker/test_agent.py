@@ -161,3 +161,25 @@ def test_reconnects_after_a_control_plane_restart_and_keeps_containers(tmp_path:
         await wait_until(lambda: ("exited", 0) in plane.events_for(task_id), what="the exit report")
 
     drive(tmp_path, scenario)
+
+
+def test_a_worker_whose_launcher_died_before_it_started_still_exits(tmp_path: Path) -> None:
+    # The race the chaos suite's restarts hit: a control plane killed right after starting its worker
+    # leaves one whose parent, read at start, is already init; the launcher's pid is passed instead.
+    import subprocess
+
+    launcher = subprocess.Popen([sys.executable, "-c", "pass"])
+    launcher.wait()
+
+    async def main() -> None:
+        plane = ControlPlane(tmp_path / "cp.sock")
+        await plane.start()
+        agent = WorkerAgent(plane.url, ADMIN_TOKEN, tmp_path / "home", stop_grace=5, gpus=[])
+        agent.exit_with_parent = True
+        agent.parent_pid = launcher.pid
+        try:
+            await asyncio.wait_for(agent.run(), 30)  # returns on its own: its launcher is gone
+        finally:
+            await plane.close()
+
+    asyncio.run(main())

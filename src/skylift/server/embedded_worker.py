@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +31,8 @@ class WorkerSupervisor:
         """`on_exit(code)` runs as soon as the agent's process is gone (before any restart): the control
         plane writes its containers off at once instead of waiting for it to come back."""
         self.command = [sys.executable, "-m", "skylift.worker", "--server-url", server_url,
-                        "--token-file", str(home / "worker_token"), "--home", str(home), "--exit-with-parent"]
+                        "--token-file", str(home / "worker_token"), "--home", str(home), "--exit-with-parent",
+                        "--parent-pid", str(os.getpid())]
         if worker_id:  # so the control plane knows which worker `on_exit` is about
             self.command += ["--worker-id", worker_id]
         # Kills and removes what a killed agent left (sandboxes, cgroups), without serving.

@@ -29,6 +29,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--exit-with-parent", action="store_true",
                         help="stop (and stop every container) as soon as the process that started this worker "
                              "is gone: the embedded platform's worker must not outlive its control plane")
+    parser.add_argument("--parent-pid", type=int, default=None,
+                        help="with --exit-with-parent: the pid of the process that started this worker (default: "
+                             "this process's parent at start, which is already init if that process died first)")
     parser.add_argument("--reap-only", action="store_true",
                         help="kill and remove the containers (sandboxes, cgroups) that workers of --home left "
                              "running, then exit: what `skylift server stop` runs after a worker it had to kill")
@@ -75,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         agent = WorkerAgent(args.server_url, token, args.home, runtime=runtime, labels=labels,
                             worker_id=args.worker_id, stop_grace=args.stop_grace)
         agent.exit_with_parent = args.exit_with_parent
+        if args.parent_pid is not None:
+            agent.parent_pid = args.parent_pid
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, agent.stop)

@@ -91,7 +91,9 @@ class WorkerAgent:
         self._logs: BatchSender[dict[str, Any]] = BatchSender(self._send_logs, what="log lines")
         self._stopping = asyncio.Event()
         self.registered = asyncio.Event()
-        self._parent_pid = os.getppid()
+        # Read at start, the parent may already be init: a control plane killed right after it started
+        # this worker. Its launcher passes its own pid (--parent-pid) so that orphan still notices.
+        self.parent_pid = os.getppid()
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -185,7 +187,7 @@ class WorkerAgent:
     async def _watch_parent(self) -> None:
         # A worker its control plane started (the embedded platform) must not outlive it: once
         # orphaned and cut off from the control plane for a while, it stops its containers and exits.
-        parent = self._parent_pid
+        parent = self.parent_pid
         cut_off_since: float | None = None
         while True:
             await asyncio.sleep(1.0)
