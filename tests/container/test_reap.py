@@ -96,3 +96,40 @@ async def _scenario(debian_base: Path, tmp_path: Path) -> None:
         reap(group)
         reap(other_group)
         subprocess.run(["umount", "-R", str(tmp_path / "leftover" / "rootfs")], capture_output=True)
+
+
+def _mounts_below(path: Path) -> list[str]:
+    prefix = str(path) + "/"
+    return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+            if line.split()[4].startswith(prefix)]
+
+
+def test_server_stops_reaper_releases_a_killed_workers_mounts_too(debian_base: Path, tmp_path: Path) -> None:
+    # What `skylift server stop` runs after it had to kill its worker: the containers' processes
+    # go, and so do their overlay roots under the home's tasks/ (they stayed mounted before).
+    home = tmp_path / "home"
+    state = home / "tasks" / "ta-leftover" / "sandbox"
+    state.parent.mkdir(parents=True)
+    worker = subprocess.Popen([sys.executable, "-c", WORKER, str(debian_base), str(state), worker_group(home)],
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert worker.stdout is not None
+        init_pid = int(worker.stdout.readline())
+        assert _mounts_below(home / "tasks")
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+        subprocess.run([sys.executable, "-m", "skylift.worker", "--reap-only", "--home", str(home)], check=True,
+                       capture_output=True, timeout=60)
+        deadline = time.monotonic() + 10
+        while _alive(init_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(init_pid)
+        assert _mounts_below(home / "tasks") == []
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        if worker.stdout is not None:
+            worker.stdout.close()
+        reap(worker_group(home))
+        subprocess.run(["umount", "-R", str(state / "rootfs")], capture_output=True)

@@ -50,9 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         from .container import available as container_available  # Linux only: imported when asked
 
         if container_available()[0]:
+            from .container import cleanup_stale
             from .container.reap import reap_and_log, worker_group
 
             reap_and_log(worker_group(args.home))
+            # Its processes gone, what the killed worker's containers held goes too: their overlay
+            # roots and ephemeral disks under tasks/, which no other worker of this home uses now.
+            cleanup_stale(args.home / "tasks")
         return 0
     labels = {}
     for item in args.label:

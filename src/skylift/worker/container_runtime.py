@@ -50,6 +50,9 @@ class SandboxRuntime:
         """Kill whatever is still running in this worker's cgroup tree (on the way out)."""
         if self.cgroup_group:
             reap_and_log(self.cgroup_group)
+        for container in self._containers.values():  # never waited for: their mounts and disks are still held
+            container.sandbox.release()
+        self._containers.clear()
 
     def _get(self, task_id: str) -> _Container:
         try:

@@ -279,6 +279,11 @@ class Sandbox:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def release(self) -> None:
+        """Release what the container holds (mounts, disk, cgroup, network) once its processes are
+        gone: what a worker on its way out does for containers it had no time to wait for."""
+        self._cleanup()
+
     def _cleanup(self) -> None:
         if self._cleaned:
             return
