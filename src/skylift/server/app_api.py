@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._protocol import api, ids
 from .._protocol.rpc import Session
-from .auth import CLIENTS, Routes
+from .auth import Routes
 from .catalog import APP_TRANSITIONS, AUTOSCALER_FIELDS, AppEntry, AppState, FunctionEntry, validate_definition
 from .params import Params, invalid, not_found
 from .web_routes import check_labels
@@ -30,19 +30,19 @@ class AppApi:
 
     def routes(self) -> Routes:
         return {
-            "app.create": (self.create, CLIENTS),
-            "app.deploy_begin": (self.deploy_begin, CLIENTS),
-            "app.publish": (self.publish, CLIENTS),
-            "app.heartbeat": (self.heartbeat, CLIENTS),
-            "app.disconnect": (self.disconnect, CLIENTS),
-            "app.stop": (self.stop, CLIENTS),
-            "app.list": (self.list, CLIENTS),
-            "app.history": (self.history, CLIENTS),
-            "app.lookup": (self.lookup, CLIENTS),
-            "function.create": (self.function_create, CLIENTS),
-            "function.get": (self.function_get, CLIENTS),
-            "function.stats": (self.function_stats, CLIENTS),
-            "function.update_autoscaler": (self.update_autoscaler, CLIENTS),
+            "app.create": self.create,
+            "app.deploy_begin": self.deploy_begin,
+            "app.publish": self.publish,
+            "app.heartbeat": self.heartbeat,
+            "app.disconnect": self.disconnect,
+            "app.stop": self.stop,
+            "app.list": self.list,
+            "app.history": self.history,
+            "app.lookup": self.lookup,
+            "function.create": self.function_create,
+            "function.get": self.function_get,
+            "function.stats": self.function_stats,
+            "function.update_autoscaler": self.update_autoscaler,
         }
 
     # ---- apps ---------------------------------------------------------------------------------

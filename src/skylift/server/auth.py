@@ -23,13 +23,6 @@ from .access import ADMIN as ADMIN_KIND
 from .access import CONTAINER, WORKER, Principal
 from .tasks import Tasks
 
-# Which roles a route was declared for. The control plane decides with server/access.py's RULES
-# instead (one table, finer scopes); these stay as each module's coarse declaration.
-CLIENTS = frozenset({api.ROLE_CLIENT, api.ROLE_CONTAINER, api.ROLE_WORKER})  # client methods
-ADMIN = frozenset({api.ROLE_CLIENT})
-CONTAINERS = frozenset({api.ROLE_CONTAINER})
-WORKERS = frozenset({api.ROLE_WORKER})
-
 
 def load_or_create_token(home: Path, filename: str = "token") -> str:
     """Read `home/<filename>`, creating it (random, mode 0600) the first time."""
@@ -87,4 +80,6 @@ class Authenticator:
         return dict(self._answer)
 
 
-Routes = dict[str, tuple[Handler, frozenset[str]]]
+# The control plane's methods. Who may call each is decided in one place, server/access.py's RULES,
+# not beside the handlers.
+Routes = dict[str, Handler]

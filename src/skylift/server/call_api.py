@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._protocol import api, ids
 from .._protocol.rpc import ErrorCode, RpcError, Session
-from .auth import CLIENTS, Routes
+from .auth import Routes
 from .calls import INVOCATIONS, KINDS, Call
 from .catalog import AppState, FunctionEntry
 from .idempotency import MAX_KEY_LENGTH, Keys, Remembered, scoped
@@ -59,14 +59,14 @@ class CallApi:
 
     def routes(self) -> Routes:
         return {
-            "call.start": (self.start, CLIENTS),
-            "call.run": (self.run, CLIENTS),
-            "call.put_inputs": (self.put_inputs, CLIENTS),
-            "call.close_inputs": (self.close_inputs, CLIENTS),
-            "call.get_outputs": (self.get_outputs, CLIENTS),
-            "call.get_gen_items": (self.get_gen_items, CLIENTS),
-            "call.cancel": (self.cancel, CLIENTS),
-            "call.info": (self.info, CLIENTS),
+            "call.start": self.start,
+            "call.run": self.run,
+            "call.put_inputs": self.put_inputs,
+            "call.close_inputs": self.close_inputs,
+            "call.get_outputs": self.get_outputs,
+            "call.get_gen_items": self.get_gen_items,
+            "call.cancel": self.cancel,
+            "call.info": self.info,
         }
 
     # ---- helpers ------------------------------------------------------------------------------

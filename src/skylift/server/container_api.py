@@ -11,7 +11,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from .._protocol.rpc import ErrorCode, RpcError, Session
-from .auth import CONTAINERS, Routes
+from .auth import Routes
 from .dispatch import STATUSES
 from .faults import CrashState
 from .params import Params, invalid
@@ -30,13 +30,13 @@ class ContainerApi:
 
     def routes(self) -> Routes:
         return {
-            "container.init": (self.init, CONTAINERS),
-            "container.ready": (self.ready, CONTAINERS),
-            "container.init_failed": (self.init_failed, CONTAINERS),
-            "container.get_inputs": (self.get_inputs, CONTAINERS),
-            "container.put_outputs": (self.put_outputs, CONTAINERS),
-            "container.put_gen_items": (self.put_gen_items, CONTAINERS),
-            "container.heartbeat": (self.heartbeat, CONTAINERS),
+            "container.init": self.init,
+            "container.ready": self.ready,
+            "container.init_failed": self.init_failed,
+            "container.get_inputs": self.get_inputs,
+            "container.put_outputs": self.put_outputs,
+            "container.put_gen_items": self.put_gen_items,
+            "container.heartbeat": self.heartbeat,
         }
 
     def _task(self, session: Session) -> Task:

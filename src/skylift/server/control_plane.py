@@ -29,7 +29,7 @@ from .._protocol.rpc import Address, RpcServer, Session
 from .access import WORKER, Principal, authorize
 from .access_facts import PlatformFacts
 from .app_api import AppApi
-from .auth import ADMIN, Authenticator, Routes, load_or_create_token
+from .auth import Authenticator, Routes, load_or_create_token
 from .blob_api import BlobApi
 from .blobs import BlobStore, FileBlobStore
 from .call_api import CallApi
@@ -131,8 +131,8 @@ class ControlPlane:
             routes.update(part.routes())
         for web_part in (WebApi(self.gateway), self.proxy_tokens, self.scheduler):
             routes.update(web_part.routes())
-        routes["server.status"] = (self._status, ADMIN | {api.ROLE_CONTAINER, api.ROLE_WORKER})
-        routes["server.shutdown"] = (self._shutdown, ADMIN)
+        routes["server.status"] = self._status
+        routes["server.shutdown"] = self._shutdown
         return routes
 
     async def start(self) -> None:
@@ -148,7 +148,9 @@ class ControlPlane:
         self.scheduler.load()
         authenticate = Authenticator(self.token, self.tasks, self.version, self.server_id, self.worker_token)
         s = self.settings
-        self._rpc = RpcServer(authenticate, self.routes(), self._on_disconnect, authorize=self._authorize,
+        # No role sets beside the handlers: `authorize` (access.RULES) is the one check.
+        handlers = {method: (handler, frozenset[str]()) for method, handler in self.routes().items()}
+        self._rpc = RpcServer(authenticate, handlers, self._on_disconnect, authorize=self._authorize,
                               hello_timeout=s.hello_timeout, max_connections=s.rpc_max_connections,
                               max_unauthenticated=s.rpc_max_unauthenticated)
         self.url = str(await self._rpc.listen(Address("tcp", host=self.host, port=self.port)))

@@ -18,7 +18,7 @@ from typing import Any
 
 from .._protocol import api
 from .._protocol.rpc import Session
-from .auth import CLIENTS, Routes
+from .auth import Routes
 from .objects import Objects
 from .params import Params, invalid
 
@@ -33,13 +33,13 @@ class DictApi:
 
     def routes(self) -> Routes:
         return {
-            "dict.put": (self.put, CLIENTS),
-            "dict.get": (self.get, CLIENTS),
-            "dict.contains": (self.contains, CLIENTS),
-            "dict.pop": (self.pop, CLIENTS),
-            "dict.len": (self.length, CLIENTS),
-            "dict.clear": (self.clear, CLIENTS),
-            "dict.scan": (self.scan, CLIENTS),
+            "dict.put": self.put,
+            "dict.get": self.get,
+            "dict.contains": self.contains,
+            "dict.pop": self.pop,
+            "dict.len": self.length,
+            "dict.clear": self.clear,
+            "dict.scan": self.scan,
         }
 
     async def _dict(self, p: Params) -> str:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._hashing import layer_chain_ids, sha256_bytes
 from .._protocol.rpc import Session
-from .auth import CLIENTS, WORKERS, Routes
+from .auth import Routes
 from .longpoll import Deadline, Signal
 from .params import Params, invalid, not_found
 from .store import ImageRecord
@@ -53,8 +53,8 @@ class Images:
         self._images: dict[str, ImageEntry] = {}
 
     def routes(self) -> Routes:
-        return {"image.build": (self.build, CLIENTS), "image.status": (self.status, CLIENTS),
-                "worker.image_progress": (self.progress, WORKERS)}
+        return {"image.build": self.build, "image.status": self.status,
+                "worker.image_progress": self.progress}
 
     def preload(self, image_ids: set[str]) -> None:
         """Read the images running functions use (at startup), so their containers can be built anywhere."""

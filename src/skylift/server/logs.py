@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .._protocol.rpc import Session
-from .auth import CLIENTS, WORKERS, Routes
+from .auth import Routes
 from .longpoll import Deadline, Signal
 from .params import Params, invalid
 from .store import LogRecord
@@ -33,7 +33,7 @@ class LogHub:
         self._versions: dict[str, int] = {}
 
     def routes(self) -> Routes:
-        return {"app.logs": (self.read, CLIENTS), "worker.logs": (self.ingest, WORKERS)}
+        return {"app.logs": self.read, "worker.logs": self.ingest}
 
     def system(self, app_id: str, task_id: str, function_tag: str, text: str) -> None:
         """A line from the control plane itself, shown with the app's logs."""

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._protocol import ids
 from .._protocol.rpc import ErrorCode, RpcError, Session
-from .auth import CLIENTS, Routes
+from .auth import Routes
 from .object_store import KINDS, ObjectRecord, ObjectStore
 from .params import Params, invalid, not_found
 
@@ -65,11 +65,11 @@ class Objects:
 
     def routes(self) -> Routes:
         return {
-            "object.get": (self.get, CLIENTS),
-            "object.ephemeral": (self.ephemeral, CLIENTS),
-            "object.list": (self.list_objects, CLIENTS),
-            "object.delete": (self.delete, CLIENTS),
-            "object.info": (self.info, CLIENTS),
+            "object.get": self.get,
+            "object.ephemeral": self.ephemeral,
+            "object.list": self.list_objects,
+            "object.delete": self.delete,
+            "object.info": self.info,
         }
 
     def startup(self) -> None:

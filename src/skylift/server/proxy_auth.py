@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .._protocol.rpc import Session
-from .auth import ADMIN, Routes
+from .auth import Routes
 from .params import Params, not_found
 from .web_store import ProxyTokenRecord
 
@@ -49,9 +49,9 @@ class ProxyTokens:
 
     def routes(self) -> Routes:
         return {
-            "proxy_token.create": (self.create, ADMIN),
-            "proxy_token.list": (self.list, ADMIN),
-            "proxy_token.delete": (self.delete, ADMIN),
+            "proxy_token.create": self.create,
+            "proxy_token.list": self.list,
+            "proxy_token.delete": self.delete,
         }
 
     async def create(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._protocol.rpc import ErrorCode, RpcError, Session
-from .auth import CLIENTS, Routes
+from .auth import Routes
 from .longpoll import Deadline, Signal
 from .object_store import ObjectRecord, QueueFull
 from .objects import Objects
@@ -73,11 +73,11 @@ class QueueApi:
 
     def routes(self) -> Routes:
         return {
-            "queue.put": (self.put, CLIENTS),
-            "queue.get": (self.get, CLIENTS),
-            "queue.peek": (self.peek, CLIENTS),
-            "queue.len": (self.length, CLIENTS),
-            "queue.clear": (self.clear, CLIENTS),
+            "queue.put": self.put,
+            "queue.get": self.get,
+            "queue.peek": self.peek,
+            "queue.len": self.length,
+            "queue.clear": self.clear,
         }
 
     def _deleted(self, record: ObjectRecord) -> None:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from .._protocol import ids
 from .._protocol.rpc import Session
 from ..schedule import next_fire_time
-from .auth import CLIENTS, Routes
+from .auth import Routes
 from .calls import Call
 from .catalog import AppState, FunctionEntry
 from .params import Params, invalid, not_found
@@ -81,9 +81,9 @@ class Scheduler:
 
     def routes(self) -> Routes:
         return {
-            "schedule.list": (self.list, CLIENTS),
-            "schedule.pause": (self.pause, CLIENTS),
-            "schedule.resume": (self.resume, CLIENTS),
+            "schedule.list": self.list,
+            "schedule.pause": self.pause,
+            "schedule.resume": self.resume,
         }
 
     # ---- the loop ----------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from .._protocol.rpc import ErrorCode, RpcError, Session
-from .auth import CLIENTS, Routes
+from .auth import Routes
 from .object_store import ObjectRecord, SecretRecord
 from .objects import Objects, check_name
 from .params import Params, invalid, not_found
@@ -44,7 +44,7 @@ class SecretApi:
         self._sealed.pop(record.object_id, None)
 
     def routes(self) -> Routes:
-        return {"secret.create": (self.create, CLIENTS)}
+        return {"secret.create": self.create}
 
     def load(self) -> None:
         """At start: the sealed values of every secret (read directly, before the loop serves)."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._protocol import ids
 from .._protocol.rpc import Session
-from .auth import ADMIN, WORKERS, Routes
+from .auth import Routes
 from .longpoll import Deadline
 from .params import Params, invalid, not_found
 from .tasks import Task
@@ -38,12 +38,12 @@ class TaskApi:
 
     def routes(self) -> Routes:
         return {
-            "task.list": (self.list_tasks, ADMIN),
-            "task.get": (self.get, ADMIN),
-            "task.logs": (self.logs, ADMIN),
-            "task.exec": (self.exec, ADMIN),
-            "task.stop": (self.stop, ADMIN),
-            "worker.exec_result": (self.exec_result, WORKERS),
+            "task.list": self.list_tasks,
+            "task.get": self.get,
+            "task.logs": self.logs,
+            "task.exec": self.exec,
+            "task.stop": self.stop,
+            "worker.exec_result": self.exec_result,
         }
 
     # ---- cold-start lines ---------------------------------------------------------------------

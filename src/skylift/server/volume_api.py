@@ -37,7 +37,7 @@ from .._volume_manifest import (
     list_directory,
     normalize_path,
 )
-from .auth import CLIENTS, Routes
+from .auth import Routes
 from .blobs import BlobStore, is_sha256
 from .object_store import ObjectRecord
 from .objects import Objects
@@ -86,14 +86,14 @@ class VolumeApi:
 
     def routes(self) -> Routes:
         return {
-            "volume.manifest": (self.manifest, CLIENTS),
-            "volume.commit": (self.commit, CLIENTS),
-            "volume.listdir": (self.listdir, CLIENTS),
-            "volume.file": (self.file, CLIENTS),
-            "volume.remove": (self.remove, CLIENTS),
-            "volume.copy": (self.copy, CLIENTS),
-            "volume.write_blocks": (self.write_blocks, CLIENTS),
-            "volume.read_blocks": (self.read_blocks, CLIENTS),
+            "volume.manifest": self.manifest,
+            "volume.commit": self.commit,
+            "volume.listdir": self.listdir,
+            "volume.file": self.file,
+            "volume.remove": self.remove,
+            "volume.copy": self.copy,
+            "volume.write_blocks": self.write_blocks,
+            "volume.read_blocks": self.read_blocks,
         }
 
     async def _volume(self, p: Params) -> tuple[ObjectRecord, _Volume]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._protocol import api
 from .._protocol.rpc import Session
-from .auth import CLIENTS, CONTAINERS, Routes
+from .auth import Routes
 from .longpoll import Deadline
 from .params import Params, invalid
 
@@ -32,9 +32,9 @@ class WebApi:
 
     def routes(self) -> Routes:
         return {
-            "container.web_send": (self.send, CONTAINERS),
-            "container.web_receive": (self.receive, CONTAINERS),
-            "web.list": (self.list, CLIENTS),
+            "container.web_send": self.send,
+            "container.web_receive": self.receive,
+            "web.list": self.list,
         }
 
     async def send(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:

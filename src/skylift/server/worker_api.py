@@ -10,7 +10,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .._protocol.rpc import ErrorCode, RpcError, Session
-from .auth import WORKERS, Routes
+from .auth import Routes
 from .faults import CAUSE_WORKER_LOST
 from .longpoll import Deadline
 from .params import Params, invalid
@@ -29,9 +29,9 @@ class WorkerApi:
 
     def routes(self) -> Routes:
         return {
-            "worker.register": (self.register, WORKERS),
-            "worker.poll": (self.poll, WORKERS),
-            "worker.report": (self.report, WORKERS),
+            "worker.register": self.register,
+            "worker.poll": self.poll,
+            "worker.report": self.report,
         }
 
     def _worker(self, session: Session) -> Worker:
