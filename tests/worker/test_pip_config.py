@@ -22,7 +22,7 @@ def test_pip_conf_then_environment_then_step_arguments(tmp_path: Path) -> None:
 
     build_env = pip_config.build_env(env, settings)
     assert build_env["SSL_CERT_FILE"] == "/etc/corp-ca.pem"
-    assert build_env["UV_NATIVE_TLS"] == "1"
+    assert build_env["UV_SYSTEM_CERTS"] == "1" and "UV_NATIVE_TLS" not in build_env
     assert build_env["UV_HTTP_TIMEOUT"] == "180"
     assert build_env["UV_CACHE_DIR"] == "/cache" and build_env["PIP_FIND_LINKS"] == "/srv/wheels /srv/more"
     assert "SKYLIFT_TOKEN" not in build_env
@@ -39,3 +39,16 @@ def test_without_configuration_the_system_ca_bundle_is_used(tmp_path: Path) -> N
     env = pip_config.build_env({}, settings)
     if Path(pip_config.SYSTEM_CA_BUNDLE).exists():
         assert env["SSL_CERT_FILE"] == pip_config.SYSTEM_CA_BUNDLE
+
+
+def test_the_worker_uv_takes_the_build_environment_without_a_deprecation_warning(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from skylift.worker.image_steps import find_uv
+
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **pip_config.build_env({}, pip_config.IndexSettings())}
+    proc = subprocess.run([*find_uv(sys.executable), "pip", "list", "--python", sys.executable], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "deprecated" not in proc.stderr, proc.stderr

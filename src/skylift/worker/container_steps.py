@@ -206,7 +206,8 @@ async def debian_slim(ctx: LayerBuild) -> None:
 
 async def apt_install(ctx: LayerBuild) -> None:
     packages = " ".join(shlex.quote(str(p)) for p in ctx.args.get("packages") or [])
-    script = (f"apt-get update -q && apt-get install -y -q --no-install-recommends {packages} "
+    # Dpkg::Use-Pty=0: without a pty dpkg prints its "(Reading database ... 5%" progress once, not per percent.
+    script = (f"apt-get update -q && apt-get install -y -q -o Dpkg::Use-Pty=0 --no-install-recommends {packages} "
               "&& apt-get clean && rm -rf /var/lib/apt/lists/*")
     await ctx.run(["/bin/sh", "-c", script], env={"DEBIAN_FRONTEND": "noninteractive"},
                   shown=f"apt-get install {packages}")

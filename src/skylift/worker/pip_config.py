@@ -83,9 +83,8 @@ def build_env(environ: Mapping[str, str], settings: IndexSettings) -> dict[str, 
     if cert:
         env["SSL_CERT_FILE"] = cert
         env.setdefault("PIP_CERT", cert)
-    # uv ships its own CA roots; a proxy's CA is only in the system store. The variable was renamed
-    # in uv 0.9 (UV_SYSTEM_CERTS); set both so any uv version trusts the system store.
-    env.setdefault("UV_NATIVE_TLS", "1")
+    # uv ships its own CA roots; a proxy's CA is only in the system store. UV_SYSTEM_CERTS (uv >= 0.11,
+    # the floor in pyproject.toml) replaced UV_NATIVE_TLS, which now prints a deprecation on every build.
     env.setdefault("UV_SYSTEM_CERTS", "1")
     if settings.timeout:
         env.setdefault("UV_HTTP_TIMEOUT", settings.timeout)

@@ -71,7 +71,7 @@ def build_environment(environ: Mapping[str, str], env: Mapping[str, str], has_ca
     if has_ca:
         for name in _CERT_VARIABLES:
             carried[name] = CA_PATH
-        carried["UV_NATIVE_TLS"] = "1"
+        carried["UV_SYSTEM_CERTS"] = "1"  # not UV_NATIVE_TLS: uv >= 0.11 warns it is deprecated
         carried["APT_CONFIG"] = APT_CONF_PATH
     elif "PIP_CERT" in carried:
         del carried["PIP_CERT"]
