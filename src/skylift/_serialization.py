@@ -14,6 +14,7 @@ from typing import Any
 import cloudpickle
 import msgpack
 
+from . import _traceback
 from ._protocol import api
 from .exception import (
     DeserializationError,
@@ -44,7 +45,7 @@ def serialize(obj: Any, *, what: str = "value") -> bytes:
         ) from exc
     if len(data) > api.MAX_PAYLOAD_BYTES:
         raise RequestSizeError(
-            f"the {what} is {len(data) / 2**20:.1f} MiB pickled; the limit is "
+            f"{what}: {len(data) / 2**20:.1f} MiB pickled, over the limit of "
             f"{api.MAX_PAYLOAD_BYTES // 2**20} MiB. Put large data in a Volume and pass its path instead."
         )
     return data
@@ -91,8 +92,9 @@ def _mismatch_message(message: str, remote_versions: dict[str, str] | None) -> s
 # Outputs (built in the container, read by the SDK)
 
 
-def success_output(value: Any) -> dict[str, Any]:
-    return {"status": api.STATUS_SUCCESS, "data": serialize(value, what="return value"),
+def success_output(value: Any, *, function_name: str | None = None) -> dict[str, Any]:
+    what = f"return value of {function_name}" if function_name else "return value"
+    return {"status": api.STATUS_SUCCESS, "data": serialize(value, what=what),
             "library_versions": library_versions()}
 
 
@@ -164,7 +166,10 @@ def _attach_remote_traceback(exc: BaseException, tb: str) -> None:
         return
     exc.__skylift_remote_traceback__ = tb  # type: ignore[attr-defined]
     if sys.version_info >= (3, 11):
-        exc.add_note("\nRemote traceback:\n" + tb.rstrip())
+        # The note is what a plain `python script.py` prints: the container's frames of skylift's
+        # runtime and the stdlib are plumbing (SKYLIFT_TRACEBACK=1 keeps them).
+        shown = tb if _traceback.full_requested() else _traceback.trim_text(tb)[0]
+        exc.add_note(_traceback.REMOTE_NOTE_PREFIX + shown.rstrip())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ from typing import Any
 import click
 
 from .. import config
-from ..exception import Error
 from . import (
+    _errors,
     app_cmd,
     container_cmd,
     dict_cmd,
@@ -29,16 +29,19 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except Error as exc:
-            click.secho(f"Error: {exc}", fg="red", err=True)
-            sys.exit(1)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # usage errors: click prints them, naming the option
         except KeyboardInterrupt:
             click.secho("Interrupted.", fg="yellow", err=True)
             sys.exit(130)
+        except Exception as exc:
+            _errors.report(exc)  # the user's frames and the error; SKYLIFT_TRACEBACK=1 for all
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(config.version(), prog_name="skylift")
+@click.option("--traceback", is_flag=True, expose_value=False, is_eager=True, callback=_errors.enable_full,
+              help="Show whole tracebacks, skylift's own frames included (or set SKYLIFT_TRACEBACK=1).")
 def cli() -> None:
     """skylift: run Python functions in the cloud you own (Modal's API, self-hosted)."""
 
