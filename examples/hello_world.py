@@ -11,7 +11,7 @@ app = modal.App("example-hello-world")
 
 
 @app.function()
-def f(i):
+def f(i: int) -> int:
     if i % 2 == 0:
         print("hello", i)
     else:

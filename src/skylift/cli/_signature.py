@@ -39,6 +39,28 @@ def _click_type(annotation: Any, name: str) -> Any:
                        "use str, int, float, bool, datetime or a Literal of str/int")
 
 
+def _inferred(default: Any) -> Any:
+    """An unannotated parameter's type, from its default (`n=3` takes an int); without a default
+    the value stays a string, as in `modal run`."""
+    if isinstance(default, (bool, int, float, datetime.datetime)):
+        return type(default)
+    return inspect.Parameter.empty
+
+
+def _described(param: click.Parameter | None, hints: dict[str, Any], params: list[inspect.Parameter]) -> str:
+    """` (parameter n: int)`, so that a conversion error names the parameter as well as the option."""
+    if param is None or param.name is None:
+        return ""
+    match = next((p for p in params if p.name == param.name), None)
+    if match is None:
+        return ""
+    annotation = hints.get(match.name, match.annotation)
+    if annotation is inspect.Parameter.empty:
+        annotation = _inferred(match.default)
+    shown = "" if annotation is inspect.Parameter.empty else f": {getattr(annotation, '__name__', annotation)}"
+    return f" (parameter {match.name}{shown})"
+
+
 def parse_args(f: Callable[..., Any], argv: list[str], *, prog: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Turn argv into (args, kwargs) for `f`; `*args` in the signature takes argv verbatim."""
     signature = inspect.signature(f)
@@ -55,6 +77,8 @@ def parse_args(f: Callable[..., Any], argv: list[str], *, prog: str) -> tuple[tu
         if p.kind in (p.VAR_KEYWORD,):
             continue
         annotation = hints.get(p.name, p.annotation)
+        if annotation is inspect.Parameter.empty:
+            annotation = _inferred(p.default)
         ctype = _click_type(annotation, p.name)
         if typing.get_origin(annotation) is typing.Literal and all(isinstance(c, int)
                                                                     for c in typing.get_args(annotation)):
@@ -74,6 +98,9 @@ def parse_args(f: Callable[..., Any], argv: list[str], *, prog: str) -> tuple[tu
         kwargs = command.main(argv, prog_name=prog, standalone_mode=False)
     except click.exceptions.Exit:
         raise SystemExit(0) from None
+    except click.BadParameter as exc:
+        message = exc.format_message().rstrip(".")
+        raise InvalidError(f"{prog}: {message}{_described(exc.param, hints, params)}.") from None
     except click.ClickException as exc:
         raise InvalidError(f"{prog}: {exc.format_message()}") from None
     if not isinstance(kwargs, dict):

@@ -33,6 +33,9 @@ def _load(ref: str, module_flag: bool) -> tuple[Any, str | None]:
 def run_cmd(ctx: click.Context, ref: str, module_flag: bool, detach: bool, quiet: bool, name: str | None,
             write_result: str | None) -> None:
     """Run a local entrypoint or a function of an app: `skylift run app.py[::name] [--arg value ...]`."""
+    if ref.startswith("-"):  # an option of `run` it doesn't have, taken for REF by ignore_unknown_options
+        raise click.NoSuchOption(ref, possibilities=[o for p in ctx.command.params for o in p.opts
+                                                     if o.startswith("-")], ctx=ctx)
     module, fn_name = _load(ref, module_flag)
     runnable = find_runnable(module, fn_name)
     argv = list(ctx.args)
