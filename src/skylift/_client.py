@@ -367,6 +367,7 @@ def _make_default_client() -> Client:
         return Client(url, token)
     home = config.home()
     info = _local_server.read_info(home)
+    _local_server.check_token(home, os.environ.get("SKYLIFT_TOKEN", ""), info)
     if info is not None and info.version != config.version():
         import sys
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hmac
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _private_home
-from .exception import ConnectionError
+from .exception import AuthError, ConnectionError
 
 START_TIMEOUT = 60.0
 
@@ -92,6 +93,20 @@ def _launch_lock(home: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def check_token(home: Path, token: str, info: ServerInfo | None) -> None:
+    """Refuse SKYLIFT_TOKEN without SKYLIFT_SERVER_URL unless it is the embedded platform's own token.
+
+    A token is set to reach a shared server; running on the embedded platform instead, silently,
+    would put the user's work (and deployments) somewhere they don't expect.
+    """
+    if not token or (info is not None and hmac.compare_digest(token.encode(), info.token.encode())):
+        return
+    raise AuthError(
+        "SKYLIFT_TOKEN is set but SKYLIFT_SERVER_URL is not, and the token isn't the embedded platform's "
+        f"(in {home / 'token'}). To use a shared server, also set SKYLIFT_SERVER_URL=tcp://HOST:PORT; to use "
+        "the embedded platform, unset SKYLIFT_TOKEN.")
 
 
 def start(home: Path, *, extra_args: list[str] | None = None, quiet: bool = False) -> ServerInfo:

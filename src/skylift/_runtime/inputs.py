@@ -89,9 +89,9 @@ def _failure(exc: BaseException) -> dict[str, Any]:
     return failure_output(_strip_runtime_frames(exc))
 
 
-def _success(value: Any) -> dict[str, Any]:
+def _success(value: Any, function_name: str | None = None) -> dict[str, Any]:
     try:
-        return success_output(value)
+        return success_output(value, function_name=function_name)
     except Exception as exc:  # an unpicklable return value is the user's error, reported as theirs
         return failure_output(exc)
 
@@ -118,14 +118,14 @@ def _call_args(target: Target, batch: list[Input]) -> tuple[tuple[Any, ...], dic
 
 def _outputs(target: Target, batch: list[Input], result: Any) -> list[dict[str, Any]]:
     if target.batch is None:
-        return [_success(result)]
+        return [_success(result, target.fn.__qualname__)]
     if not isinstance(result, list) or len(result) != len(batch):
         got = f"a list of {len(result)}" if isinstance(result, list) else f"a {type(result).__name__}"
         error = InvalidError(
             f"batched function {target.fn.__qualname__} received {len(batch)} inputs and returned {got}; "
             "it must return a list with one output per input, in order")
         return [failure_output(error) for _ in batch]
-    return [_success(value) for value in result]
+    return [_success(value, target.fn.__qualname__) for value in result]
 
 
 class SyncPool:
