@@ -19,12 +19,13 @@ from ._protocol import api
 from .exception import InvalidError
 
 # Canonical GPU names, keyed by their lower-case spelling. "A100" may be served by either A100
-# size and "H100" by an H200 (Modal's upgrades); "H100!" pins an H100. See `gpu_matches`.
+# size and "H100" by an H200 (Modal's upgrades); "H100!" pins an H100. "A10G" keeps its name (as in
+# Modal, and in what the user reads back) and is the same GPU as "A10". See `gpu_matches`.
 GPU_TYPES: dict[str, str] = {
     "t4": "T4",
     "l4": "L4",
     "a10": "A10",
-    "a10g": "A10",
+    "a10g": "A10G",
     "a100": "A100",
     "a100-40gb": "A100-40GB",
     "a100-80gb": "A100-80GB",
@@ -36,7 +37,8 @@ GPU_TYPES: dict[str, str] = {
     "any": "ANY",
 }
 MAX_GPU_COUNT = 8
-MAX_GPU_COUNT_BY_TYPE = {"A10": 4}
+MAX_GPU_COUNT_BY_TYPE = {"A10": 4, "A10G": 4}
+_SAME_GPU = {"A10G": "A10"}  # other names of one GPU, for matching
 
 DEFAULT_CPU = 0.125
 DEFAULT_MEMORY_MB = 128
@@ -91,14 +93,14 @@ def _parse_one_gpu(value: object, shown: str) -> dict[str, Any]:
 def parse_gpu(gpu: str | Sequence[str] | None) -> dict[str, Any] | None:
     """Parse `gpu=` into `{"type", "count", "fallbacks": [{"type", "count"}, ...]}`, or None.
 
-    Names are case-insensitive; "A10G" is the same as "A10". A list is an ordered set of choices:
+    Names are case-insensitive; "A10G" is the same GPU as "A10". A list is an ordered set of choices:
     the first is preferred, the rest are fallbacks.
 
     Example:
         >>> parse_gpu("h100:2")
         {'type': 'H100', 'count': 2, 'fallbacks': []}
         >>> parse_gpu(["L40S", "a10g:2"])["fallbacks"]
-        [{'type': 'A10', 'count': 2}]
+        [{'type': 'A10G', 'count': 2}]
     """
     if gpu is None:
         return None
@@ -114,11 +116,12 @@ def gpu_matches(requested: str, available: str) -> bool:
     """Whether a worker GPU of type `available` can serve a request for type `requested`.
 
     Example:
-        >>> gpu_matches("H100", "H200"), gpu_matches("H100!", "H200"), gpu_matches("A100", "A100-80GB")
+        >>> gpu_matches("H100", "H200"), gpu_matches("H100!", "H200"), gpu_matches("A10G", "A10")
         (True, False, True)
     """
     if requested == "ANY":
         return True
+    requested, available = _SAME_GPU.get(requested, requested), _SAME_GPU.get(available, available)
     if requested == available:
         return True
     if requested == "H100!":

@@ -289,7 +289,7 @@ def test_run_function_pickles_function_and_args():
     assert layer["args"]["function_name"] == "build_step"
     assert layer["args"]["timeout"] == 60
     assert (layer["args"]["cpu"], layer["args"]["memory"]) == (2.0, 512)
-    assert layer["args"]["gpu"]["type"] == "A10"
+    assert layer["args"]["gpu"]["type"] == "A10G"  # the user's name, as Modal keeps it
     (entry,) = layer["files"]
     assert entry["path"] == "function.pkl"
     fn, args, kwargs = cloudpickle.loads(image._local_files()[entry["sha256"]].read_bytes())

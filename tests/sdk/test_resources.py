@@ -24,7 +24,7 @@ from skylift.exception import InvalidError
 
 
 @pytest.mark.parametrize(("text", "gpu_type"), [
-    ("T4", "T4"), ("t4", "T4"), ("L4", "L4"), ("A10", "A10"), ("a10g", "A10"), ("A10G", "A10"),
+    ("T4", "T4"), ("t4", "T4"), ("L4", "L4"), ("A10", "A10"), ("a10g", "A10G"), ("A10G", "A10G"),
     ("A100", "A100"), ("a100-40gb", "A100-40GB"), ("A100-80GB", "A100-80GB"), ("l40s", "L40S"),
     ("H100", "H100"), ("h100!", "H100!"), ("H200", "H200"), ("b200", "B200"), ("any", "ANY"), ("ANY", "ANY"),
 ])
@@ -77,12 +77,15 @@ def test_gpu_bad_lists():
         parse_gpu(["H100", "V100"])
     with pytest.raises(InvalidError, match="count"):
         parse_gpu(["H100", "A10:8"])
+    with pytest.raises(InvalidError, match="A10G count must be between 1 and 4"):  # the name as written
+        parse_gpu("a10g:5")
 
 
 @pytest.mark.parametrize(("requested", "available", "ok"), [
     ("H100", "H100", True), ("H100", "H200", True), ("H100!", "H100", True), ("H100!", "H200", False),
     ("A100", "A100-40GB", True), ("A100", "A100-80GB", True), ("A100-40GB", "A100-80GB", False),
     ("ANY", "T4", True), ("T4", "L4", False), ("H200", "H100", False),
+    ("A10G", "A10", True), ("A10", "A10G", True), ("A10G", "A10G", True), ("A10G", "L4", False),
 ])
 def test_gpu_matches(requested, available, ok):
     assert gpu_matches(requested, available) is ok
