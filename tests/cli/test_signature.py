@@ -40,3 +40,23 @@ def test_unsupported_type_names_the_parameter() -> None:
 
     with pytest.raises(InvalidError, match="items"):
         parse_args(bad, [], prog="p")
+
+
+def test_unannotated_parameters_take_their_defaults_type() -> None:
+    def f(i, n=3, ratio=0.5, dry=False, name="x"):  # type: ignore[no-untyped-def]
+        ...
+
+    _, kwargs = parse_args(f, ["--i", "4", "--n", "5", "--ratio", "2", "--dry", "--name", "y"], prog="p")
+    # Without an annotation or a default the value stays a string, as in `modal run`.
+    assert kwargs == {"i": "4", "n": 5, "ratio": 2.0, "dry": True, "name": "y"}
+
+
+def test_conversion_errors_name_the_option_and_the_parameter() -> None:
+    def f(batch_size=8):  # type: ignore[no-untyped-def]
+        ...
+
+    expected = r"'--batch-size': 'many' is not a valid integer \(parameter batch_size: int\)"
+    with pytest.raises(InvalidError, match=expected):
+        parse_args(f, ["--batch-size", "many"], prog="p")
+    with pytest.raises(InvalidError, match="No such option '--bogus'"):
+        parse_args(f, ["--bogus", "1"], prog="p")
