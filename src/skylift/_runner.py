@@ -59,19 +59,18 @@ async def build_image(client: Client, image: Any, *, label: str) -> str:
     status = got["status"]
     if status == "ready":
         return image_id
-    _output.info(f"Building image {image_id} for {label}")
     offset = 0
-    while True:
-        st = await client.call("image.status", {"image_id": image_id, "log_offset": offset,
-                                                "timeout": api.MAX_POLL_SECONDS})
-        for line in st.get("logs", []):
-            _output.build_log(line)
-        offset = st.get("next_offset", offset)
-        if st["status"] == "ready":
-            _output.step(f"Built image {image_id}.")
-            return image_id
-        if st["status"] == "failed":
-            raise ExecutionError(f"Image build for {image_id} ({label}) failed:\n{st.get('error', '')}")
+    with _output.image_build(image_id, label) as build:  # the log, each step's duration, the total
+        while True:
+            st = await client.call("image.status", {"image_id": image_id, "log_offset": offset,
+                                                    "timeout": api.MAX_POLL_SECONDS})
+            for line in st.get("logs", []):
+                build.log(line)
+            offset = st.get("next_offset", offset)
+            if st["status"] == "ready":
+                return image_id
+            if st["status"] == "failed":
+                raise ExecutionError(f"Image build for {image_id} ({label}) failed:\n{st.get('error', '')}")
 
 
 def config_force_build() -> bool:
