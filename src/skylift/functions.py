@@ -19,10 +19,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import inspect
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sized
 from typing import TYPE_CHECKING, Any
 
-from . import _invocation, config
+from . import _invocation, _output, config
 from ._aio import blocking, blocking_classmethod, iterating, iterating_batches
 from ._client import Client, on_loop_thread, run_async, run_sync
 from ._invocation import Target
@@ -231,8 +231,10 @@ class Function:
         target = await self._target()
         _invocation.check_not_generator(self._is_generator, self._name, "map")
         inputs = zip(*input_iterators, strict=False)
-        async for values in _invocation.map_outputs(Client.from_env(), target, inputs, kwargs or {},
-                                                    order_outputs=order_outputs, return_exceptions=return_exceptions):
+        batches = _invocation.map_outputs(Client.from_env(), target, inputs, kwargs or {},
+                                          order_outputs=order_outputs, return_exceptions=return_exceptions)
+        async for values in _output.track_map(f"{self._name}.map", _known_length(*input_iterators), batches,
+                                              _runner_count(target)):
             yield values
 
     @iterating_batches
@@ -242,9 +244,11 @@ class Function:
         """Like map, with each item a tuple of positional arguments."""
         _invocation.check_not_generator(self._is_generator, self._name, "starmap")
         target = await self._target()
-        async for values in _invocation.map_outputs(Client.from_env(), target, (tuple(a) for a in input_iterator),
-                                                    kwargs or {}, order_outputs=order_outputs,
-                                                    return_exceptions=return_exceptions):
+        batches = _invocation.map_outputs(Client.from_env(), target, (tuple(a) for a in input_iterator),
+                                          kwargs or {}, order_outputs=order_outputs,
+                                          return_exceptions=return_exceptions)
+        async for values in _output.track_map(f"{self._name}.starmap", _known_length(input_iterator), batches,
+                                              _runner_count(target)):
             yield values
 
     @blocking
@@ -253,8 +257,10 @@ class Function:
         """Run the function over the inputs for their side effects, discarding results."""
         target = await self._target()
         inputs = zip(*input_iterators, strict=False)
-        async for _ in _invocation.map_outputs(Client.from_env(), target, inputs, kwargs or {},
-                                               order_outputs=False, return_exceptions=ignore_exceptions):
+        batches = _invocation.map_outputs(Client.from_env(), target, inputs, kwargs or {},
+                                          order_outputs=False, return_exceptions=ignore_exceptions)
+        async for _ in _output.track_map(f"{self._name}.for_each", _known_length(*input_iterators), batches,
+                                         _runner_count(target)):
             pass
 
     @blocking
@@ -377,6 +383,20 @@ class FunctionStats:
     def __repr__(self) -> str:
         return (f"FunctionStats(backlog={self.backlog}, num_total_runners={self.num_total_runners}, "
                 f"num_running_inputs={self.num_running_inputs})")
+
+
+def _known_length(*iterables: Iterable[Any]) -> int | None:
+    """How many inputs a map has, when its iterables know their length (the progress bar's total)."""
+    lengths = [len(it) for it in iterables if isinstance(it, Sized)]
+    return min(lengths) if iterables and len(lengths) == len(iterables) else None
+
+
+def _runner_count(target: Target) -> Callable[[], Awaitable[int]]:
+    """Asks how many containers the function has, for a map's progress bar (polled only on a terminal)."""
+    async def count() -> int:
+        got = await Client.from_env().call("function.stats", {"function_id": target.function_id})
+        return int(got.get("num_total_runners", 0))
+    return count
 
 
 class FunctionCall:

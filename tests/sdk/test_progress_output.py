@@ -1,0 +1,128 @@
+"""What `run` shows while it works: a live rich display on a terminal, plain lines elsewhere.
+
+The terminal path draws on a forced-terminal rich Console writing to a StringIO; the plain path is a
+real `skylift run` in a subprocess (no TTY). See skylift/_output.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+import skylift
+from skylift import _output
+from skylift.functions import _known_length
+
+FIXTURE = Path(__file__).parent / "progress_fixture_app.py"
+ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def terminal() -> tuple[Console, io.StringIO]:
+    buffer = io.StringIO()
+    return Console(force_terminal=True, file=buffer, width=100, color_system="standard"), buffer
+
+
+def test_build_steps_are_timed_from_the_worker_log_markers() -> None:
+    timer = _output.StepTimer()
+    assert timer.feed("=> [1/3] debian_slim(python_version='3.11') (cached)", 0.0) == (None, None)
+    assert timer.feed("=> [2/3] run_commands(commands=['make'])", 1.0) == ("[2/3] run_commands(commands=['make'])",
+                                                                         None)
+    assert timer.feed("cc -O2 main.c", 2.0) == (None, None)
+    started, ended = timer.feed("=> [3/3] env(vars={'A': '1'})", 4.5)
+    assert started == "[3/3] env(vars={'A': '1'})" and ended == ("[2/3] run_commands(commands=['make'])", 3.5)
+    assert timer.feed("=> image im-1 ready", 5.0) == (None, ("[3/3] env(vars={'A': '1'})", 0.5))
+    assert timer.finish(6.0) is None
+
+
+def test_a_line_redrawn_with_carriage_returns_shows_what_a_terminal_would() -> None:
+    assert _output.terminal_line("(Reading database ... \r(Reading database ... 5%\r(Reading database ... 100%\r"
+                                 "(Reading database ... 6403 files and directories currently installed.)\r") == \
+        "(Reading database ... 6403 files and directories currently installed.)"
+    assert _output.terminal_line("E: Unable to locate package nope") == "E: Unable to locate package nope"
+
+
+def test_known_length_is_the_shortest_sized_iterable() -> None:
+    assert _known_length(range(10), [1, 2, 3]) == 3
+    assert _known_length(range(10), iter([1])) is None
+    assert _known_length() is None
+
+
+def test_the_live_region_stays_below_logs_which_keep_their_streams(capsys: pytest.CaptureFixture[str]) -> None:
+    console, buffer = terminal()
+    with _output.use_console(console), skylift.enable_output():
+        _output.step("Initialized. App ap-1 in environment 'main'.")
+        with _output.image_build("im-abc", "f") as build:
+            build.log("=> [1/2] debian_slim(python_version='3.11') (cached)")
+            build.log("=> [2/2] run_commands(commands=['make'])")
+            build.log("building things")
+            _output.container_log("stdout", "a container's stdout line")
+            _output.container_log("stderr", "a container's stderr line")
+            build.log("=> image im-abc ready")
+        _output.item("🔨 Created function f.", last=True)
+    drawn = buffer.getvalue()
+    shown = ESCAPE.sub("", drawn)
+    assert "✓ Initialized. App ap-1" in shown and "└── 🔨 Created function f." in shown
+    assert "Building image im-abc… for f" in shown  # the spinner, with its step
+    assert re.search(r"✓ \[2/2\] run_commands\(commands=\['make'\]\) in \d+\.\d\ds", shown)
+    assert re.search(r"✓ Built image im-abc in \d+\.\d\ds\.", shown)
+    # Container output went to this process's own streams, not through the display's console.
+    out, err = capsys.readouterr()
+    assert out == "a container's stdout line\n" and err == "a container's stderr line\n"
+    assert "container's" not in shown
+    # The spinner was erased (erase line) before the lines after it, and the cursor is shown again.
+    last_spinner = drawn.rindex("Building image im-abc")
+    assert "\x1b[2K" in drawn[last_spinner:drawn.index("Built image im-abc in")]
+    assert drawn.count("\x1b[?25l") == drawn.count("\x1b[?25h") >= 1
+    assert "rich" in sys.modules  # the terminal path imported it; the import test below checks the other
+
+
+def _fixture_module():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("progress_fixture_app", FIXTURE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["progress_fixture_app"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_map_progress_counts_to_the_total_on_a_terminal(platform: object) -> None:
+    app_module = _fixture_module()
+    console, buffer = terminal()
+    with _output.use_console(console), skylift.enable_output(), app_module.app.run():
+        results = list(app_module.square.map(range(300)))
+    assert results == [x * x for x in range(300)]
+    shown = ESCAPE.sub("", buffer.getvalue())
+    assert re.search(r"square\.map .*0/300", shown)  # the bar, drawn as the map started
+    assert re.search(r"✓ square\.map: 300 inputs in \d+\.\d\ds \([\d,]+/s", shown)
+    assert "Created function square." in shown and "App completed." in shown
+
+
+def test_plain_lines_without_a_terminal(platform) -> None:  # type: ignore[no-untyped-def]
+    env = {**os.environ, "SKYLIFT_HOME": str(platform.home)}
+    proc = subprocess.run([sys.executable, "-m", "skylift.cli.main", "run", str(FIXTURE), "--n", "200"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "sum 2646700" in proc.stdout
+    assert "\x1b" not in proc.stderr and "\r" not in proc.stderr  # no escape codes, no redrawn lines
+    lines = proc.stderr.splitlines()
+    assert any(line.startswith("✓ Initialized. App ap-") for line in lines)
+    assert any(line.startswith("└── 🔨 Created function square") for line in lines)
+    assert any(re.fullmatch(r"    ✓ \[\d/\d\] run_commands\(.*progress-fixture-step.*\) in \d+\.\d\ds", line)
+               for line in lines), proc.stderr
+    assert any(re.fullmatch(r"✓ Built image im-\w+ in \d+\.\d\ds\.", line) for line in lines)
+    assert not any("square.map" in line for line in lines)  # no map progress off a terminal, as in Modal
+    assert lines[-1] == "✓ App completed."
+
+
+def test_import_skylift_does_not_import_rich() -> None:
+    code = "import sys, skylift; skylift.enable_output(); print('rich' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
