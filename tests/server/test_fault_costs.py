@@ -99,7 +99,10 @@ async def test_several_starts_killed_at_once_do_not_fail_the_pool(platform):
     async with platform() as h:
         client = await h.client()
         worker = await h.worker(cpu=64, memory_mb=65536)
-        _, ids = await h.app(client)
+        # A burst starts one container until the pool's speed is measured (autoscaler.py); the buffer
+        # makes the first call start four at once.
+        _, ids = await h.app(client, definition(autoscaler={"min_containers": 0, "max_containers": None,
+                                                            "buffer_containers": 3, "scaledown_window": 60}))
         mapped = await client.call("call.start", {"function_id": ids["f"], "invocation": "sync", "kind": "map",
                                                   "inputs": [{"args": bytes([i])} for i in range(6)]})
         starts = [await worker.next("start_task") for _ in range(4)]

@@ -81,12 +81,16 @@ async def test_max_containers_caps_a_burst_and_inputs_queue(platform):
         _, ids = await h.app(client, definition(autoscaler={"max_containers": 2}))
         await client.call("call.start", {"function_id": ids["f"], "invocation": "async", "kind": "map",
                                          "inputs": [{"args": str(i).encode()} for i in range(10)]})
-        a = await worker.next("start_task")
+        # Scale-out waits for the first container to show its speed (autoscaler.py), so the burst is
+        # one container, then, once it has finished nothing for a while, more: but only up to 2.
+        a = await h.started_container(worker)
+        await a.next_inputs()
+        h.advance(1)
         b = await worker.next("start_task")
-        assert a["task"]["task_id"] != b["task"]["task_id"]
+        assert a.task_id != b["task"]["task_id"]
         await worker.no_command("start_task")
         stats = await client.call("function.stats", {"function_id": ids["f"]})
-        assert stats["backlog"] == 10 and stats["num_total_runners"] == 2
+        assert stats["backlog"] == 9 and stats["num_total_runners"] == 2
 
 
 async def test_concurrency_slots_mean_fewer_containers(platform):
@@ -96,7 +100,10 @@ async def test_concurrency_slots_mean_fewer_containers(platform):
         _, ids = await h.app(client, definition(concurrency={"max_inputs": 4}))
         await client.call("call.start", {"function_id": ids["f"], "invocation": "async", "kind": "map",
                                          "inputs": [{"args": b"x"}] * 6})
-        await worker.next("start_task")
+        # As above: one container first; once it is seen slow, enough for 6 inputs at 4 each.
+        first = await h.started_container(worker)
+        assert len(await first.next_inputs(max=4)) == 4
+        h.advance(1)
         await worker.next("start_task")
         await worker.no_command("start_task")
 

@@ -153,7 +153,8 @@ class FunctionEntry:
         return Policy(min_containers=int(a["min_containers"]),
                       max_containers=None if a["max_containers"] is None else int(a["max_containers"]),
                       buffer_containers=int(a["buffer_containers"]),
-                      scaledown_window=float(a["scaledown_window"]), slots=self.slots)
+                      scaledown_window=float(a["scaledown_window"]), slots=self.slots,
+                      single_use=self.single_use)
 
     def record(self) -> FunctionRecord:
         return FunctionRecord(self.function_id, self.app.app_id, self.tag, self.definition, self.created_at,

@@ -87,6 +87,7 @@ class Pool:
         self.crash_message = ""  # why the pool gave up, for sync inputs that arrive meanwhile
         self.backoff_until = 0.0
         self.n_calls = 0  # calls in memory that feed this pool
+        self.n_completed = 0  # outputs its containers returned: the scaler's drain rate counts them
         self._on_backlog = on_backlog
 
     def __repr__(self) -> str:
