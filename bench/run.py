@@ -31,6 +31,7 @@ def pct(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="smaller sizes (for a smoke run)")
+    parser.add_argument("--map-sizes", default="", help="comma-separated .map sizes (default 10000,100000)")
     opts = parser.parse_args()
     own_home = "SKYLIFT_HOME" not in os.environ
     os.environ.setdefault("SKYLIFT_HOME", tempfile.mkdtemp(prefix="skylift-bench-"))
@@ -43,12 +44,14 @@ def main() -> None:
 
 def run(opts: argparse.Namespace) -> None:
     import baselines
-    from bench_app import app, noop, sleep10, sleep10_concurrent, trivial
+    from bench_app import app, noop, noop_capped, sleep10, sleep10_concurrent, trivial
 
     import skylift as modal
 
     n_remote = 300 if opts.quick else 2000
     map_sizes = [2000] if opts.quick else [10_000, 100_000]
+    if opts.map_sizes:
+        map_sizes = [int(n) for n in opts.map_sizes.split(",")]
     n_sleep = 200 if opts.quick else 1000
     rows: list[tuple[str, str, str, str]] = []
     results: dict[str, float] = {}
@@ -82,12 +85,13 @@ def run(opts: argparse.Namespace) -> None:
         row("warm .remote() p99", pct(lat, 0.99) * 1000, pct(base_lat, 0.99) * 1000, "ms", True)
 
         for size in map_sizes:
-            list(noop.map(range(100)))
-            t = time.perf_counter()
-            count = sum(1 for _ in noop.map(range(size)))
-            rate = count / (time.perf_counter() - t)
-            row(f".map over {size:,} no-op inputs (vs PPE chunksize 1)", rate, baselines.ppe_map_rate(size, 1),
-                "calls/s", False)
+            base_map = baselines.ppe_map_rate(size, 1)
+            for fn, label in ((noop, "default settings"), (noop_capped, "max_containers=2")):
+                list(fn.map(range(100)))
+                t = time.perf_counter()
+                count = sum(1 for _ in fn.map(range(size)))
+                rate = count / (time.perf_counter() - t)
+                row(f".map over {size:,} no-op inputs, {label} (vs PPE chunksize 1)", rate, base_map, "calls/s", False)
             results[f"map {size} vs PPE chunksize 256"] = baselines.ppe_map_rate(size, 256)
 
         t = time.perf_counter()

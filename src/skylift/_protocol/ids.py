@@ -10,9 +10,21 @@ PREFIXES = {
 }
 
 
+_ID_BYTES = 11
+
+
 def new_id(kind: str) -> str:
     """A fresh random id for an object of `kind` (a key of PREFIXES)."""
-    return f"{PREFIXES[kind]}-{secrets.token_hex(11)}"
+    return f"{PREFIXES[kind]}-{secrets.token_hex(_ID_BYTES)}"
+
+
+def new_ids(kind: str, n: int) -> list[str]:
+    """`n` fresh ids, as random as `new_id`'s, from one read of the system's randomness (a map's
+    inputs: one syscall per batch instead of one per input)."""
+    prefix = PREFIXES[kind]
+    raw = secrets.token_bytes(_ID_BYTES * n).hex()
+    step = 2 * _ID_BYTES
+    return [f"{prefix}-{raw[i:i + step]}" for i in range(0, len(raw), step)]
 
 
 def kind_of(object_id: str) -> str | None:

@@ -436,6 +436,10 @@ class RpcServer:
 # Blocking client
 
 
+_RECV_BYTES = 64 * 1024  # a typical answer arrives in one recv, header and body together
+_RECV_MAX = 1 << 20  # a big one in 1 MiB reads
+
+
 class BlockingRpcClient:
     """One request at a time over a plain blocking socket: the `.remote()` fast path for sync
     callers. It skips the hop to and from an event-loop thread (~100 µs a call), which is most
@@ -458,6 +462,7 @@ class BlockingRpcClient:
             self._sock.close()
             raise
         self._ids = itertools.count(1)
+        self._buffer = bytearray()  # bytes read past the last frame
         self.closed = False
         self.hello = self.call("hello", hello)
 
@@ -479,22 +484,25 @@ class BlockingRpcClient:
             raise RpcError(err.get("code", ErrorCode.INTERNAL), err.get("message", ""))
         return message.get("r")
 
-    def _read_exact(self, n: int) -> bytes:
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
-        while got < n:
-            k = self._sock.recv_into(view[got:], n - got)
-            if k == 0:
+    def _fill(self, n: int) -> None:
+        """Read until the buffer holds at least `n` bytes: one recv for a small answer, header and all."""
+        buffer = self._buffer
+        while len(buffer) < n:
+            chunk = self._sock.recv(min(max(n - len(buffer), _RECV_BYTES), _RECV_MAX))
+            if not chunk:
                 raise ConnectionLost("server closed the connection")
-            got += k
-        return bytes(buf)
+            buffer += chunk
 
     def _read(self) -> dict[str, Any]:
-        (length,) = framing._HEADER.unpack(self._read_exact(framing._HEADER.size))
+        header = framing._HEADER.size
+        self._fill(header)
+        (length,) = framing._HEADER.unpack_from(self._buffer)
         if length > framing.MAX_FRAME_BYTES:
             raise framing.FrameError(f"peer announced a {length}-byte frame")
-        return framing.decode(self._read_exact(length))
+        self._fill(header + length)
+        body = bytes(self._buffer[header:header + length])
+        del self._buffer[:header + length]
+        return framing.decode(body)
 
     def close(self) -> None:
         self.closed = True
