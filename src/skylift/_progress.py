@@ -76,11 +76,19 @@ class LiveDisplay:
         self._lock = threading.RLock()
         self._live: Live | None = None
         self._redraw_pending = False
+        self._ticking = False
+        # This process's own prints (results of a map printed as they come, warnings) pass above the
+        # region too, when their stream shares its terminal; container output is written to the real ones.
+        self._stdout, self._stderr = sys.stdout, sys.stderr
+        self._partial: dict[int, str] = {}
+        for name in ("stdout", "stderr"):
+            real = getattr(sys, name)
+            if _is_terminal(real):
+                setattr(sys, name, _Passage(self, real))
         self._builds: dict[int, _Build] = {}
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                   _RateColumn(), _ContainersColumn(), TimeElapsedColumn(), console=self.console)
         self._maps: set[TaskID] = set()
-        self._ticker: threading.Thread | None = None
         self._closed = threading.Event()
         atexit.register(self.close)  # never leave the terminal with a hidden cursor
 
@@ -95,21 +103,35 @@ class LiveDisplay:
 
     def write(self, stream: str, text: str) -> None:
         """Container output, unchanged, to this process's stdout or stderr, above what is in progress."""
-        target = sys.stdout if stream == "stdout" else sys.stderr
-        if not text.endswith("\n"):
-            text += "\n"
+        if stream == "system":
+            self.print(Text(text.rstrip("\n"), style="dim"))
+            return
+        target = self._stdout if stream == "stdout" else self._stderr
         with self._lock:
-            if target is sys.stdout and not _is_terminal(target):
-                target.write(text)  # piped stdout: the live region on the terminal is unaffected
-                target.flush()
+            self._write_lines(target, text if text.endswith("\n") else text + "\n")
+
+    def _write_lines(self, target: Any, text: str) -> None:
+        if self._live is None or not _is_terminal(target):
+            target.write(text)  # nothing drawn, or a pipe: the region on the terminal is unaffected
+            target.flush()
+            return
+        self._erase()
+        target.write(text)
+        target.flush()
+        self._redraw_soon()
+
+    def passage(self, target: Any, text: str) -> None:
+        """A write to sys.stdout/sys.stderr on the display's terminal: whole lines go above the region."""
+        with self._lock:
+            pending = self._partial.pop(id(target), "") + text
+            if self._live is None:
+                target.write(pending)
                 return
-            self._erase()
-            if stream == "system":
-                self.console.print(Text(text.rstrip("\n"), style="dim"), highlight=False, soft_wrap=True)
-            else:
-                target.write(text)
-                target.flush()
-            self._redraw_soon()
+            head, newline, rest = pending.rpartition("\n")
+            if rest:
+                self._partial[id(target)] = rest  # a line's start waits for its end, or for the region to go
+            if newline:
+                self._write_lines(target, head + newline)
 
     # -- image builds ------------------------------------------------------------------------------
 
@@ -177,6 +199,11 @@ class LiveDisplay:
                 self._progress.remove_task(task)
             self._maps.clear()
             self._erase()
+            for name, real in (("stdout", self._stdout), ("stderr", self._stderr)):
+                passage = getattr(sys, name)
+                if isinstance(passage, _Passage) and passage.display is self:
+                    setattr(sys, name, real)
+        atexit.unregister(self.close)
 
     def _active(self) -> bool:
         return bool(self._builds or self._maps) and not self._closed.is_set()
@@ -204,6 +231,10 @@ class LiveDisplay:
         if self._live is not None:
             live, self._live = self._live, None
             live.stop()  # transient: erases the region, leaving the cursor where it began
+            for target in (self._stdout, self._stderr):
+                rest = self._partial.pop(id(target), "")
+                if rest:
+                    target.write(rest)
 
     def _draw(self) -> None:
         with self._lock:
@@ -230,20 +261,38 @@ class LiveDisplay:
 
     def _changed(self) -> None:
         self._draw()
-        if self._active() and (self._ticker is None or not self._ticker.is_alive()):
-            self._ticker = threading.Thread(target=self._tick, name="skylift-progress", daemon=True)
-            self._ticker.start()
+        if self._active() and not self._ticking:
+            self._ticking = True
+            threading.Thread(target=self._tick, name="skylift-progress", daemon=True).start()
 
     def _tick(self) -> None:
         while not self._closed.wait(TICK_SECONDS):
             with self._lock:
                 if not self._active():
+                    self._ticking = False  # under the lock: _changed starts another when work comes back
                     self._erase()
                     return
                 if self._live is None:
                     self._draw()
                 else:
                     self._live.refresh()
+
+
+class _Passage:
+    """Stands in for sys.stdout/sys.stderr while a live display shares their terminal."""
+
+    def __init__(self, display: LiveDisplay, real: Any) -> None:
+        self.display, self.real = display, real
+
+    def write(self, text: str) -> int:
+        self.display.passage(self.real, text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.real.flush()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, buffer, …
+        return getattr(self.real, name)
 
 
 def _is_terminal(stream: Any) -> bool:

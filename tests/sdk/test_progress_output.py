@@ -84,6 +84,30 @@ def test_the_live_region_stays_below_logs_which_keep_their_streams(capsys: pytes
     assert "rich" in sys.modules  # the terminal path imported it; the import test below checks the other
 
 
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_prints_of_this_process_pass_above_the_live_region(monkeypatch: pytest.MonkeyPatch) -> None:
+    tty = FakeTerminal()  # stdout and the display share it, as they share a terminal
+    monkeypatch.setattr(sys, "stdout", tty)
+    console = Console(force_terminal=True, file=tty, width=80)
+    with _output.use_console(console), skylift.enable_output(), _output.image_build("im-p", "g") as build:
+        assert sys.stdout is not tty  # the display, made at its first use, passes prints above itself
+        build.log("=> [1/1] run_commands(commands=['x'])")
+        print("a result", end="")  # half a line waits for its end
+        print(" printed by the caller")
+        _output.container_log("stdout", "a container's line")
+    assert sys.stdout is tty
+    drawn = tty.getvalue()
+    for line in ("a result printed by the caller\n", "a container's line\n"):
+        at = drawn.index(line)
+        # Written after the region drawn before it was erased, and the region drawn again after it.
+        assert drawn.rindex("\x1b[2K", 0, at) > drawn.rindex("Building image im-p", 0, at)
+        assert "Building image im-p" in drawn[at:]
+
+
 def _fixture_module():  # type: ignore[no-untyped-def]
     spec = importlib.util.spec_from_file_location("progress_fixture_app", FIXTURE)
     assert spec is not None and spec.loader is not None
