@@ -103,6 +103,7 @@ class Dispatcher:
         """Build inputs for `items` (InputItems) at the end of `call`, reserving their indices."""
         inputs = []
         start = len(call.input_ids)
+        input_ids = ids.new_ids("input", len(items))
         for offset, item in enumerate(items):
             if not isinstance(item, dict) or not isinstance(item.get("args"), bytes):
                 raise invalid(method, f"inputs[{offset}] must be a map with 'args' (bytes)")
@@ -112,7 +113,7 @@ class Dispatcher:
             if len(item["args"]) > api.MAX_PAYLOAD_BYTES:
                 raise invalid(method, f"inputs[{offset}] is {len(item['args'])} bytes; the limit is "
                                       f"{api.MAX_PAYLOAD_BYTES} bytes")
-            inputs.append(Input(ids.new_id("input"), call, start + offset, item["args"], name))
+            inputs.append(Input(input_ids[offset], call, start + offset, item["args"], name))
         call.input_ids.extend(inp.input_id for inp in inputs)
         return inputs
 
