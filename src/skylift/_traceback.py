@@ -93,6 +93,11 @@ def _user_frames(tb: object) -> tuple[list[traceback.FrameSummary], int]:
     return kept, len(frames) - len(kept)
 
 
+def has_user_frames(exc: BaseException) -> bool:
+    """Whether any frame of `exc`'s own traceback is the user's (their code raised it or called in)."""
+    return bool(_user_frames(exc.__traceback__)[0])
+
+
 def split_remote(text: str) -> tuple[str, list[str], list[str]] | None:
     """Split a remote traceback into (the chained tracebacks before it, the last one's frame
     lines, its error lines), or None when it isn't shaped like a Python traceback.

@@ -80,3 +80,16 @@ def test_a_token_without_a_server_url_is_refused(platform) -> None:  # type: ign
     token = (platform.home / "token").read_text().strip()
     proc = sk(platform, "run", "-q", f"{APP}::scaled", "--x", "a", "--factor", "3", env={"SKYLIFT_TOKEN": token})
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_skylift_error_in_the_users_code_shows_their_line(platform, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "bad_gpu_app.py"
+    bad.write_text("import skylift as modal\n\napp = modal.App('bad-gpu')\n\n\n@app.function(gpu='V100')\n"
+                   "def f() -> None: ...\n")
+    proc = sk(platform, "run", str(bad))
+    assert proc.returncode == 1
+    assert f'File "{bad}", line 6' in proc.stderr and "gpu='V100'" in proc.stderr, proc.stderr
+    assert "skylift.exception.InvalidError" in proc.stderr and not PLATFORM_FRAME.search(proc.stderr)
+    # An error about the command itself stays one line.
+    proc = sk(platform, "run", str(tmp_path / "missing.py"))
+    assert proc.stderr.startswith("Error: no such file") and "Traceback" not in proc.stderr

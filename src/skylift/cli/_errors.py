@@ -1,8 +1,10 @@
 """How the CLI reports a failed command: one place, so every command reads the same.
 
-  * skylift's own errors (`skylift.exception.Error`): `Error: <message>`, which names the fix;
-  * the user's exceptions, local or remote, and errors carrying a remote traceback: the user's
-    frames and the error (`skylift._traceback`), platform frames hidden;
+  * skylift's own errors (`skylift.exception.Error`) about the command: `Error: <message>`, which
+    names the fix;
+  * the user's exceptions, local or remote, and skylift errors raised in the user's code (a bad
+    `@app.function(...)` argument, a missing Dict): the user's frames and the error
+    (`skylift._traceback`), platform frames hidden;
   * with SKYLIFT_TRACEBACK=1 (or MODAL_TRACEBACK=1, or `skylift --traceback`): the whole traceback.
 """
 
@@ -29,7 +31,7 @@ def report(exc: BaseException) -> NoReturn:
     if _traceback.full_requested():
         raise exc
     remote = getattr(exc, "__skylift_remote_traceback__", None)
-    if isinstance(exc, Error) and not remote:
+    if isinstance(exc, Error) and not remote and not _traceback.has_user_frames(exc):
         message, _ = _traceback.trim_text(str(exc))  # an ExecutionError may quote a container's traceback
         click.secho(f"Error: {message}", fg="red", err=True)
     else:
