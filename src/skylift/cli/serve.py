@@ -210,10 +210,15 @@ def _publish_main(argv: list[str]) -> int:
     try:
         module = import_ref(target, is_module=args.module_flag)
         app = find_app(module, app_name=app_var)
-    except Exception as exc:  # the user's code: show it, keep serving the previous version
-        import traceback
+    except Exception as exc:  # the user's code: show it (their frames only), keep serving the previous version
+        from .. import _traceback
 
-        traceback.print_exc()
+        if _traceback.full_requested():
+            import traceback
+
+            traceback.print_exc()
+        else:
+            print(_traceback.format_user_traceback(exc), file=sys.stderr, end="")
         print(f"skylift serve: can't load {args.ref}: {exc}", file=sys.stderr)
         return 1
 
