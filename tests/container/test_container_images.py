@@ -107,6 +107,7 @@ def test_steps_run_inside_the_image(shared: Builder, tmp_path: Path) -> None:
     )
     assert image.env["GREETING"] == "hello" and image.workdir == "/app"
     assert any("Setting up jq" in line for line in shared.logs)
+    assert not [line for line in shared.logs if "Reading database" in line and "%" in line]  # dpkg without a pty
     script = """
 import os, stat, subprocess, sys, six
 sys.path.insert(0, "/root")
