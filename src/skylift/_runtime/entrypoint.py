@@ -21,24 +21,28 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from .. import _volume_mount
 from .._protocol import api
 from .._protocol.rpc import ConnectionLost, RpcError
 from .._serialization import decode_params
 from .._version import __version__
-from . import user_code, web
+from . import user_code
 from .connection import ReconnectingClient
 from .inputs import InputLoop
 from .profile import StartProfile
+
+if TYPE_CHECKING:
+    from .web import WebRuntime
 
 # After the last input, user threads that are not daemons get this long to finish (Modal: 30 s).
 THREAD_GRACE_SECONDS = 30.0
 # A container waits this long for a restarted control plane before giving up.
 RECONNECT_SECONDS = 120.0
+# Set by the worker when the container has volumes (`_volume_mount.ENV_VOLUMES`): only then is that module loaded.
+ENV_VOLUMES = "SKYLIFT_VOLUMES"
 
 
 def _log(message: str) -> None:
@@ -92,7 +96,11 @@ async def _serve(rpc: ReconnectingClient, preloaded: Preloaded | None = None) ->
                                    "function; the worker's snapshot key is wrong (please report it)")
         with profile.phase("enter_ms"):
             await service.enter_post_snapshot()
-        endpoints = await web.prepare(service, rpc, definition)  # web apps, ASGI lifespan startup
+        endpoints: WebRuntime | None = None
+        if _serves_web(definition):  # web apps, ASGI lifespan startup (the module only when needed)
+            from . import web
+
+            endpoints = await web.prepare(service, rpc, definition)
     except BaseException as exc:
         if isinstance(exc, asyncio.CancelledError):
             raise
@@ -117,9 +125,17 @@ async def _serve(rpc: ReconnectingClient, preloaded: Preloaded | None = None) ->
     except Exception:
         _log(f"an @exit hook failed:\n{traceback.format_exc()}")
     await inputs.sender.flush()
-    if os.environ.get(_volume_mount.ENV_VOLUMES):
+    if os.environ.get(ENV_VOLUMES):
+        from .. import _volume_mount
+
         await _volume_mount.commit_all_at_exit(rpc)  # a normal exit commits mounted volumes, as in Modal
     return inputs.exit_code
+
+
+def _serves_web(definition: dict[str, Any]) -> bool:
+    """Whether the function or a method of the class is a web endpoint (`web.endpoints` finds which)."""
+    methods = definition.get("methods") or {}
+    return bool(definition.get("web")) or any(isinstance(m, dict) and m.get("web") for m in methods.values())
 
 
 def _wait_for_user_threads() -> bool:

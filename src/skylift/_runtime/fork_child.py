@@ -53,7 +53,7 @@ class Inheritance:
     message: dict[str, Any]
     fds: list[int]  # the write ends of this container's stdout and stderr pipes, then `container`'s fds
     close_fds: list[int]  # the template's own fds
-    service: user_code.Service
+    service: user_code.Service | None  # None: a preloaded interpreter, the child loads the function itself
     definition: dict[str, Any]
     snapshot_times: dict[str, float] = field(default_factory=dict)
     forked_at: float = 0.0  # perf_counter() just before fork()
@@ -64,9 +64,14 @@ def become(inherited: Inheritance) -> NoReturn:
     code = 1
     try:
         _isolate(inherited)
-        profile = StartProfile(how="fork", snapshot=dict(inherited.snapshot_times))
-        profile.phases["fork_ms"] = (time.perf_counter() - inherited.forked_at) * 1000
-        code = asyncio.run(entrypoint.run(entrypoint.Preloaded(inherited.service, inherited.definition, profile)))
+        if inherited.service is None:  # a preloaded interpreter: the ordinary start, minus booting Python
+            sys.argv = [arg for arg in sys.argv if arg != "--template"]  # as `python -m skylift._runtime` has it
+            code = asyncio.run(entrypoint.run())  # (its profile's boot: from the worker's request to here)
+        else:
+            profile = StartProfile(how="fork", snapshot=dict(inherited.snapshot_times))
+            profile.phases["fork_ms"] = (time.perf_counter() - inherited.forked_at) * 1000
+            preloaded = entrypoint.Preloaded(inherited.service, inherited.definition, profile)
+            code = asyncio.run(entrypoint.run(preloaded))
         _flush()
         if code == 0 and entrypoint._wait_for_user_threads():
             atexit._run_exitfuncs()

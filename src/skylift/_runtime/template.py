@@ -13,6 +13,12 @@ with the definition in a file (`ENV_TEMPLATE_SPEC`) and one end of a socket pair
    so don't copy, those pages), says `ready` and then forks one container per request
    (`fork_child.become`). It reaps its children and reports their exit codes.
 
+A template without a definition is a *preloaded interpreter* (the worker's fast path for any
+container of the process runtime, `worker/snapshot_runtime.py`): step 1 imports only the runtime
+and the SDK, and each child loads the function itself after it has connected, as a new process
+does — so a cold start skips booting Python and importing skylift, and nothing of one container's
+code is in another's.
+
 It never runs inputs itself. It exits once told to retire (or when the worker goes away) and its
 last child has exited, so the containers it forked keep their parent.
 """
@@ -38,6 +44,20 @@ from .. import _libc
 from .._protocol import forkserver
 from .._serialization import decode_params
 from . import fork_child, user_code
+
+# What a preloaded interpreter imports: what every container's runtime and a user's `import skylift as modal`
+# + `modal.App(...)`, `modal.Image...`, `@app.function()` load (each child still imports the user's module).
+PRELOAD_MODULES = ("skylift._runtime.entrypoint", "skylift._runtime.inputs", "skylift.app", "skylift.image",
+                   "skylift.cls", "skylift.functions", "skylift.partial_function", "skylift.volume", "skylift.secret",
+                   "skylift.cloud_bucket_mount", "skylift.retries", "skylift.schedule", "skylift.web",
+                   "skylift._attachments")
+
+
+def preload() -> None:
+    import importlib
+
+    for name in PRELOAD_MODULES:
+        importlib.import_module(name)
 
 
 def fork_problems(control_fd: int) -> list[str]:
@@ -105,19 +125,27 @@ class Template:
 
     def load(self) -> bool:
         spec = msgpack.unpackb(Path(os.environ[forkserver.ENV_TEMPLATE_SPEC]).read_bytes(), raw=False)
-        self.definition = spec["definition"]
+        definition = spec["definition"]
         try:
             start = time.perf_counter()
-            self.service = user_code.load(self.definition, decode_params(spec.get("params")))
-            loaded = time.perf_counter()
-            asyncio.run(self.service.enter_pre_snapshot())
-            done = time.perf_counter()
+            if definition is None:
+                # A preloaded interpreter: the runtime and the SDK are imported, the user's code is
+                # not; each child loads the function itself, as a new process would.
+                preload()
+                loaded = done = time.perf_counter()
+            else:
+                self.definition = definition
+                self.service = user_code.load(definition, decode_params(spec.get("params")))
+                loaded = time.perf_counter()
+                asyncio.run(self.service.enter_pre_snapshot())
+                done = time.perf_counter()
         except BaseException as exc:
             tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             sys.stderr.write(tb)
             self.send({"op": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": tb})
             return False
-        self.times = {"import_ms": (loaded - start) * 1000, "snap_hooks_ms": (done - loaded) * 1000}
+        if self.service is not None:
+            self.times = {"import_ms": (loaded - start) * 1000, "snap_hooks_ms": (done - loaded) * 1000}
         problems = fork_problems(self.sock.fileno())
         if problems:
             self.send({"op": "refused", "reason": "; ".join(problems)})
@@ -187,7 +215,6 @@ class Template:
                        "error": "this template is retiring" if self.retiring else "a fork request needs an env "
                                                                                 "and two fds (stdout, stderr)"})
             return
-        assert self.service is not None
         sys.stdout.flush()
         sys.stderr.flush()
         me = os.getpid()

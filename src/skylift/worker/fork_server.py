@@ -92,6 +92,7 @@ class TemplateProcess:
     last_used: float = field(default_factory=time.monotonic)
     process: Launched | None = None
     sandboxed: bool = False  # in a container sandbox: its children's pids are of its pid namespace
+    idle_seconds: float = 600.0  # it retires after this long without a container (snapshot_runtime)
     _sock: socket.socket | None = None
     _ready: asyncio.Future[None] | None = None
     _forks: dict[str, asyncio.Future[ForkedChild]] = field(default_factory=dict)

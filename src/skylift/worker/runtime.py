@@ -27,7 +27,7 @@ class SnapshotSource:
 
     function_id: str
     image_id: str
-    definition: dict[str, Any]
+    definition: dict[str, Any] | None  # None: a preloaded interpreter (the runtime and SDK, no user code)
     params: bytes | None = None
 
 

@@ -48,9 +48,9 @@ import msgpack
 from .._protocol import api
 from .._runtime.profile import ENV_SPAWNED_AT
 from . import criu, process_binds
-from .fork_server import ForkedChild, Launch, Launched, TemplateProcess, TemplateUnavailable
+from .fork_server import ForkedChild, Launch, Launched, TemplateProcess, TemplateState, TemplateUnavailable
 from .process_runtime import exec_in, pump_lines, session_stats
-from .runtime import ContainerRuntime, ContainerSpec, ContainerStats, ExecResult, OutputSink
+from .runtime import ContainerRuntime, ContainerSpec, ContainerStats, ExecResult, OutputSink, SnapshotSource
 
 if TYPE_CHECKING:
     from .container.forked import ForkedSandbox
@@ -59,6 +59,10 @@ log = logging.getLogger("skylift.worker")
 
 KEY_VERSION = 1
 TEMPLATE_IDLE_SECONDS = 600.0
+# A preloaded interpreter with no container for this long exits (a new one costs one ordinary start).
+PRELOAD_IDLE_SECONDS = 120.0
+# "0" turns preloaded interpreters off: every container without a snapshot is a new process.
+ENV_PRELOAD = "SKYLIFT_PRELOAD"
 TEMPLATE_TASK_ID = "ta-snapshot-template"
 # Per container, so not part of what a snapshot is of.
 PER_CONTAINER_ENV = frozenset({api.ENV_TASK_ID, api.ENV_TASK_TOKEN, "CUDA_VISIBLE_DEVICES", ENV_SPAWNED_AT})
@@ -77,11 +81,20 @@ def snapshot_key(spec: ContainerSpec) -> str:
     """What makes two containers forkable from one template (see the module docstring)."""
     source = spec.snapshot
     assert source is not None
+    return _key(spec, [source.image_id, msgpack.packb(source.definition, use_bin_type=True), source.params])
+
+
+def preload_key(spec: ContainerSpec) -> str:
+    """What makes two containers forkable from one preloaded interpreter: the same interpreter, started
+    the same way (image, layers, environment, working directory); the function is loaded after the fork."""
+    return "preload-" + _key(spec, [[str(p) for p in spec.layers]])
+
+
+def _key(spec: ContainerSpec, what: list[Any]) -> str:
     env = {k: _generic(spec, v) for k, v in spec.env.items() if k not in PER_CONTAINER_ENV}
     cwd = _generic(spec, str(spec.cwd))
-    material = msgpack.packb([KEY_VERSION, source.image_id, str(spec.image_root), list(spec.argv),
-                              msgpack.packb(source.definition, use_bin_type=True), source.params,
-                              sorted(env.items()), cwd], use_bin_type=True)
+    material = msgpack.packb([KEY_VERSION, *what, str(spec.image_root), list(spec.argv), sorted(env.items()), cwd],
+                             use_bin_type=True)
     return hashlib.sha256(material).hexdigest()[:32]
 
 
@@ -109,6 +122,7 @@ class SnapshotRuntime:
         self._reasons: dict[str, tuple[str, str] | None] = {}  # why a forked container ended
         self.criu: criu.CriuStatus | None = None  # probed once, when the first template starts
         self._criu_probe: asyncio.Task[None] | None = None
+        self._preload_starts: set[asyncio.Task[None]] = set()  # preloaded interpreters being started
 
     def __getattr__(self, name: str) -> Any:
         # Whatever else the wrapped runtime offers (e.g. exit_reason) is reached through us.
@@ -152,6 +166,8 @@ class SnapshotRuntime:
                     why = str(exc)
             self._note(spec.task_id, f"memory snapshot not used: {why}; starting the container from scratch")
             self._starts[spec.task_id] = {"how": self.name, "note": f"no snapshot: {why}"}
+        elif self._preloads(spec) and await self._start_preloaded(spec, on_output, begun):
+            return
         spec.env[ENV_SPAWNED_AT] = repr(time.time())
         await self.inner.start(spec, on_output)
         info = self._starts.setdefault(spec.task_id, {"how": self.name})  # a new container of this runtime
@@ -237,10 +253,14 @@ class SnapshotRuntime:
         self._idle_checks.clear()
         if self._criu_probe is not None and not self._criu_probe.done():
             self._criu_probe.cancel()
+        for task in list(self._preload_starts):
+            task.cancel()
         for template in list(self.templates.values()):
             await template.close()
         if self._sandboxed():  # a template's sandbox holds mounts and cgroups: see them released
             await asyncio.gather(*(t.closed(10.0) for t in self.templates.values()))
+        else:  # one with no container left exits at once (a preloaded interpreter, usually): see it gone
+            await asyncio.gather(*(t.closed(5.0) for t in self.templates.values() if not t.children))
         self.templates.clear()
 
     # -- forking -----------------------------------------------------------------------------------
@@ -257,6 +277,10 @@ class SnapshotRuntime:
             if self.templates.get(key) is template:
                 del self.templates[key]
             raise
+        await self._fork_into(spec, template, on_output, begun, created=created)
+
+    async def _fork_into(self, spec: ContainerSpec, template: TemplateProcess, on_output: OutputSink, begun: float,
+                         *, created: bool, how: str = "fork") -> None:
         sandbox = await self._prepare_sandbox(spec, template) if self._sandboxed() else None
         binds = [] if sandbox is not None else _volume_binds(spec, on_output)
         container, extra_fds = sandbox.request() if sandbox is not None else (None, [])
@@ -282,14 +306,68 @@ class SnapshotRuntime:
         loop = asyncio.get_running_loop()
         forked.pumps = [loop.create_task(_pump_fd(out_r, on_output, spec.task_id, "stdout")),
                         loop.create_task(_pump_fd(err_r, on_output, spec.task_id, "stderr"))]
-        idle = self._idle_checks.pop(key, None)
+        idle = self._idle_checks.pop(template.key, None)
         if idle is not None:
             idle.cancel()
-        info: dict[str, Any] = {"how": "fork", "start_ms": round((time.perf_counter() - begun) * 1000, 3),
+        info: dict[str, Any] = {"how": how, "start_ms": round((time.perf_counter() - begun) * 1000, 3),
                                 "pid": child.pid, "template_pid": template.pid}
         if created:
             info["template_ms"] = round(template.started_ms, 3)
         self._starts[spec.task_id] = info
+
+    # -- preloaded interpreters -------------------------------------------------------------------
+
+    def _preloads(self, spec: ContainerSpec) -> bool:
+        """Whether `spec`'s container may be forked from a preloaded interpreter: on the process runtime
+        (a container is a process of its own session either way), unless SKYLIFT_PRELOAD=0. The container
+        runtime keeps starting each container in a sandbox of its own."""
+        return self.inner.name == "process" and hasattr(os, "fork") and os.environ.get(ENV_PRELOAD, "1") != "0"
+
+    async def _start_preloaded(self, spec: ContainerSpec, on_output: OutputSink, begun: float) -> bool:
+        """Fork `spec`'s container from its preloaded interpreter; False when there is none ready yet.
+
+        The first container of a key starts the ordinary way while its interpreter starts beside it,
+        so no container waits for one; the next ones are forked from it.
+        """
+        key = preload_key(spec)
+        if key in self._unusable:
+            return False
+        template = self.templates.get(key)
+        if template is None or not template.usable:
+            self._start_preload_template(key, spec, on_output)
+            return False
+        if template.state is not TemplateState.READY:
+            return False
+        spec.env[ENV_SPAWNED_AT] = repr(time.time())  # its profile's boot: this request -> the runtime running
+        try:
+            await self._fork_into(spec, template, on_output, begun, created=False, how="preloaded")
+        except TemplateUnavailable as exc:
+            log.info("preloaded interpreter %s not used: %s", key, exc)
+            spec.env.pop(ENV_SPAWNED_AT, None)
+            return False
+        return True
+
+    def _start_preload_template(self, key: str, spec: ContainerSpec, on_output: OutputSink) -> None:
+        source = SnapshotSource(function_id=key, image_id="", definition=None)
+        template = TemplateProcess(key, source.function_id, None, self.home / f"{key}-{secrets.token_hex(4)}",
+                                   idle_seconds=PRELOAD_IDLE_SECONDS)
+        self.templates[key] = template
+
+        async def start() -> None:
+            try:
+                await self._start_template(template, spec, source, on_output)
+                await template.wait_ready()
+            except Exception as exc:  # OSError, TemplateUnavailable: this key's containers start the ordinary way
+                self._unusable[key] = f"the preloaded interpreter could not start: {exc}"
+                log.info("%s", self._unusable[key])
+                if self.templates.get(key) is template:
+                    del self.templates[key]
+                return
+            self._schedule_idle_check(template)
+
+        task = asyncio.get_running_loop().create_task(start())
+        self._preload_starts.add(task)
+        task.add_done_callback(self._preload_starts.discard)
 
     async def _prepare_sandbox(self, spec: ContainerSpec, template: TemplateProcess) -> ForkedSandbox:
         from .container.forked import ForkedSandbox
@@ -335,6 +413,15 @@ class SnapshotRuntime:
         self.templates[key] = template
         if self._criu_probe is None:
             self._criu_probe = asyncio.get_running_loop().create_task(self._probe_criu())
+        try:
+            await self._start_template(template, spec, source, on_output)
+        except Exception as exc:  # OSError, or the container runtime's SandboxError
+            del self.templates[key]
+            raise TemplateUnavailable(f"the snapshot template could not start: {exc}") from None
+        return template, True
+
+    async def _start_template(self, template: TemplateProcess, spec: ContainerSpec, source: SnapshotSource,
+                              on_output: OutputSink) -> None:
         scratch = template.directory / "scratch"
         scratch.mkdir(parents=True, exist_ok=True)
         env = dict(spec.env)
@@ -344,13 +431,8 @@ class SnapshotRuntime:
         for name, value in list(env.items()):
             env[name] = _generic(spec, value, str(scratch)).replace("<task>", TEMPLATE_TASK_ID)
         cwd = Path(_generic(spec, str(spec.cwd), str(scratch)))
-        try:
-            await template.start(list(spec.argv), env, cwd, source, on_output, owner=spec.task_id,
-                                 launch=self._launcher(spec, template.directory))
-        except Exception as exc:  # OSError, or the container runtime's SandboxError
-            del self.templates[key]
-            raise TemplateUnavailable(f"the snapshot template could not start: {exc}") from None
-        return template, True
+        await template.start(list(spec.argv), env, cwd, source, on_output, owner=spec.task_id,
+                             launch=self._launcher(spec, template.directory))
 
     async def _probe_criu(self) -> None:
         self.criu = await asyncio.to_thread(criu.detect)
@@ -363,11 +445,11 @@ class SnapshotRuntime:
         if old is not None:
             old.cancel()
         loop = asyncio.get_running_loop()
-        self._idle_checks[template.key] = loop.call_later(TEMPLATE_IDLE_SECONDS, self._retire_if_idle, template)
+        self._idle_checks[template.key] = loop.call_later(template.idle_seconds, self._retire_if_idle, template)
 
     def _retire_if_idle(self, template: TemplateProcess) -> None:
         self._idle_checks.pop(template.key, None)
-        if template.children or time.monotonic() - template.last_used < TEMPLATE_IDLE_SECONDS * 0.9:
+        if template.children or time.monotonic() - template.last_used < template.idle_seconds * 0.9:
             return
         if self.templates.get(template.key) is template:
             del self.templates[template.key]
