@@ -28,12 +28,14 @@ _PACKAGE = Path(__file__).resolve().parent
 # Library and stdlib frames that are plumbing to a user, wherever the interpreter lives (the
 # container's Python may sit elsewhere than this one).
 _LIBRARY = re.compile(
-    r"/site-packages/(click|typer|cloudpickle|synchronicity)/"
+    r"/(site-packages|skylift-runtime|runtime-site)/(click|typer|cloudpickle|msgpack|synchronicity)/"
     r"|/lib/python3\.\d+/(asyncio/|concurrent/futures/|importlib/|threading\.py$|runpy\.py$)"
     r"|^<frozen (importlib\._bootstrap|importlib\._bootstrap_external|runpy)>$"
     r"|/bin/skylift$"
 )
-_SKYLIFT_IN_PATH = re.compile(r"/skylift/(.+\.py)$")
+# Where a copy of skylift lives elsewhere: installed, the container's runtime (/opt/skylift-runtime),
+# a worker's runtime-site, or a source checkout.
+_SKYLIFT_IN_PATH = re.compile(r"/(?:site-packages|skylift-runtime|runtime-site|src)/skylift/(.+\.py)$")
 _FRAME_LINE = re.compile(r'^(\s*)File "(.*)", line \d+')
 _SEPARATORS = (
     "The above exception was the direct cause of the following exception:",

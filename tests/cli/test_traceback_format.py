@@ -20,9 +20,12 @@ def test_platform_frames() -> None:
     for path in [str(PACKAGE / "functions.py"), "/opt/venv/lib/python3.11/site-packages/skylift/_runtime/inputs.py",
                  "/usr/lib/python3.11/site-packages/click/core.py", "/usr/local/lib/python3.11/asyncio/events.py",
                  "/root/.pyenv/versions/3.11.7/lib/python3.11/concurrent/futures/_base.py",
-                 "/usr/lib/python3.11/threading.py", "<frozen importlib._bootstrap>", "/work/.venv/bin/skylift"]:
+                 "/usr/lib/python3.11/threading.py", "<frozen importlib._bootstrap>", "/work/.venv/bin/skylift",
+                 "/opt/skylift-runtime/skylift/_runtime/inputs.py", "/srv/home/runtime-site/skylift/functions.py",
+                 "/opt/skylift-runtime/cloudpickle/cloudpickle.py"]:
         assert tbf.is_platform_frame(path), path
-    for path in ["/root/app.py", "/home/u/skylift/my_app.py", "/home/u/proj/click_handler.py", "<stdin>",
+    for path in ["/root/app.py", "/home/u/skylift/my_app.py", "/home/u/skylift/app.py", "/root/skylift/functions.py",
+                 "/home/u/proj/click_handler.py", "<stdin>",
                  "/usr/lib/python3.11/json/decoder.py"]:
         assert not tbf.is_platform_frame(path), path
 

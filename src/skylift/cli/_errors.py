@@ -26,10 +26,13 @@ def enable_full(ctx: click.Context, param: click.Parameter, value: bool) -> None
         os.environ[_traceback.ENV_FULL[0]] = "1"
 
 
+def full_requested() -> bool:
+    """Whether to let the exception through whole (Python prints every frame)."""
+    return _traceback.full_requested()
+
+
 def report(exc: BaseException) -> NoReturn:
-    """Print `exc` for a user and exit 1; re-raise it whole when full tracebacks were asked for."""
-    if _traceback.full_requested():
-        raise exc
+    """Print `exc` for a user and exit 1."""
     remote = getattr(exc, "__skylift_remote_traceback__", None)
     if isinstance(exc, Error) and not remote and not _traceback.has_user_frames(exc):
         message, _ = _traceback.trim_text(str(exc))  # an ExecutionError may quote a container's traceback

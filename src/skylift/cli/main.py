@@ -64,7 +64,9 @@ class _Group(click.Group):
             click.secho("Interrupted.", fg="yellow", err=True)
             sys.exit(130)
         except Exception as exc:
-            _errors.report(exc)  # the user's frames and the error; SKYLIFT_TRACEBACK=1 for all
+            if _errors.full_requested():
+                raise  # SKYLIFT_TRACEBACK=1: Python's own traceback, every frame
+            _errors.report(exc)  # the user's frames and the error
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
