@@ -145,7 +145,13 @@ class FinalSender:
 
 
 class Channel:
-    """`receive` and `send` of one request, bound to the gateway by the input's id."""
+    """`receive` and `send` of one request, bound to the gateway by the input's id.
+
+    Made for every request, so it holds little: the disconnect event and the inbox of a
+    streamed body exist only once something needs them."""
+
+    __slots__ = ("_gone_event", "body", "finals", "first", "gone", "inbox", "input_id", "more", "pending", "rpc",
+                 "websocket")
 
     def __init__(self, rpc: Caller, input_id: str, request: dict[str, Any], websocket: bool,
                  finals: FinalSender | None = None) -> None:
@@ -156,10 +162,15 @@ class Channel:
         self.body: bytes = request.get("body") or b""
         self.more: bool = bool(request.get("more_body"))
         self.first = True
-        self.disconnected = asyncio.Event()
-        self.inbox: deque[dict[str, Any]] = deque()
+        self.gone = False  # the client went away
+        self._gone_event: asyncio.Event | None = None
+        self.inbox: deque[dict[str, Any]] | None = None
         self.pending: list[dict[str, Any]] = []
-        self.lock = asyncio.Lock()
+
+    def disconnect(self) -> None:
+        self.gone = True
+        if self._gone_event is not None:
+            self._gone_event.set()
 
     async def receive(self) -> dict[str, Any]:
         if self.first:
@@ -172,25 +183,42 @@ class Channel:
             if message["type"] == "http.request":
                 self.more = bool(message.get("more_body"))
             return message
-        await self.disconnected.wait()
+        # The body is all there: an app that listens on (Starlette's streaming responses do)
+        # learns of the client going away.
+        if not self.gone:
+            if self._gone_event is None:
+                self._gone_event = asyncio.Event()
+            await self._gone_event.wait()
         return {"type": "http.disconnect"}
 
     async def _pull(self) -> dict[str, Any]:
+        if self.inbox is None:
+            self.inbox = deque()
         while not self.inbox:
-            if self.disconnected.is_set():
+            if self.gone:
                 return {"type": "websocket.disconnect", "code": 1006} if self.websocket else {"type": "http.disconnect"}
             got = await self.rpc.call("container.web_receive", {"input_id": self.input_id,
                                                                  "timeout": RECEIVE_POLL_SECONDS})
             for message in got.get("messages") or []:
                 if message.get("type") in ("http.disconnect", "websocket.disconnect"):
-                    self.disconnected.set()
+                    self.disconnect()
                 self.inbox.append(message)
         return self.inbox.popleft()
 
     async def send(self, message: dict[str, Any]) -> None:
-        if self.disconnected.is_set():
+        if self.gone:
             raise ClientDisconnected("the web client disconnected")
         kind = message.get("type")
+        if kind == "http.response.body":  # the common two first, without the general loop
+            more = bool(message.get("more_body"))
+            self.pending.append({"type": kind, "body": message.get("body", b""), "more_body": more})
+            await self.flush(final=not more)
+            return
+        if kind == "http.response.start":
+            # It goes out with the first body chunk: a plain response is one message.
+            self.pending.append({"type": kind, "status": message.get("status"),
+                                 "headers": [[bytes(k), bytes(v)] for k, v in message.get("headers") or ()]})
+            return
         wire: dict[str, Any] = {"type": kind}
         for key, value in message.items():
             if key == "headers":
@@ -198,32 +226,32 @@ class Channel:
             elif key in ("status", "body", "more_body", "subprotocol", "text", "bytes", "code", "reason"):
                 wire[key] = value
         self.pending.append(wire)
-        if kind == "http.response.start":
-            return  # it goes out with the first body chunk
-        await self.flush(final=kind == "http.response.body" and not message.get("more_body"))
+        await self.flush()
 
     async def flush(self, final: bool = False) -> None:
-        async with self.lock:
-            if not self.pending:
-                return
-            batch, self.pending = self.pending, []
-            if final and self.finals is not None:
-                closed = await self.finals.send(self.input_id, batch)
-            else:
-                reply = await self.rpc.call("container.web_send", {"input_id": self.input_id, "messages": batch})
-                closed = bool(reply.get("closed"))
+        """Send what is pending. ASGI's `send` is awaited before the next one, so flushes never
+        overlap; the pending list is taken before the first await all the same."""
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, []
+        if final and self.finals is not None:
+            closed = await self.finals.send(self.input_id, batch)
+        else:
+            reply = await self.rpc.call("container.web_send", {"input_id": self.input_id, "messages": batch})
+            closed = bool(reply.get("closed"))
         if closed:
-            self.disconnected.set()
+            self.disconnect()
 
 
 def _scope(raw: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
-    scope = dict(raw)
-    scope["headers"] = [(bytes(k), bytes(v)) for k, v in raw.get("headers") or []]
+    """The ASGI scope from the input (unpickled for this request alone, so it is used in place):
+    headers arrive as (bytes, bytes) tuples; client and server become tuples as servers give them."""
     for key in ("client", "server"):
-        if isinstance(raw.get(key), list):
-            scope[key] = tuple(raw[key])
-    scope["state"] = dict(state)
-    return scope
+        value = raw.get(key)
+        if isinstance(value, list):
+            raw[key] = tuple(value)
+    raw["state"] = dict(state)
+    return raw
 
 
 class WebRuntime:
@@ -250,7 +278,7 @@ class WebRuntime:
                     sys.stderr.flush()
                 raise
             finally:
-                if not channel.disconnected.is_set():
+                if channel.pending and not channel.gone:
                     await channel.flush()
 
         return handle

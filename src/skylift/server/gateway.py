@@ -27,11 +27,12 @@ import httptools
 from .._protocol import ids
 from .calls import Call
 from .http_connection import HttpConnection, Request
+from .longpoll import Signal
 from .web_exchange import Exchange, ResponseWriter
 from .web_routes import Route, Routes, endpoint_label, web_endpoints
 
 if TYPE_CHECKING:
-    from .catalog import AppEntry
+    from .catalog import AppEntry, FunctionEntry
     from .control_plane import ControlPlane
     from .proxy_auth import ProxyTokens
 
@@ -114,6 +115,12 @@ class Gateway:
         self.timed_out = 0  # heads that missed the header timeout
         self.url = ""
         self._server: asyncio.base_events.Server | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._server_address = (self.config.host, self.config.port)  # the scope's "server"
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
 
     async def start(self, remember: Path | None = None) -> str:
         """Listen. With port 0, reuse the port remembered in `remember` if it is free, so URLs
@@ -134,12 +141,16 @@ class Gateway:
         assert self._server is not None
         port = self._server.sockets[0].getsockname()[1]
         self.url = f"http://{self.config.host}:{port}"
+        self._server_address = (self.config.host, int(port))
         if remember is not None and self.config.port == 0:
             with contextlib.suppress(OSError):
                 remember.write_text(f"{port}\n")
         return self.url
 
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
@@ -203,7 +214,7 @@ class Gateway:
                               "a token from `skylift token create-proxy`")
             return
         function = self.cp.catalog.functions.get(route.function_id)
-        if function is None or not function.app.running:
+        if function is None:  # (find checked that its app is running)
             writer.error(404, f"no web endpoint labelled {label!r}")
             return
         if request.content_length is not None and request.content_length > self.config.max_body:
@@ -218,14 +229,14 @@ class Gateway:
         scope = self._scope(conn, request, route, root_path, path, url.query or b"")
         exchange = Exchange(self, conn, route, scope, writer)
         request.exchange = exchange
-        if request.upgrade or request.complete:
-            self.submit(exchange, bytes(request.body), more=False)
+        if request.upgrade or request.complete or request.bodiless:
+            self.submit(exchange, bytes(request.body), more=False, function=function)
         elif request.content_length is not None and request.content_length <= self.config.inline_body:
             request.waiting_body = True
             conn.wait_body()
         else:
             request.streaming = True
-            self.submit(exchange, bytes(request.body), more=True)
+            self.submit(exchange, bytes(request.body), more=True, function=function)
 
     def _label(self, request: Request, path: bytes) -> tuple[str, str, bytes]:
         """(label, root_path, path) by host name, else by the first path segment."""
@@ -252,8 +263,8 @@ class Gateway:
             "query_string": query,
             "root_path": root_path,
             "headers": request.headers,
-            "client": list(conn.peer),
-            "server": [self.config.host, int(self.url.rsplit(":", 1)[1])],
+            "client": conn.peer,
+            "server": self._server_address,
         }
         if request.upgrade:
             protocols = request.header(b"sec-websocket-protocol")
@@ -262,15 +273,19 @@ class Gateway:
             scope["method"] = request.method.decode("latin-1")
         return scope
 
-    def submit(self, exchange: Exchange, body: bytes, *, more: bool) -> None:
+    def submit(self, exchange: Exchange, body: bytes, *, more: bool, function: FunctionEntry | None = None) -> None:
+        """Make the request an input of the endpoint's pool (`function`: when the caller just looked it up)."""
         route = exchange.route
-        function = self.cp.catalog.functions.get(route.function_id)
+        if function is None:
+            function = self.cp.catalog.functions.get(route.function_id)
         if function is None or not function.app.running:
             if exchange.writer is not None:
                 exchange.writer.error(404, f"no web endpoint labelled {route.label!r}")
             return
         call = Call(ids.new_id("call"), function, self.cp.pools.get(function, None), kind="unary",
                     invocation="sync", created_at=time.time())
+        # No task waits for the answer: the call's signal hands its output over when delivered.
+        call.signal = _Delivery(self, exchange)
         request = {"scope": exchange.scope, "body": body, "more_body": more}
         item: dict[str, Any] = {"args": pickle.dumps(((request,), {}), protocol=4)}
         if route.method is not None:
@@ -280,31 +295,45 @@ class Gateway:
         exchange.input_id = inputs[0].input_id
         exchange.body_bytes = len(body)
         exchange.body_done = not more
+        exchange.deadline = self._loop.time() + self.config.timeout
         self.exchanges[exchange.input_id] = exchange
+        if self._sweeper is None:
+            self._sweeper = self._loop.call_later(self._sweep_interval(), self._sweep)
         self.cp.calls.add(call)
         self.cp.dispatcher.enqueue(call, inputs)
-        asyncio.get_running_loop().create_task(self._wait(exchange, call))
 
-    async def _wait(self, exchange: Exchange, call: Call) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.timeout
-        try:
-            while not call.ready and not exchange.client_gone:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                await call.signal.wait(remaining)
-            if not call.ready and not exchange.client_gone:
-                writer = exchange.writer
-                if writer is not None and not writer.started and not exchange.websocket:
-                    writer.redirect(exchange.detach())
-            while not call.ready and not call.finished:
-                await call.signal.wait(60.0)
-            output = call.ready.popleft() if call.ready else None
-        finally:
-            self.exchanges.pop(exchange.input_id, None)
-            self.cp.call_api.forget(call)
+    def delivered(self, exchange: Exchange) -> None:
+        """The call of `exchange` has its output (or vanished): finish the response."""
+        call = exchange.call
+        if call is None or exchange.finished:
+            return
+        if call.ready:
+            output: dict[str, Any] | None = call.ready.popleft()
+        elif call.finished:
+            output = None
+        else:
+            return  # a notification about something else (nothing delivered yet)
+        self.exchanges.pop(exchange.input_id, None)
+        self.cp.call_api.forget(call)
         exchange.finish(output)
+
+    def _sweep_interval(self) -> float:
+        return min(1.0, max(0.05, self.config.timeout / 5))
+
+    def _sweep(self) -> None:
+        """Requests with no response after the request timeout get a 303 to their result URL
+        (one periodic check for all of them, rather than a timer each)."""
+        self._sweeper = None
+        now = self._loop.time()
+        for exchange in list(self.exchanges.values()):
+            if exchange.deadline > now or exchange.detached or exchange.client_gone:
+                continue
+            exchange.deadline = float("inf")  # decided once: redirected, or left to finish
+            writer = exchange.writer
+            if writer is not None and not writer.started and not exchange.websocket:
+                writer.redirect(exchange.detach())
+        if self.exchanges:
+            self._sweeper = self._loop.call_later(self._sweep_interval(), self._sweep)
 
     # ---- results of detached requests --------------------------------------------------------
 
@@ -331,3 +360,21 @@ class Gateway:
     def describe(self) -> list[dict[str, Any]]:
         return [{"label": r.label, "function_id": r.function_id, "method": r.method, "url": self.url_for(r.label),
                  "requires_proxy_auth": r.requires_proxy_auth} for r in self.routes.all()]
+
+
+class _Delivery(Signal):
+    """A web call's signal: it wakes long-polls as any call's does, and tells the gateway as soon
+    as the output is delivered, so no task per request sits waiting for it."""
+
+    __slots__ = ("_exchange", "_gateway")
+
+    def __init__(self, gateway: Gateway, exchange: Exchange) -> None:
+        super().__init__()
+        self._gateway = gateway
+        self._exchange = exchange
+
+    def notify(self) -> None:
+        super().notify()
+        # Not from inside the dispatcher's delivery loop: finishing a response may start the
+        # connection's next (pipelined) request, which enqueues another input.
+        asyncio.get_running_loop().call_soon(self._gateway.delivered, self._exchange)

@@ -35,8 +35,8 @@ LINGER_SECONDS = 2.0
 
 
 class Request:
-    __slots__ = ("body", "complete", "content_length", "exchange", "headers", "http11", "keep_alive", "method",
-                 "responded", "streaming", "target", "upgrade", "waiting_body")
+    __slots__ = ("bodiless", "body", "complete", "content_length", "exchange", "headers", "http11", "keep_alive",
+                 "method", "responded", "streaming", "target", "upgrade", "waiting_body")
 
     def __init__(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], http11: bool,
                  keep_alive: bool, upgrade: bool) -> None:
@@ -49,6 +49,9 @@ class Request:
         self.body = bytearray()
         self.complete = False
         self.content_length: int | None = None
+        # Neither Content-Length nor Transfer-Encoding (a GET): no body will follow the head, so
+        # the input need not wait for the end of the message.
+        self.bodiless = False
         self.exchange: Exchange | None = None
         self.responded = False
         self.streaming = False  # body bytes go to the exchange as they arrive
@@ -87,7 +90,11 @@ class HttpConnection(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self._paused_writing = False
         self._paused: set[str] = set()  # why reading is paused: "body", "queue", "write"
+        # One deadline at a time (head, idle, small body), kept as a number: arming it per request
+        # is an assignment, and the one timer below only wakes to compare (see `_arm`).
+        self._deadline = 0.0  # loop time; 0: none
         self._timer: asyncio.TimerHandle | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
         self.admitted = False  # counted in the gateway's connections (under the cap)
 
     # ---- asyncio.Protocol --------------------------------------------------------------------
@@ -147,6 +154,9 @@ class HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._disarm()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
         self.gateway.release(self)
         for request in [self.active, *self.queue]:
             if request is not None and request.exchange is not None:
@@ -202,9 +212,15 @@ class HttpConnection(asyncio.Protocol):
         assert parser is not None
         request = Request(parser.get_method(), self._url, self._headers, parser.get_http_version() == "1.1",
                           parser.should_keep_alive(), parser.should_upgrade())
-        length = request.header(b"content-length")
+        length = chunked = None
+        for key, value in self._headers:
+            if key == b"content-length":
+                length = value
+            elif key == b"transfer-encoding":
+                chunked = value
         if length is not None and length.isdigit():
             request.content_length = int(length)
+        request.bodiless = chunked is None and (length is None or request.content_length == 0)
         self.incoming = request
         if self.active is None:
             self._disarm()
@@ -299,7 +315,7 @@ class HttpConnection(asyncio.Protocol):
         transport.write_eof()
         self._paused.clear()
         transport.resume_reading()
-        self._timer = asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
+        self._linger_timer = asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
 
     def pause_reading(self) -> None:
         self._pause("body")
@@ -338,18 +354,43 @@ class HttpConnection(asyncio.Protocol):
     # ---- timeouts ----------------------------------------------------------------------------
 
     def _arm(self, seconds: float) -> None:
-        """One deadline at a time: for the head being received, or for an idle connection."""
-        self._disarm()
-        if not self.closed:
-            self._timer = asyncio.get_running_loop().call_later(seconds, self._expired)
+        """One deadline at a time: for the head being received, for an idle connection, or for a
+        small body. Arming is per request, so it only sets a number; the connection's one timer is
+        created when none is pending and, when it fires before the deadline, sleeps again for at
+        most the shorter of the two timeouts — so no later arming can need an earlier wake-up."""
+        if self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        self._deadline = deadline
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._tick)
 
     def _disarm(self) -> None:
-        if self._timer is not None:
+        """No deadline now (a request is in progress); a pending timer finds nothing to do."""
+        self._deadline = 0.0
+        if self.closed and self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def _expired(self) -> None:
+    def _tick(self) -> None:
         self._timer = None
+        if self.closed or not self._deadline:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now >= self._deadline:
+            self._deadline = 0.0
+            self._expired()
+            return
+        config = self.gateway.config
+        shortest = min(config.header_timeout, config.keepalive_timeout)
+        self._timer = loop.call_at(min(self._deadline, now + shortest), self._tick)
+
+    def _expired(self) -> None:
         active = self.active
         if self.closed or (active is not None and not active.responded and not active.waiting_body):
             return  # a request in progress: the gateway's request timeout applies instead

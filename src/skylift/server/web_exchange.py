@@ -75,7 +75,7 @@ class ResponseWriter:
 
     def start(self, status: int, headers: list[Any]) -> None:
         self.status = status
-        self.headers = [(bytes(k), bytes(v)) for k, v in headers]
+        self.headers = [(bytes(k), bytes(v)) for k, v in headers]  # raises on anything but bytes-like
 
     def body(self, data: bytes, more: bool) -> None:
         if self.finished:
@@ -97,11 +97,14 @@ class ResponseWriter:
     def _head(self, first: bytes, more: bool) -> bytes:
         self.started = True
         status = self.status or 500
-        names = {k.lower() for k, _ in self.headers}
         head = [b"HTTP/1.1 %d %b\r\n" % (status, _REASONS.get(status, b""))]
-        head.extend(b"%b: %b\r\n" % (k, v) for k, v in self.headers)
+        framed = False  # the app set Content-Length or Transfer-Encoding itself
+        for name, value in self.headers:
+            head.append(name + b": " + value + b"\r\n")
+            if not framed and len(name) in (14, 17):
+                framed = name.lower() in (b"content-length", b"transfer-encoding")
         bodiless = status < 200 or status in (204, 304)
-        if b"content-length" not in names and b"transfer-encoding" not in names and not bodiless:
+        if not framed and not bodiless:
             if not more:
                 head.append(b"content-length: %d\r\n" % len(first))
             elif self.http11:
@@ -141,6 +144,10 @@ class ResponseWriter:
 class Exchange:
     """Request state shared by the connection, the call and the container RPCs."""
 
+    __slots__ = ("_done", "body_bytes", "body_done", "buffer", "call", "client_gone", "conn", "deadline", "detached",
+                 "finished", "gateway", "inbound", "inbound_bytes", "input_id", "output", "route", "scope", "sender",
+                 "signal", "websocket", "writer", "ws_accepted", "ws_closed")
+
     def __init__(self, gateway: Gateway, conn: Connection | None, route: Route, scope: dict[str, Any],
                  writer: ResponseWriter | None) -> None:
         self.gateway = gateway
@@ -159,7 +166,9 @@ class Exchange:
         self.signal = Signal()
         self.client_gone = False
         self.detached = False
-        self.done = asyncio.Event()
+        self.deadline = float("inf")  # loop time after which a response not started is redirected
+        self.finished = False  # the input has its final output
+        self._done: asyncio.Event | None = None  # made only for a result URL that waits
         self.buffer: list[dict[str, Any]] = []  # messages kept for a detached exchange
         self.output: dict[str, Any] | None = None
         self.ws_accepted = False
@@ -286,10 +295,21 @@ class Exchange:
 
     # ---- the end ---------------------------------------------------------------------------
 
+    @property
+    def done(self) -> asyncio.Event:
+        """Set once the input has its final output."""
+        if self._done is None:
+            self._done = asyncio.Event()
+            if self.finished:
+                self._done.set()
+        return self._done
+
     def finish(self, output: dict[str, Any] | None) -> None:
         """The input has its final output (None: the call vanished)."""
         self.output = output
-        self.done.set()
+        self.finished = True
+        if self._done is not None:
+            self._done.set()
         if self.detached or self.client_gone:
             return
         self.answer(self.writer, self.buffer if self.detached else [], output)
