@@ -26,7 +26,6 @@ from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
-from rich.panel import Panel
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -40,7 +39,10 @@ from rich.progress import (
 from rich.spinner import Spinner
 from rich.text import Text
 
-TICK_SECONDS = 0.1  # spinner frames and elapsed times; a redraw costs ~0.2 ms
+TICK_SECONDS = 0.1  # spinner frames and elapsed times
+# A redraw renders the whole region (~0.5-1 ms for a bar); a flood of log lines redraws at most this often
+# (the ticker draws what a skipped redraw left out), so printing stays cheap whatever the log volume.
+MIN_REDRAW_GAP = 0.05
 CONTAINER_POLL_SECONDS = 0.5
 
 
@@ -76,6 +78,8 @@ class LiveDisplay:
         self._lock = threading.RLock()
         self._live: Live | None = None
         self._redraw_pending = False
+        self._last_draw = 0.0
+        self._hiding = False
         self._ticking = False
         # This process's own prints (results of a map printed as they come, warnings) pass above the
         # region too, when their stream shares its terminal; container output is written to the real ones.
@@ -211,6 +215,8 @@ class LiveDisplay:
     def _render(self) -> RenderableType:
         with self._lock:
             parts: list[RenderableType] = []
+            if self._hiding:
+                return Group()
             now = time.monotonic()
             for build in self._builds.values():
                 # One line, cut to the terminal's width: the running time first so that it stays in view.
@@ -224,13 +230,18 @@ class LiveDisplay:
                     line.no_wrap, line.overflow = True, "ellipsis"
                 parts.append(line)
             if self._maps:
-                parts.append(Panel(self._progress, style="grey50"))
+                parts.append(self._progress)
             return Group(*parts)
 
     def _erase(self) -> None:
         if self._live is not None:
             live, self._live = self._live, None
-            live.stop()  # transient: erases the region, leaving the cursor where it began
+            # stop() draws once more before erasing; drawing nothing makes that the erase itself.
+            self._hiding = True
+            try:
+                live.stop()  # transient: the cursor is left where the region began
+            finally:
+                self._hiding = False
             for target in (self._stdout, self._stderr):
                 rest = self._partial.pop(id(target), "")
                 if rest:
@@ -243,6 +254,7 @@ class LiveDisplay:
                 self._live = Live(get_renderable=self._render, console=self.console, auto_refresh=False,
                                   transient=True, redirect_stdout=False, redirect_stderr=False)
                 self._live.start(refresh=True)
+                self._last_draw = time.monotonic()
             elif self._live is not None and not self._active():
                 self._erase()
 
@@ -253,11 +265,17 @@ class LiveDisplay:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self._draw()
+            self._draw_if_due()
             return
         if not self._redraw_pending:
             self._redraw_pending = True
-            loop.call_soon(self._draw)
+            loop.call_soon(self._draw_if_due)
+
+    def _draw_if_due(self) -> None:
+        with self._lock:
+            self._redraw_pending = False
+            if time.monotonic() - self._last_draw >= MIN_REDRAW_GAP:
+                self._draw()
 
     def _changed(self) -> None:
         self._draw()

@@ -18,7 +18,7 @@ import pytest
 from rich.console import Console
 
 import skylift
-from skylift import _output
+from skylift import _output, _progress
 from skylift.functions import _known_length
 
 FIXTURE = Path(__file__).parent / "progress_fixture_app.py"
@@ -90,6 +90,7 @@ class FakeTerminal(io.StringIO):
 
 
 def test_prints_of_this_process_pass_above_the_live_region(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_progress, "MIN_REDRAW_GAP", 0.0)  # redraw after every line, not at most every 50 ms
     tty = FakeTerminal()  # stdout and the display share it, as they share a terminal
     monkeypatch.setattr(sys, "stdout", tty)
     console = Console(force_terminal=True, file=tty, width=80)
