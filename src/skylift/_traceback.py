@@ -17,14 +17,14 @@ import os
 import re
 import traceback
 from collections.abc import Iterable
-from pathlib import Path
 
 ENV_FULL = ("SKYLIFT_TRACEBACK", "MODAL_TRACEBACK")
 REMOTE_NOTE_PREFIX = "\nRemote traceback:\n"
 HEADER = "Traceback (most recent call last):"
 HINT = "(skylift, click and standard-library frames hidden; SKYLIFT_TRACEBACK=1 shows them all)"
 
-_PACKAGE = Path(__file__).resolve().parent
+# os.path, not pathlib: the container runtime imports this module before its first input.
+_PACKAGE = os.path.dirname(os.path.realpath(__file__))
 # Library and stdlib frames that are plumbing to a user, wherever the interpreter lives (the
 # container's Python may sit elsewhere than this one).
 _LIBRARY = re.compile(
@@ -56,13 +56,10 @@ def is_platform_frame(filename: str) -> bool:
     """
     if _LIBRARY.search(filename):
         return True
-    try:
-        if Path(filename).resolve().is_relative_to(_PACKAGE):
-            return True
-    except (OSError, ValueError):
-        pass
+    if os.path.realpath(filename).startswith(_PACKAGE + os.sep):
+        return True
     match = _SKYLIFT_IN_PATH.search(filename)
-    return match is not None and (_PACKAGE / match.group(1)).is_file()
+    return match is not None and os.path.isfile(os.path.join(_PACKAGE, match.group(1)))
 
 
 def trim_text(text: str) -> tuple[str, int]:
