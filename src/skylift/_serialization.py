@@ -14,7 +14,6 @@ from typing import Any
 import cloudpickle
 import msgpack
 
-from . import _traceback
 from ._protocol import api
 from .exception import (
     DeserializationError,
@@ -167,7 +166,10 @@ def _attach_remote_traceback(exc: BaseException, tb: str) -> None:
     exc.__skylift_remote_traceback__ = tb  # type: ignore[attr-defined]
     if sys.version_info >= (3, 11):
         # The note is what a plain `python script.py` prints: the container's frames of skylift's
-        # runtime and the stdlib are plumbing (SKYLIFT_TRACEBACK=1 keeps them).
+        # runtime and the stdlib are plumbing (SKYLIFT_TRACEBACK=1 keeps them). Imported here, as
+        # only a failure needs it.
+        from . import _traceback
+
         shown = tb if _traceback.full_requested() else _traceback.trim_text(tb)[0]
         exc.add_note(_traceback.REMOTE_NOTE_PREFIX + shown.rstrip())
 
