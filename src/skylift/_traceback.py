@@ -8,7 +8,7 @@ the caller's frames, then the container's, then the error.
 
 `SKYLIFT_TRACEBACK=1` (or Modal's `MODAL_TRACEBACK=1`) keeps every frame.
 
-Everything here is pure: it formats, and never prints.
+Nothing here prints: it formats (looking at paths only to tell whose a frame is), the CLI prints.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ REMOTE_NOTE_PREFIX = "\nRemote traceback:\n"
 HEADER = "Traceback (most recent call last):"
 HINT = "(skylift, click and standard-library frames hidden; SKYLIFT_TRACEBACK=1 shows them all)"
 
-# os.path, not pathlib: the container runtime imports this module before its first input.
+# os.path, not pathlib: this is imported in containers too, when a call they made fails.
 _PACKAGE = os.path.dirname(os.path.realpath(__file__))
 # Library and stdlib frames that are plumbing to a user, wherever the interpreter lives (the
 # container's Python may sit elsewhere than this one).
