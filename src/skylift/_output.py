@@ -86,7 +86,8 @@ def _close_display() -> None:
 def _live() -> LiveDisplay | None:
     """The live display, when output is on and goes to a terminal; None for plain lines."""
     global _display
-    if not is_enabled() or not _show_progress[-1]:
+    innermost = _show_progress[-1:]  # a slice: another thread may leave the last enable_output meanwhile
+    if not innermost or not innermost[0]:
         return None
     if _display is not None:
         return _display
@@ -113,13 +114,15 @@ def _color(code: str, text: str) -> str:
     return text
 
 
+_CODES = {"green": "32", "yellow": "33", "dim": "2"}  # the plain form's colours of the styles _line takes
+
+
 def _line(message: str, *, mark: str = "", color: str = "", style: str = "") -> None:
     """A status line on stderr: an optional coloured `mark` (✓), then `message` in `style` (a rich style)."""
     display = _live()
     if display is None:
-        codes = {"green": "32", "yellow": "33", "dim": "2"}
-        text = f"{_color(codes[color], mark)} {message}" if mark else message
-        print(_color(codes[style], text) if style else text, file=sys.stderr, flush=True)
+        text = f"{_color(_CODES[color], mark) if color else mark} {message}" if mark else message
+        print(_color(_CODES[style], text) if style else text, file=sys.stderr, flush=True)
         return
     from rich.text import Text
 
