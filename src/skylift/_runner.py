@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _attachments, _output, config
+from . import _attachments, _log_stream, _output, config
 from ._client import Client, run_async, run_sync, spawn_background
 from ._definition import build_definition, function_code_location
 from ._mounts import source_mount
@@ -20,9 +20,6 @@ from .exception import ExecutionError, InvalidError
 if TYPE_CHECKING:
     from .app import App
     from .functions import Function
-
-LOG_DRAIN_QUIET = 0.15
-LOG_DRAIN_MAX = 2.0
 
 
 def _all_functions(app: App) -> list[Function]:
@@ -142,8 +139,8 @@ class AppRun:
         self.name = name or app.name
         self._tasks: list[Any] = []
         self._stop = asyncio.Event()
-        self._log_seq = 0
-        self._last_log = 0.0
+        self._logs: _log_stream.LogStream | None = None
+        self._logs_timeout = _log_stream.DEFAULT_TIMEOUT
 
     def __enter__(self) -> App:
         run_sync(self._start())
@@ -178,7 +175,9 @@ class AppRun:
         self._tasks.append(asyncio.get_running_loop().create_task(self._heartbeat(client, app_id)))
         try:
             if _output.is_enabled():
-                self._tasks.append(asyncio.get_running_loop().create_task(self._stream_logs(client, app_id)))
+                self._logs_timeout = _log_stream.logs_timeout()
+                self._logs = _log_stream.LogStream(client, app_id)
+                self._tasks.append(asyncio.get_running_loop().create_task(self._logs.run()))
             function_ids = await create_objects(client, self.app, app_id)
             await client.call("app.publish", {"app_id": app_id, "state": "detached" if self.detach else "ephemeral",
                                               "function_ids": function_ids})
@@ -196,44 +195,29 @@ class AppRun:
             with contextlib.suppress(Exception):
                 await client.call("app.heartbeat", {"app_id": app_id})
 
-    async def _stream_logs(self, client: Client, app_id: str) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                got = await client.call("app.logs", {"app_id": app_id, "after_seq": self._log_seq, "timeout": 1.0})
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                await asyncio.sleep(0.5)
-                continue
-            for entry in got["entries"]:
-                _output.container_log(entry.get("stream", "stdout"), entry.get("text", ""))
-                self._last_log = loop.time()
-            self._log_seq = got.get("next_seq", self._log_seq)
-
-    async def _drain_logs(self) -> None:
-        """Give logs written just before the end a moment to arrive (Modal's logs_timeout)."""
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        self._last_log = max(self._last_log, start)
-        while loop.time() - start < LOG_DRAIN_MAX and loop.time() - self._last_log < LOG_DRAIN_QUIET:
-            await asyncio.sleep(0.03)
-
     async def _finish(self, exc: BaseException | None) -> None:
         app_id = self.app._app_id
-        if _output.is_enabled() and self._tasks:
-            await self._drain_logs()
         self._stop.set()
+        stopped = False
+        if app_id is not None and not self.detach:
+            reason = "local entrypoint completed" if exc is None else f"{type(exc).__name__}"
+            with contextlib.suppress(Exception):
+                await Client.from_env().call("app.disconnect", {"app_id": app_id, "reason": reason})
+                stopped = True
+        logs, self._logs = self._logs, None
+        if logs is not None:
+            # The barrier: stopping the app stops its containers (their @exit hooks run); the log ends
+            # once they have exited and their lines are stored, and we print up to that end.
+            if not stopped:  # detached, or the control plane is gone: there is no end to wait for
+                await logs.wait_quiet()
+            elif not await logs.wait_end(self._logs_timeout):
+                _log_stream.warn_incomplete(f"app {app_id}", self._logs_timeout)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(BaseException):
                 await task
         self._tasks.clear()
-        if app_id is not None and not self.detach:
-            reason = "local entrypoint completed" if exc is None else f"{type(exc).__name__}"
-            with contextlib.suppress(Exception):
-                await Client.from_env().call("app.disconnect", {"app_id": app_id, "reason": reason})
         for fn in _all_functions(self.app):
             fn._reset_hydration()
         self.app._app_id = None if not self.detach else app_id

@@ -40,7 +40,8 @@ app.list {environment} -> {apps: [{app_id, name, state, environment, created_at,
 app.history {name, environment} -> {versions: [{version, deployed_at, tag, commit_info, function_tags}]}
 app.lookup {name, environment} -> {app_id, state, function_tags: [str]}     NotFound if absent/stopped
 app.logs {app_id, after_seq: int, timeout: float, limit?: int}
-     -> {entries: [LogEntry], next_seq: int, app_state: str}   long-polls up to timeout for new entries
+     -> {entries: [LogEntry], next_seq: int, app_state: str, done: bool}   long-polls up to timeout for new
+     entries; done: the last of the app's lines (stopped, every container exited, its lines stored)
 
 function.create {app_id, definition: FunctionDefinition} -> {function_id, web_urls?: {key: url}}
      For deployed apps the server reuses the id of the function with the same tag (stable from_name).

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import collections
 import time
 from typing import Any
 
 import click
 
-from .. import config
+from .. import _log_stream, _output, config
 from .._client import Client, run_sync
+from ..exception import NotFoundError
 from ._common import env_option, table, when
 
 
@@ -52,32 +54,54 @@ def list_cmd(as_json: bool) -> None:
 @click.option("--timestamps", is_flag=True, help="Prefix each line with its time.")
 @env_option
 def logs_cmd(app: str, follow: bool, tail: int, timestamps: bool) -> None:
-    """Show an app's logs (by name or ap- id)."""
+    """Show an app's logs (by name or ap- id); with -f, until the app stops and its containers exit."""
     app_id = _resolve_app_id(app)
-    entries: list[dict[str, Any]] = []
-    seq = 0
-    while True:
-        got = _call("app.logs", {"app_id": app_id, "after_seq": seq, "timeout": 0, "limit": 10000})
-        entries.extend(got["entries"])
-        if got.get("next_seq", seq) == seq or not got["entries"]:
-            break
-        seq = got["next_seq"]
-    for entry in entries[-tail:] if tail else entries:
+    with _output.enable_output(show_progress=False):
+        run_sync(_show_logs(app_id, follow=follow, tail=tail, timestamps=timestamps))
+
+
+async def _show_logs(app_id: str, *, follow: bool, tail: int, timestamps: bool) -> None:
+    def emit(entry: dict[str, Any]) -> None:
         _print_entry(entry, timestamps)
-    while follow:
-        got = _call("app.logs", {"app_id": app_id, "after_seq": seq, "timeout": 25})
-        for entry in got["entries"]:
-            _print_entry(entry, timestamps)
-        seq = got.get("next_seq", seq)
-        if got.get("app_state") == "stopped" and not got["entries"]:
+
+    stream = _log_stream.LogStream(Client.from_env(), app_id, emit=emit)
+    last: collections.deque[dict[str, Any]] = collections.deque(maxlen=tail or None)
+    while True:
+        page = await stream.read(0, limit=_log_stream.PAGE)
+        last.extend(page)
+        if len(page) < _log_stream.PAGE:
             break
+    for entry in last:
+        emit(entry)
+    if follow:
+        await stream.run()  # to the log's end: the app stopped and its containers' last lines are here
 
 
 def _print_entry(entry: dict[str, Any], timestamps: bool) -> None:
     text = str(entry.get("text", "")).rstrip("\n")
     if timestamps:
         text = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(entry.get("ts", 0))) + " " + text
-    click.echo(text, err=entry.get("stream") == "stderr")
+    _output.container_log(str(entry.get("stream") or "stdout"), text)
+
+
+def log_position(name: str) -> tuple[str, int] | None:
+    """A deployed app's id and the seq of its last log line, or None if no app has that name."""
+    try:
+        app_id = _resolve_app_id(name)
+    except NotFoundError:
+        return None
+
+    async def to_end() -> int:
+        stream = _log_stream.LogStream(Client.from_env(), app_id)
+        await stream.skip_to_end()
+        return stream.seq
+
+    return app_id, run_sync(to_end())
+
+
+def follow_logs(app_id: str, after_seq: int) -> None:
+    """Print an app's lines after `after_seq` until the app stops and its containers exit (or Ctrl-C)."""
+    run_sync(_log_stream.LogStream(Client.from_env(), app_id, after_seq=after_seq).run())
 
 
 @app_group.command("stop")

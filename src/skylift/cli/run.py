@@ -11,6 +11,7 @@ import click
 
 from .. import _output
 from ..exception import InvalidError
+from . import app_cmd
 from ._common import env_option
 from ._import import Runnable, find_app, find_runnable, import_ref, split_ref
 from ._signature import parse_args
@@ -95,8 +96,10 @@ async def _await(awaitable: Any) -> Any:
 @click.option("--name", default=None, help="Name of the deployment (default: the App's name).")
 @click.option("--tag", default="", help="Tag of this deployment version.")
 @click.option("-q", "--quiet", is_flag=True, help="Don't show progress.")
+@click.option("--stream-logs", is_flag=True,
+              help="Then print the app's logs until it is stopped (its containers' last lines included) or Ctrl-C.")
 @env_option
-def deploy_cmd(ref: str, module_flag: bool, name: str | None, tag: str, quiet: bool) -> None:
+def deploy_cmd(ref: str, module_flag: bool, name: str | None, tag: str, quiet: bool, stream_logs: bool) -> None:
     """Deploy an app: its functions stay available (Function.from_name) and its schedules run."""
     target, app_var = split_ref(ref)
     module = import_ref(target, is_module=module_flag)
@@ -104,9 +107,15 @@ def deploy_cmd(ref: str, module_flag: bool, name: str | None, tag: str, quiet: b
     if not (name or app.name):
         raise InvalidError(f"the App in {target} has no name; use App(\"my-app\") or `skylift deploy --name my-app`")
     start = time.monotonic()
+    # Where the log is now, so the stream shows what this version's (and the old version's draining)
+    # containers write from here on.
+    position = app_cmd.log_position(name or app.name or "") if stream_logs else None
     output = _output.enable_output() if not quiet else _NullContext()
     with output:
         app.deploy(name=name, tag=tag)
     if quiet:
         click.echo(f"Deployed {name or app.name} in {time.monotonic() - start:.2f}s")
+    if stream_logs and app.app_id:
+        with _output.enable_output(show_progress=False):
+            app_cmd.follow_logs(app.app_id, position[1] if position and position[0] == app.app_id else 0)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import click
 
-from .. import _output, config
+from .. import _log_stream, _output, config
 from .._client import Client, run_sync, spawn_background
 from .._protocol import api
 from ..exception import InvalidError
@@ -86,7 +86,7 @@ class Server:
         self.app_id = ""
         self.environment = config.environment_name()
         self._stop = asyncio.Event()
-        self._log_seq = 0
+        self._logs_stream: _log_stream.LogStream | None = None
         self._child: subprocess.Popen[bytes] | None = None
 
     def publish(self) -> bool:
@@ -117,23 +117,15 @@ class Server:
                 await client.call("app.heartbeat", {"app_id": self.app_id})
 
     async def _logs(self) -> None:
-        client = Client.from_env()
-        while not self._stop.is_set():
-            try:
-                got = await client.call("app.logs", {"app_id": self.app_id, "after_seq": self._log_seq,
-                                                     "timeout": 1.0})
-            except Exception:
-                await asyncio.sleep(0.5)
-                continue
-            for entry in got["entries"]:
-                _output.container_log(entry.get("stream", "stdout"), entry.get("text", ""))
-            self._log_seq = got.get("next_seq", self._log_seq)
+        self._logs_stream = _log_stream.LogStream(Client.from_env(), self.app_id)
+        await self._logs_stream.run()
 
     def run(self, timeout: float | None) -> None:
         target, app_var = split_ref(self.ref)
         module = import_ref(target, is_module=self.module_flag)
         app = find_app(module, app_name=app_var)
         watched = Watched(module.__name__, app)
+        logs_timeout = _log_stream.logs_timeout()
         self.app_id = run_sync(self._create(self.name or app.name, app.description, app.strict_containers))
         _output.step(f"Initialized. App {self.app_id} in environment '{self.environment}' (serving).")
         background = [spawn_background(self._heartbeat()), spawn_background(self._logs())]
@@ -155,7 +147,7 @@ class Server:
             stop.set()
             if self._child is not None and self._child.poll() is None:
                 self._child.terminate()
-            run_sync(self._shutdown())
+            run_sync(self._shutdown(logs_timeout))
             for future in background:
                 future.cancel()
             _output.step("Stopped serving.")
@@ -173,10 +165,14 @@ class Server:
             else:
                 _output.warn("Reload failed (see above); still serving the previous version.")
 
-    async def _shutdown(self) -> None:
+    async def _shutdown(self, logs_timeout: float) -> None:
         self._stop.set()
         with contextlib.suppress(Exception):
             await Client.from_env().call("app.disconnect", {"app_id": self.app_id, "reason": "serve stopped"})
+        # The app's containers stop and run their @exit hooks; print up to their last line (bounded).
+        stream = self._logs_stream
+        if stream is not None and not await stream.wait_end(logs_timeout):
+            _log_stream.warn_incomplete(f"app {self.app_id}", logs_timeout)
 
 
 @click.command("serve")

@@ -135,6 +135,7 @@ class WorkerApi:
                                                message if isinstance(message, str) else "",
                                                cause=cause if isinstance(cause, str) else "",
                                                signal_number=signal_number if isinstance(signal_number, int) else None)
+                self.cp.logs.task_exited(task.pool.function.app.app_id)  # its lines came first: the end may be here
             else:
                 raise invalid("worker.report", f"events[{n}].state must be 'running' or 'exited', got {state!r}")
         return {}

@@ -47,6 +47,9 @@ POLL_SECONDS = api.MAX_POLL_SECONDS - 5
 # How long a stopped container gets to drain and run @exit hooks before SIGKILL (Modal: 30 s).
 STOP_GRACE_SECONDS = 30.0
 EXIT_MESSAGE_LINES = 10
+# A container's last lines are sent before its exit is reported (the end of an app's log waits for
+# the exits, server/logs.py); a control plane that doesn't take them holds the report this long at most.
+LOG_FLUSH_SECONDS = 5.0
 # How long an orphaned worker waits for its control plane to come back before it exits.
 ORPHAN_GRACE_SECONDS = 30.0
 
@@ -117,6 +120,10 @@ class WorkerAgent:
 
     async def _send_logs(self, entries: list[dict[str, Any]]) -> None:
         await self.rpc.call("worker.logs", {"entries": entries})
+
+    async def _flush_logs(self) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._logs.flush(), LOG_FLUSH_SECONDS)
 
     async def report(self, task_id: str, state: str, exit_code: int | None = None, message: str | None = None,
                      cause: str | None = None, profile: dict[str, Any] | None = None,
@@ -319,6 +326,7 @@ class WorkerAgent:
         except Exception as exc:
             message = str(exc) if isinstance(exc, BuildError) else f"{type(exc).__name__}: {exc}"
             self.system_log(task_id, f"container could not start: {message}")
+            await self._flush_logs()
             # A broken image is the function's; anything else (runtime, mounts) is this worker's fault.
             await self.report(task_id, "exited", message=f"container could not start: {message}",
                               cause="image" if isinstance(exc, BuildError) else "start_error")
@@ -347,6 +355,7 @@ class WorkerAgent:
         if code != 0 and task.stderr_tail and not task.stop_requested:
             message += "; last output:\n" + "\n".join(task.stderr_tail)
         self.system_log(task_id, f"container {message}")
+        await self._flush_logs()
         await self.report(task_id, "exited", exit_code=code, message=message, cause=cause,
                           signal_number=code - 128 if code > 128 else None)
         self._forget(task_id, scratch)
