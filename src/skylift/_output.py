@@ -114,7 +114,8 @@ def _color(code: str, text: str) -> str:
     return text
 
 
-_CODES = {"green": "32", "yellow": "33", "dim": "2"}  # the plain form's colours of the styles _line takes
+# The plain form's colour codes for the styles _line takes.
+_CODES = {"green": "32", "yellow": "33", "dim": "2", "grey50": "90"}
 
 
 def _line(message: str, *, mark: str = "", color: str = "", style: str = "") -> None:
@@ -136,7 +137,7 @@ def step(message: str) -> None:
 
 def item(message: str, last: bool = False) -> None:
     if is_enabled():
-        _line(f"{'└──' if last else '├──'} {message}")
+        _line(message, mark="└──" if last else "├──", color="grey50")  # Modal's tree guides
 
 
 def info(message: str) -> None:
