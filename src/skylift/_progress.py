@@ -5,11 +5,12 @@ Only `_output` imports this module, and only once output is on and stderr is a t
 
 The display is a `rich.live.Live` on stderr holding what is in progress: a spinner per image being
 built (its current step and how long it has run) and a bar per `.map` (done/total, rate, the function's
-containers). Everything else — the app tree, build logs, container logs — is printed *above* it:
-the live region is erased, the text written to its own stream (container stdout stays on stdout),
-and the region drawn again. A new `Live` is made for each redraw because a stopped one remembers the
-height it last drew and would erase the lines just printed. Redraws after a burst of log lines are
-coalesced to one per event-loop turn; a ticker thread animates spinners and elapsed times.
+containers). Everything else — the app tree, build logs, container logs, and this process's own prints
+while sys.stdout/sys.stderr share the terminal — is printed *above* it: the live region is erased, the
+text written to its own stream (container stdout stays on stdout), and the region drawn again. A new
+`Live` is made for each redraw because a stopped one remembers the height it last drew and would erase
+the lines just printed. Redraws after a burst of log lines are coalesced to one per event-loop turn and
+happen at most every MIN_REDRAW_GAP; a ticker thread animates spinners, bars and elapsed times.
 """
 
 from __future__ import annotations
