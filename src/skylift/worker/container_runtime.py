@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._protocol import forkserver
 from .container import Sandbox, SandboxError, SandboxSpec, cleanup_stale
 from .container.reap import reap_and_log
-from .container_layout import CONTROL_DIR, RUNTIME_DIR
+from .container_layout import CONTROL_DIR, RUNTIME_DIR, runtime_package_dirs
 from .process_runtime import pump_lines
 from .runtime import ContainerSpec, ContainerStats, ExecResult, OutputSink, RuntimeNotSupported
 
@@ -45,6 +46,8 @@ class SandboxRuntime:
             reap_and_log(cgroup_group)
         if state_root is not None:
             cleanup_stale(state_root)  # what a crashed worker left: mounts, cgroups, namespaces
+        # (in the background: it only stats files when the bytecode is there, and no start waits for it)
+        threading.Thread(target=precompile_runtime, name="skylift-precompile", daemon=True).start()
 
     def reap(self) -> None:
         """Kill whatever is still running in this worker's cgroup tree (on the way out)."""
@@ -166,6 +169,20 @@ async def collect(process: asyncio.subprocess.Process, timeout: float) -> ExecRe
         out, _ = await process.communicate()
     code = process.returncode if process.returncode is not None else -1
     return ExecResult(code if code >= 0 else 128 - code, out.decode(errors="replace"))
+
+
+def precompile_runtime() -> None:
+    """Bytecode for the packages every container imports from the worker (`runtime_binds`).
+
+    They are bound read-only, so a container can't cache what it compiles: without a `.pyc` beside
+    each module (an editable install never imported by the worker itself, say) every container would
+    compile the runtime again before its first input.
+    """
+    import compileall
+
+    for path in runtime_package_dirs().values():
+        with contextlib.suppress(OSError):  # a read-only installation has its bytecode from its installer
+            compileall.compile_dir(str(path), quiet=2, workers=1)
 
 
 def container_binds(spec: ContainerSpec) -> list[tuple[Path | str, str, bool]]:
