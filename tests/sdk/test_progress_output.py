@@ -147,7 +147,11 @@ def test_plain_lines_without_a_terminal(platform) -> None:  # type: ignore[no-un
     assert "✓ App completed." in lines
 
 
-def test_import_skylift_does_not_import_rich() -> None:
-    code = "import sys, skylift; skylift.enable_output(); print('rich' in sys.modules)"
+def test_neither_import_skylift_nor_plain_output_imports_rich() -> None:
+    code = ("import sys, skylift\nfrom skylift import _output\nprint('rich' in sys.modules)\n"
+            "with skylift.enable_output():\n"
+            "    _output.step('Initialized.')\n    _output.container_log('stdout', 'a line')\n"
+            "print('rich' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.stdout.strip() == "False", out.stderr
+    assert out.stdout.split() == ["False", "a", "line", "False"], out.stderr
+    assert out.stderr == "✓ Initialized.\n"
