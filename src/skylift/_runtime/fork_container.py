@@ -130,6 +130,18 @@ def mounts_to_carry(mount_points: list[str], skip_below: str) -> list[str]:
     return chosen
 
 
+_carried: dict[str, list[str]] = {}
+
+
+def carried_mounts(fork_dir: str) -> list[str]:
+    """`mounts_to_carry` of this process's mount table, read once: the template calls it before its first fork,
+    so each child inherits the list instead of reading /proc/self/mountinfo again (no code of the template
+    runs between forks, so its mount table is the same for every child)."""
+    if fork_dir not in _carried:
+        _carried[fork_dir] = mounts_to_carry(_mount_points(), fork_dir)
+    return _carried[fork_dir]
+
+
 def _below(path: str, parent: str) -> bool:
     return path == parent or path.startswith(parent.rstrip("/") + "/")
 
@@ -158,7 +170,7 @@ def _build_root(spec: dict[str, Any], binds: list[tuple[int, str, bool]], views:
         os.makedirs(f"{layers}/{name}", exist_ok=True)
     mount("overlay", root, "overlay", nosuid_nodev,
           f"lowerdir={spec['lower']},upperdir={layers}/upper,workdir={layers}/work,userxattr")
-    for point in mounts_to_carry(_mount_points(), spec["fork_dir"]):
+    for point in carried_mounts(spec["fork_dir"]):
         mount(point, root + point, None, bind_rec)
     for fd, path, read_only in binds:  # volumes and bucket mounts: detached mounts the worker made
         os.makedirs(root + path, exist_ok=True)

@@ -43,7 +43,7 @@ import msgpack
 from .. import _libc
 from .._protocol import forkserver
 from .._serialization import decode_params
-from . import fork_child, user_code
+from . import fork_child, fork_container, user_code
 
 # What a preloaded interpreter imports: what every container's runtime and a user's `import skylift as modal`
 # + `modal.App(...)`, `modal.Image...`, `@app.function()` load (each child still imports the user's module).
@@ -217,6 +217,9 @@ class Template:
             return
         sys.stdout.flush()
         sys.stderr.flush()
+        container = message.get("container")
+        if isinstance(container, dict) and isinstance(container.get("fork_dir"), str):
+            fork_container.carried_mounts(container["fork_dir"])  # once, here: every child inherits it
         me = os.getpid()
         started = time.perf_counter()
         pid = os.fork()

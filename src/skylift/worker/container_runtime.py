@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._protocol import forkserver
-from .container import Sandbox, SandboxError, SandboxSpec, cleanup_stale
+from .container import Sandbox, SandboxError, SandboxSpec, cleanup_stale, network
 from .container.reap import reap_and_log
 from .container_layout import CONTROL_DIR, RUNTIME_DIR, runtime_package_dirs
 from .process_runtime import pump_lines
@@ -48,6 +48,8 @@ class SandboxRuntime:
             cleanup_stale(state_root)  # what a crashed worker left: mounts, cgroups, namespaces
         # (in the background: it only stats files when the bytecode is there, and no start waits for it)
         threading.Thread(target=precompile_runtime, name="skylift-precompile", daemon=True).start()
+        with contextlib.suppress(network.NetworkError, OSError):
+            network.pool().prefill()  # the first containers need not make their network namespaces on the spot
 
     def reap(self) -> None:
         """Kill whatever is still running in this worker's cgroup tree (on the way out)."""
@@ -143,6 +145,8 @@ class SandboxRuntime:
         sandbox_spec.binds.append((spec_file, TEMPLATE_SPEC_PATH, True))
         sandbox_spec.fork_layers = directory / "forks"
         sandbox_spec.pass_fds = (sock_fd,)
+        with contextlib.suppress(network.NetworkError, OSError):
+            network.fork_pool().prefill()  # its forks' namespaces, ready by the time it is
         return await Sandbox.start(sandbox_spec)
 
     async def stats(self, task_id: str) -> ContainerStats:

@@ -136,6 +136,22 @@ def join_value(path: Path | str, pid: int) -> str:
     return "0" if str(path).endswith("/tasks") else str(pid)
 
 
+_detected: tuple[str, Path | None, dict[str, Path]] | None = None
+
+
+def _host_layout(root: Path | None, mounts: dict[str, Path] | None) -> tuple[str, Path | None, dict[str, Path] | None]:
+    """This host's cgroup version, v2 root and v1 mounts, read from the mount table once (~1 ms a container
+    otherwise): cgroup hierarchies are mounted at boot and stay. Explicit `root`/`mounts` win."""
+    global _detected
+    if _detected is None:
+        version, why = detect()
+        if version is None:
+            raise CgroupError(why)
+        _detected = (version, v2_root() if version == "v2" else None, v1_mounts() if version == "v1" else {})
+    version, host_root, host_mounts = _detected
+    return version, root or host_root, mounts or host_mounts or None
+
+
 class Cgroup:
     """One container's cgroups; `version` is "v1" or "v2"."""
 
@@ -144,9 +160,7 @@ class Cgroup:
         """`root` (v2) and `mounts` (v1 controller -> mount point) default to this host's. `group`
         nests it under `skylift/<group>/`: a worker's own tree, which it reaps at start (reap.py)."""
         if version is None:
-            version, why = detect()
-            if version is None:
-                raise CgroupError(why)
+            version, root, mounts = _host_layout(root, mounts)
         self.name = name
         self.version = version
         below = Path(PARENT, group, name) if group else Path(PARENT, name)

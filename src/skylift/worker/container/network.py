@@ -212,6 +212,10 @@ class NetnsPool:
         self._refill_soon()
         return netns
 
+    def prefill(self) -> None:
+        """Start filling the pool now (in the background), so that the first containers find one ready."""
+        self._refill_soon()
+
     def _refill_soon(self) -> None:
         with self._lock:
             if self._filling or len(self._ready) >= self.size:
