@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._protocol import forkserver
-from .container import Sandbox, SandboxError, SandboxSpec, cleanup_stale, network
+from .container import Sandbox, SandboxError, SandboxSpec, cleanup_stale, disk, network
 from .container.reap import reap_and_log
 from .container_layout import CONTROL_DIR, RUNTIME_DIR, runtime_package_dirs
+from .container_limits import DEFAULT_EPHEMERAL_DISK_MB
 from .process_runtime import pump_lines
 from .runtime import ContainerSpec, ContainerStats, ExecResult, OutputSink, RuntimeNotSupported
 
 TEMPLATE_SPEC_PATH = "/run/skylift-fork/spec.msgpack"  # where a snapshot template finds its spec file
+SPARE_DISKS = ".spare-disks"  # in the state root: formatted ephemeral disks waiting for containers
 
 
 @dataclass
@@ -46,6 +48,8 @@ class SandboxRuntime:
             reap_and_log(cgroup_group)
         if state_root is not None:
             cleanup_stale(state_root)  # what a crashed worker left: mounts, cgroups, namespaces
+            # ephemeral disks formatted ahead, so no start runs mke2fs (disk.py); beside the containers' state
+            disk.use_spares(state_root / SPARE_DISKS, (DEFAULT_EPHEMERAL_DISK_MB,))
         # (in the background: it only stats files when the bytecode is there, and no start waits for it)
         threading.Thread(target=precompile_runtime, name="skylift-precompile", daemon=True).start()
         with contextlib.suppress(network.NetworkError, OSError):

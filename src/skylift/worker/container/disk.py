@@ -14,6 +14,11 @@ host's disk. Chosen over the alternatives (docs/containers.md, "Default limits")
   at format, `noinit_itable` at mount, so no background thread writes them) and ~1 ms to attach and
   mount. The device is attached with LO_FLAGS_AUTOCLEAR: it detaches itself once unmounted, so a
   worker that dies leaves no device behind once `cleanup_stale` has unmounted its containers.
+
+Formatting runs `mke2fs`, a process start the worker pays 5-15 ms for on a busy machine, so a worker
+keeps a few images formatted ahead (`use_spares`: a directory beside its containers' state, on the same
+filesystem); a container takes one by renaming it, and a background thread formats the next. An image
+is only ever used by one container: a taken spare is the same fresh filesystem `mke2fs` would make.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import os
 import shutil
 import struct
 import subprocess
+import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,12 +112,9 @@ class EphemeralDisk:
         if why is not None:
             raise DiskError(why)
         image.parent.mkdir(parents=True, exist_ok=True)
-        with open(image, "wb") as f:
-            f.truncate(size_mb << 20)  # sparse: the host's disk holds only what is written
         try:
-            result = subprocess.run([*_MKFS, str(image)], capture_output=True, text=True)
-            if result.returncode != 0:
-                raise DiskError(f"mke2fs failed for {image}: {result.stderr.strip() or result.returncode}")
+            if not _spares.take(size_mb, image):
+                _format(image, size_mb)
             device, fd = _attach(image)
             try:
                 mountpoint.mkdir(parents=True, exist_ok=True)
@@ -134,6 +138,83 @@ class EphemeralDisk:
             with contextlib.suppress(OSError):
                 self.mountpoint.rmdir()
         self.image.unlink(missing_ok=True)
+
+
+def _format(image: Path, size_mb: int) -> None:
+    with open(image, "wb") as f:
+        f.truncate(size_mb << 20)  # sparse: the host's disk holds only what is written
+    result = subprocess.run([*_MKFS, str(image)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise DiskError(f"mke2fs failed for {image}: {result.stderr.strip() or result.returncode}")
+
+
+class _Spares:
+    """Images formatted ahead, by size, in one directory (`use_spares`); none until a worker asks for them."""
+
+    KEEP = 2  # of each size asked for: enough for a burst of cold starts while the thread catches up
+
+    def __init__(self) -> None:
+        self.directory: Path | None = None
+        self._lock = threading.Lock()
+        self._filling: set[int] = set()
+
+    def take(self, size_mb: int, dest: Path) -> bool:
+        """Move a ready image of `size_mb` to `dest` (same filesystem); False when there is none."""
+        if self.directory is None:
+            return False
+        taken = False
+        with self._lock:
+            for entry in sorted(self.directory.glob(f"{size_mb}-*.img")):
+                try:
+                    os.replace(entry, dest)
+                except OSError:  # another filesystem (EXDEV), or gone: format one the slow way
+                    continue
+                taken = True
+                break
+        self.fill(size_mb)
+        return taken
+
+    def fill(self, size_mb: int) -> None:
+        with self._lock:
+            if self.directory is None or size_mb in self._filling:
+                return
+            self._filling.add(size_mb)
+        threading.Thread(target=self._fill, args=(self.directory, size_mb), name="skylift-spare-disks",
+                         daemon=True).start()
+
+    def _fill(self, directory: Path, size_mb: int) -> None:
+        # at the lowest priority (inherited by mke2fs), as the network pool refills: not in a start's way
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            while len(list(directory.glob(f"{size_mb}-*.img"))) < self.KEEP:
+                partial = directory / f".{size_mb}-{uuid.uuid4().hex}.partial"
+                try:
+                    _format(partial, size_mb)
+                    os.replace(partial, directory / f"{size_mb}-{uuid.uuid4().hex}.img")  # whole, or not there
+                finally:
+                    partial.unlink(missing_ok=True)
+        except (OSError, DiskError) as e:
+            log.info("no spare ephemeral disks (each container formats its own): %s", e)
+        finally:
+            with self._lock:
+                self._filling.discard(size_mb)
+
+
+_spares = _Spares()
+
+
+def use_spares(directory: Path, sizes: tuple[int, ...] = ()) -> None:
+    """Keep formatted images ahead in `directory` (on the filesystem of the containers' state directories),
+    starting with `sizes` now; other sizes are kept once a container has asked for one."""
+    if unavailable_reason() is not None:
+        return
+    for partial in directory.glob(".*.partial") if directory.is_dir() else []:
+        partial.unlink(missing_ok=True)  # a worker that died while formatting
+    _spares.directory = directory
+    for size_mb in sizes:
+        _spares.fill(size_mb)
 
 
 _warned = False
