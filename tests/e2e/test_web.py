@@ -156,6 +156,32 @@ def test_concurrent_requests_share_a_container(served: None) -> None:
     assert len({json.loads(body)["pid"] for _, body, _ in results}) <= 2
 
 
+def test_many_keep_alive_connections_each_get_their_own_answers(served: None) -> None:
+    """64 requests in flight at once over 16 keep-alive connections, answered by one container
+    in batches: every response arrives on its own connection, with its own body."""
+    import concurrent.futures
+
+    url = urlsplit(web.api.get_web_url() or "")
+
+    def client(n: int) -> list[tuple[int, dict[str, object]]]:
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+        answers = []
+        for k in range(4):
+            body = b"x" * (n * 100 + k)
+            conn.request("POST", f"{url.path}/echo/{n}-{k}", body=body)
+            response = conn.getresponse()
+            answers.append((response.status, json.loads(response.read())))
+        conn.close()
+        return answers
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(client, range(16)))
+    for n, answers in enumerate(results):
+        for k, (status, answer) in enumerate(answers):
+            assert status == 200 and answer["token"] == f"{n}-{k}" and answer["bytes"] == n * 100 + k, answer
+    assert len({answer["pid"] for answers in results for _, answer in answers}) <= 2
+
+
 def test_flask_wsgi_app(served: None) -> None:
     url = web.flask_app.get_web_url() or ""
     status, body, _ = get(url)

@@ -111,37 +111,60 @@ class Lifespan:
 
 
 class FinalSender:
-    """Complete responses of many inputs in one `container.web_send` (items), one call in flight.
+    """Complete responses of many inputs in one `container.web_send` (items).
 
-    A response that ends in one message (the common case) rides with whatever else finished
-    meanwhile, so under load the container sends one RPC for many requests, like `OutputSender`."""
+    A response that ends in one message (the common case) rides with every other one that ended
+    in the same turn of the event loop: under load the container sends one RPC for many requests.
+    Its handler goes on once the batch is written, not answered: nothing it would learn from the
+    answer matters after its last message, and the request's slot is free a round trip sooner.
+    The control plane reads one connection's requests in order, so the input's output (sent
+    after the handler returns) never overtakes its response."""
 
     def __init__(self, rpc: Caller) -> None:
         self.rpc = rpc
-        self._queue: list[tuple[dict[str, Any], asyncio.Future[bool]]] = []
-        self._task: asyncio.Task[None] | None = None
+        self._queue: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._scheduled = False
+        self._calls: set[asyncio.Task[None]] = set()
 
-    def send(self, input_id: str, messages: list[dict[str, Any]]) -> asyncio.Future[bool]:
-        """Resolves to True if the client had gone away."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    def send(self, input_id: str, messages: list[dict[str, Any]]) -> asyncio.Future[None]:
+        """Resolves once the messages are on their way (written to the control plane's connection)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
         self._queue.append(({"input_id": input_id, "messages": messages}, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._drain())
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)  # after every handler that runs in this turn of the loop
         return future
 
-    async def _drain(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue[:MAX_FINAL_BATCH], self._queue[MAX_FINAL_BATCH:]
-            try:
-                reply = await self.rpc.call("container.web_send", {"items": [item for item, _ in batch]})
-                closed = set(reply.get("closed") or ())
-                for item, future in batch:
-                    if not future.done():
-                        future.set_result(item["input_id"] in closed)
-            except Exception as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+    def _flush(self) -> None:
+        self._scheduled = False
+        queue, self._queue = self._queue, []
+        loop = asyncio.get_running_loop()
+        for n in range(0, len(queue), MAX_FINAL_BATCH):
+            batch = queue[n:n + MAX_FINAL_BATCH]
+            # The call's task writes its request in its first step; the handlers are woken after
+            # it (callbacks run in order), so each one's output is written after its response.
+            self._calls.add(task := loop.create_task(self._call([item for item, _ in batch])))
+            task.add_done_callback(self._calls.discard)
+            loop.call_soon(_resolve, [future for _, future in batch])
+
+    async def _call(self, items: list[dict[str, Any]]) -> None:
+        try:
+            await self.rpc.call("container.web_send", {"items": items})
+        except Exception as exc:  # the responses are lost (the control plane went away): say so in the logs
+            sys.stderr.write(f"skylift: could not deliver {len(items)} web response(s): {exc!r}\n")
+            sys.stderr.flush()
+
+    async def wait(self) -> None:
+        """Until every batch sent so far is answered (a container stopping waits for them)."""
+        while self._calls:
+            await asyncio.gather(*list(self._calls), return_exceptions=True)
+
+
+def _resolve(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
 
 
 class Channel:
@@ -235,11 +258,10 @@ class Channel:
             return
         batch, self.pending = self.pending, []
         if final and self.finals is not None:
-            closed = await self.finals.send(self.input_id, batch)
-        else:
-            reply = await self.rpc.call("container.web_send", {"input_id": self.input_id, "messages": batch})
-            closed = bool(reply.get("closed"))
-        if closed:
+            await self.finals.send(self.input_id, batch)
+            return
+        reply = await self.rpc.call("container.web_send", {"input_id": self.input_id, "messages": batch})
+        if reply.get("closed"):
             self.disconnect()
 
 
@@ -322,6 +344,7 @@ class WebRuntime:
         return app, lifespan
 
     async def shutdown(self) -> None:
+        await self.finals.wait()
         for lifespan in self.lifespans:
             await lifespan.shutdown()
 

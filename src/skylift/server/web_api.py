@@ -10,6 +10,7 @@ answered may continue (a redelivered input is told the client is gone).
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from .._protocol import api
@@ -22,8 +23,14 @@ if TYPE_CHECKING:
     from .gateway import Gateway
     from .web_exchange import Exchange
 
+log = logging.getLogger("skylift.server")
+
 _TYPES = frozenset({"http.response.start", "http.response.body", "http.response.trailers", "websocket.accept",
                     "websocket.send", "websocket.close"})
+
+
+def _where(item: int | None) -> str:
+    return "container.web_send" if item is None else f"container.web_send items[{item}]"
 
 
 class WebApi:
@@ -40,7 +47,7 @@ class WebApi:
     async def send(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
         items = raw.get("items")
         if items is None:  # one input's messages: the answer waits until the client's socket took them
-            exchange = self._apply(session, raw, "container.web_send")
+            exchange = self._apply(session, raw, None)
             if exchange is None:
                 return {"closed": True}
             await exchange.drain()
@@ -52,20 +59,29 @@ class WebApi:
         for n, item in enumerate(items):
             if not isinstance(item, dict):
                 raise invalid("container.web_send", f"items[{n}] must be a map {{input_id, messages}}")
-            exchange = self._apply(session, item, f"container.web_send items[{n}]")
+            try:
+                exchange = self._apply(session, item, n)
+            except (TypeError, ValueError) as exc:
+                # One app's malformed response (say, str headers) fails that request alone, not
+                # the others that share the batch.
+                failed = self.gateway.exchanges.get(str(item.get("input_id")))
+                if failed is not None and failed.writer is not None:
+                    failed.writer.error(500, "Internal Server Error")
+                log.warning("web response of input %s is not valid ASGI: %s", item.get("input_id"), exc)
+                exchange = None
             if exchange is None or exchange.client_gone:
                 closed.append(item.get("input_id"))
         return {"closed": closed}
 
-    def _apply(self, session: Session, raw: dict[str, Any], where: str) -> Exchange | None:
+    def _apply(self, session: Session, raw: dict[str, Any], item: int | None) -> Exchange | None:
         input_id = raw.get("input_id")
         messages = raw.get("messages")
         if not isinstance(input_id, str) or not isinstance(messages, list):
-            raise invalid(where, "needs 'input_id' (str) and 'messages' (a list of ASGI messages)")
+            raise invalid(_where(item), "needs 'input_id' (str) and 'messages' (a list of ASGI messages)")
         for n, message in enumerate(messages):
             if not isinstance(message, dict) or message.get("type") not in _TYPES:
-                raise invalid(where, f"messages[{n}] is not an ASGI response message "
-                                     f"(type one of {', '.join(sorted(_TYPES))})")
+                raise invalid(_where(item), f"messages[{n}] is not an ASGI response message "
+                                            f"(type one of {', '.join(sorted(_TYPES))})")
         exchange = self.gateway.exchanges.get(input_id)
         if exchange is None or exchange.client_gone:
             return None

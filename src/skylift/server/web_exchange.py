@@ -225,6 +225,14 @@ class Exchange:
         if self.detached:
             self.buffer.extend(messages)
             return
+        writer = self.writer
+        if (len(messages) == 2 and writer is not None and not writer.started and not self.websocket
+                and not self.client_gone):  # the common case: a whole response in one go
+            start, body = messages
+            if start["type"] == "http.response.start" and body["type"] == "http.response.body":
+                writer.start(int(start.get("status", 200)), start.get("headers") or [])
+                writer.body(bytes(body.get("body") or b""), bool(body.get("more_body")))
+                return
         for message in messages:
             if self.client_gone:
                 return

@@ -85,6 +85,12 @@ def _starlette_app() -> FastAPI:
     def pid() -> dict[str, int]:
         return {"pid": os.getpid()}
 
+    @web.post("/echo/{token}")
+    async def echo(token: str, request: Request) -> dict[str, object]:
+        body = await request.body()
+        await asyncio.sleep(0.01)  # so that requests overlap in the container
+        return {"token": token, "bytes": len(body), "pid": os.getpid()}
+
     @web.websocket("/ws")
     async def ws(socket: WebSocket) -> None:
         await socket.accept()
