@@ -1,6 +1,6 @@
 """Cold start to first result, with and without memory snapshots (docs/cold-starts.md).
 
-    .venv/bin/python bench/cold_start.py [--samples N] [--runtime process|container]
+    .venv/bin/python bench/cold_start.py [--samples N] [--runtime process|container] [--preload process|all|0]
 
 Every sample is a true cold start: the pool's containers are stopped (`task.stop`) and gone
 before the call, so `.remote()` waits for a new container. Measured for
@@ -9,7 +9,9 @@ before the call, so `.remote()` waits for a new container. Measured for
   `@enter(snap=True)`; the plain variant runs the same in `@enter()`), and
 * a trivial function (nothing to import but skylift),
 
-each with `enable_memory_snapshot=True` (forked from a template) and without (a new process).
+each with `enable_memory_snapshot=True` (forked from a template) and without (a new process, or on
+the process runtime — and on the container runtime with `--preload all` — a fork of the pool's
+preloaded interpreter after its first container; `--preload 0` measures new processes only).
 The first snapshot call also starts the template; it is reported on its own. Prints a table and
 the per-phase profile the control plane recorded, and writes bench/results/cold_start.json.
 Runs the process runtime unless `--runtime container` (root; each forked container then gets its own
@@ -38,7 +40,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--samples", type=int, default=10, help="cold starts per variant")
     parser.add_argument("--runtime", choices=("process", "container"), default="process")
+    parser.add_argument("--preload", choices=("process", "all", "0"), default=None,
+                        help="SKYLIFT_PRELOAD for the platform's worker (docs/cold-starts.md, preloaded interpreters)")
     opts = parser.parse_args()
+    if opts.preload is not None:
+        os.environ["SKYLIFT_PRELOAD"] = opts.preload
     own_home = "SKYLIFT_HOME" not in os.environ
     os.environ.setdefault("SKYLIFT_HOME", tempfile.mkdtemp(prefix="skylift-bench-cold-"))
     os.environ["SKYLIFT_RUNTIME"] = opts.runtime
@@ -126,8 +132,8 @@ def run(samples: int, runtime: str) -> None:
     speedups = {"numpy + 250 ms enter": rows[1][1] / rows[0][1], "trivial": rows[3][1] / rows[2][1]}
     results["speedup"] = speedups
     print()
-    print(f"skylift cold starts, {runtime} runtime, {samples} samples each, Python {sys.version.split()[0]}, "
-          f"{os.cpu_count()} cores")
+    print(f"skylift cold starts, {runtime} runtime (SKYLIFT_PRELOAD={os.environ.get('SKYLIFT_PRELOAD', 'process')}), "
+          f"{samples} samples each, Python {sys.version.split()[0]}, {os.cpu_count()} cores")
     width = max(len(r[0]) for r in rows)
     print(f"{'what'.ljust(width)}  {'median':>10}  {'p90':>10}  {'server':>10}")
     for name, median, p90, server in rows:

@@ -6,7 +6,8 @@ For each runtime (SKYLIFT_RUNTIME=process, then container when this host can run
 platform in its own temp SKYLIFT_HOME, then:
 
 * cold start to first result: a new app run, its first `.remote()` of a trivial function; the image
-  is already built (cached), so this is container start + runtime import + connect + the call;
+  is already built (cached), so this is container start + runtime import + connect + the call (a fork
+  of the pool's preloaded interpreter where SKYLIFT_PRELOAD allows: `--preload process|all|0`);
 * rebuild of an unchanged 3-layer image (debian_slim + env + run_commands): through the SDK
   (`image.build`, the control plane knows it is ready) and in the worker's image store alone
   (hash the definition, find every layer on disk);
@@ -100,7 +101,11 @@ def worker_rebuild(runtime: str, home: Path, n: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--preload", choices=("process", "all", "0"), default=None,
+                        help="SKYLIFT_PRELOAD for the platforms' workers (docs/cold-starts.md, preloaded interpreters)")
     opts = parser.parse_args()
+    if opts.preload is not None:
+        os.environ["SKYLIFT_PRELOAD"] = opts.preload
     from skylift.worker.container import available
 
     runtimes = ["process"]
