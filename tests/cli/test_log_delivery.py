@@ -3,7 +3,8 @@
 Counted, not sampled: `skylift run` of an app whose map prints 200 lines and whose containers
 print in `@enter` and `@exit` must print every one of them, right after a fresh platform start and
 warm, on this host's default runtime and on the process runtime; `deploy --stream-logs` and
-`app logs -f` must print every line through the app's stop. Each is checked against the lines the
+`app logs -f` must print every line through the app's stop, and `serve` its containers' `@exit`
+lines when it is stopped. Each is checked against the lines the
 control plane stored, and per container and stream the map's lines must come in order.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import collections
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -22,6 +24,7 @@ from pathlib import Path
 import pytest
 
 APP = str(Path(__file__).parent / "fixtures" / "log_delivery_app.py")
+SERVE_APP = str(Path(__file__).parent / "fixtures" / "log_delivery_serve_app.py")
 SKYLIFT = [sys.executable, "-m", "skylift.cli.main"]
 N = 200
 MARKERS = ("ENTER-LINE", "MAP-LINE", "EXIT-LINE", "EXIT-ERR-LINE")
@@ -158,3 +161,19 @@ def test_deploy_stream_logs_and_app_logs_follow_print_every_line_through_the_sto
     stored = _stored_lines(env, found.group(1))
     _check_every_line(*streamed, stored)
     _check_every_line(*followed, stored)
+
+
+@pytest.mark.timeout(120)
+def test_serve_prints_its_containers_exit_lines_when_stopped(platform) -> None:  # type: ignore[no-untyped-def]
+    env = {**os.environ, "SKYLIFT_HOME": str(platform.home)}
+    served = _Reader([*SKYLIFT, "serve", SERVE_APP], env)
+    try:
+        served.wait_for("ENTER-LINE", 90)  # its warm container is up
+        served.proc.send_signal(signal.SIGINT)  # Ctrl-C: serve stops the app and waits for the last lines
+        out, err = served.finish(60)
+    finally:
+        served.close()
+    entered = {line.split()[1] for line in _container_lines(out) if line.startswith("ENTER-LINE")}
+    exited = {line.split()[1] for line in _container_lines(out) if line.startswith("EXIT-LINE")}
+    assert entered and entered == exited, out + err
+    assert "Stopped serving" in err and "may be missing" not in err
