@@ -68,7 +68,7 @@ class LogHub:
             self._writing[app_id] = left
         else:
             self._writing.pop(app_id, None)
-            self.wake(app_id)
+            self._moved(app_id)
 
     def finished(self, app_id: str, running: bool) -> bool:
         """No line can still come for this app: it is stopped, its containers have exited (their
@@ -77,10 +77,15 @@ class LogHub:
 
     def task_exited(self, app_id: str) -> None:
         """A container of the app is gone: readers waiting for the end of its log look again."""
+        self._moved(app_id)
+
+    def _moved(self, app_id: str) -> None:
+        # Counted like a batch, so a reader whose read overlapped this doesn't then sleep through it.
+        self._versions[app_id] = self._versions.get(app_id, 0) + 1
         self.wake(app_id)
 
     def version(self, app_id: str) -> int:
-        """Grows with every batch appended to the app's log (pair it with `wait_after`)."""
+        """Grows with every batch appended to the app's log, and as its end nears (pair it with `wait_after`)."""
         return self._versions.get(app_id, 0)
 
     async def wait_after(self, app_id: str, version: int, timeout: float) -> None:
