@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -89,6 +90,8 @@ def test_run_prints_every_container_line_even_right_after_platform_start(runtime
             assert "may be missing" not in proc.stderr
     finally:
         subprocess.run([*SKYLIFT, "server", "stop"], capture_output=True, env=env, timeout=60)
+        if home not in Path("/proc/self/mounts").read_text():  # never delete through a leftover mount
+            shutil.rmtree(home, ignore_errors=True)
 
 
 class _Reader:
