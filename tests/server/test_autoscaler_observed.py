@@ -6,6 +6,8 @@ the container took to start and how long it took over its inputs.
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import definition
 
 
@@ -20,6 +22,9 @@ async def start_after(h, worker, cold_start: float):  # type: ignore[no-untyped-
     await worker.report(command["task"]["task_id"], "running")
     container = await h.container(command["task"])
     await container.start()
+    # Sample the pool now, so what the container does next falls in the interval it was ready for
+    # (the loop's own next tick may come only after the test moved the clock).
+    h.cp.scaler.tick()
     return container
 
 
@@ -58,4 +63,33 @@ async def test_a_container_that_finishes_nothing_gets_company_up_to_the_demand(p
         # each, and no further.
         await start_after(h, worker, 0.2)
         await start_after(h, worker, 0.2)
+        await worker.no_command("start_task", within=0.2)
+
+
+async def serve(container, n: int) -> None:  # type: ignore[no-untyped-def]
+    inputs = await container.next_inputs(max=n)
+    assert len(inputs) == n
+    await container.put_many([{"input_id": i["input_id"], "attempt": i["attempt"], "status": "success"}
+                              for i in inputs])
+
+
+@pytest.mark.parametrize(("each", "grows"), [(200, True), (100, False)])
+async def test_a_pool_that_got_no_faster_from_a_second_container_gets_no_third(platform, each: int,
+                                                                                 grows: bool) -> None:
+    async with platform() as h:
+        client = await h.client()
+        worker = await h.worker()
+        _, ids = await h.app(client)
+        await map_of(client, ids["f"], 3000)
+        first = await start_after(h, worker, 0.01)
+        await serve(first, 200)
+        h.advance(0.1)  # 2,000 outputs/s from one container: worth a second
+        second = await start_after(h, worker, 0.01)
+        await worker.no_command("start_task", within=0.1)  # its effect isn't measured yet
+        await serve(first, each)
+        await serve(second, each)
+        h.advance(0.1)  # two containers: 4,000/s (twice as fast) or 2,000/s (no faster)
+        if grows:
+            await worker.next("start_task")
+            await worker.next("start_task")
         await worker.no_command("start_task", within=0.2)

@@ -13,7 +13,10 @@
   than it gives; one that arrives after the queue is empty only costs). With nothing measured yet
   (no container of the pool ready, or not ready long enough to have a rate) the pool grows one
   container at a time: the first call starts one. The ready containers at most double per step,
-  because the rate a step measured doesn't yet include the containers it started. Single-use
+  because the rate a step measured doesn't yet include the containers it started. And a pool
+  whose last scale-out added little to its rate (`added_rate`, under half a container's average
+  each) stops growing: something else than containers limits it, e.g. the machine's CPUs; while
+  that is still being measured (`settling`) it holds. Single-use
   containers (`single_use_containers=True`) serve one input each, so each input gets its own.
 * `buffer_containers` extra containers are kept while the pool is active (it has work, or had
   some within `scaledown_window`); `min_containers` is a floor even with no traffic;
@@ -63,6 +66,9 @@ class PoolSnapshot:
     # smoothed over the time the pool had work; seconds from a container's start to ready, smoothed.
     drain_rate: float | None = None
     cold_start: float | None = None
+    # Outputs/s each container of the pool's last scale-out added to the drain rate (None: not measured).
+    added_rate: float | None = None
+    settling: bool = False  # the last scale-out's containers are ready but their effect isn't measured yet
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,9 @@ def warm_pool_params(definition: dict[str, Any]) -> tuple[bytes | None, ...]:
 # The ready containers at most double per scaling step: a step's rate doesn't yet show what the
 # containers it started add, so larger jumps would act on stale evidence.
 GROWTH = 2
+# A pool whose last scale-out added less than this share of a container's average rate per new
+# container is limited by something else than containers (CPUs, a shared resource, its feed).
+SATURATED = 0.5
 
 
 def desired_containers(pool: PoolSnapshot, policy: Policy, now: float) -> Decision:
@@ -137,8 +146,12 @@ def scale_out_limit(pool: PoolSnapshot) -> int:
     left = pool.backlog - rate * cold  # still queued when a container started now is ready
     if left <= 0:
         return current
-    limit = GROWTH * ready
     per_container = rate / ready
+    if pool.settling:
+        return current  # the next step waits for what the last one added
+    if pool.added_rate is not None and pool.added_rate < SATURATED * per_container:
+        return current  # more containers stopped making it faster
+    limit = GROWTH * ready
     if per_container * cold > 0:
         # With n containers then, each drains left / n inputs at per_container: at least `cold` seconds.
         limit = min(limit, int(left / (per_container * cold)))

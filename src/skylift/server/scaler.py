@@ -7,19 +7,15 @@ for that worker. Stopping an idle one means answering its next long-poll with `s
 Pools whose image is still building wait for it; pools whose image failed, whose GPU no worker
 offers, or that are in crash-loop backoff don't start anything.
 
-Each tick also measures what the autoscaler weighs a new container against (`Observations`): the
-pool's drain rate (outputs its ready containers complete per second, smoothed over the time the
-pool had work, so an idle spell neither dilutes nor forgets it) and its cold start (container
-start -> ready, from the profile the control plane records for each container).
+Each tick also samples what the autoscaler weighs a new container against (`pool_observations`):
+the pool's drain rate, what its last scale-out added to it, and its cold start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._protocol import api
@@ -28,6 +24,7 @@ from .autoscaler import ContainerView, PoolSnapshot, desired_containers, warm_po
 from .catalog import FunctionEntry
 from .images import BUILDING, FAILED
 from .longpoll import Signal
+from .pool_observations import Observations
 from .queues import Pool, PoolKey
 from .store import TaskRecord
 from .tasks import Task
@@ -37,66 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("skylift.server")
 
-# The drain rate is smoothed over about this many seconds of work: several scaling periods, yet
-# short enough to follow a map whose inputs change speed.
-DRAIN_WINDOW = 1.0
-# A rate needs this many container-seconds of ready containers with work behind it; before that
-# "nothing completed yet" says nothing about how slow the function is.
-MIN_OBSERVED = 0.05
-COLD_START_WEIGHT = 0.5  # the newest container's share of the smoothed cold start
-
-
-@dataclass(eq=False)
-class Observations:
-    """What one pool has shown so far: how fast its containers drain it and how long they take to start."""
-
-    pool: Pool
-    at: float  # when last sampled
-    completed: int  # pool.n_completed then
-    had_work: bool = False  # inputs were queued or running then
-    outputs: float = 0.0  # decayed sums: outputs completed...
-    seconds: float = 0.0  # ...over this many ready container-seconds with work
-    cold_start: float | None = None
-    counted: set[str] = field(default_factory=set)  # containers whose cold start is in
-
-    def sample(self, pool: Pool, now: float) -> None:
-        if pool is not self.pool:  # dropped while idle and made again: its counter restarted
-            self.pool, self.completed = pool, pool.n_completed
-        ready = [t for t in pool.tasks.values() if t.ever_ready and t.alive]
-        for task in ready:
-            ready_at = task.profile.ready_at
-            if ready_at is not None and task.task_id not in self.counted:
-                self.counted.add(task.task_id)
-                took = max(0.0, ready_at - task.profile.created_at)
-                self.cold_start = took if self.cold_start is None else \
-                    self.cold_start + COLD_START_WEIGHT * (took - self.cold_start)
-        if len(self.counted) > 2 * len(pool.tasks) + 16:
-            self.counted &= pool.tasks.keys()
-        elapsed = now - self.at
-        if elapsed <= 0:  # outputs that came meanwhile count with the next interval
-            self.had_work = self.had_work or bool(pool.n_pending or pool.n_running)
-            return
-        done = max(0, pool.n_completed - self.completed)
-        since, self.at, self.completed = self.at, now, pool.n_completed
-        was_busy, self.had_work = self.had_work, bool(pool.n_pending or pool.n_running)
-        if not (was_busy or done):
-            return  # idle time tells nothing about the rate
-        # Container-seconds that could drain: a ready container with inputs, or any while some queue.
-        seconds = 0.0
-        for task in ready:
-            if task.leased or pool.n_pending:
-                ready_at = task.profile.ready_at
-                seconds += now - (since if ready_at is None else max(since, ready_at))
-        decay = math.exp(-elapsed / DRAIN_WINDOW)
-        self.outputs = self.outputs * decay + done
-        self.seconds = self.seconds * decay + seconds
-
-    def drain_rate(self, ready: int) -> float | None:
-        """Outputs/s the pool's `ready` containers complete, or None before there is evidence."""
-        if self.seconds < MIN_OBSERVED:
-            return None
-        return self.outputs / self.seconds * ready
-
+UNUSED_POOL_GRACE = 1.0  # seconds a pool stays registered with nothing referring to it
 
 class Scaler:
     def __init__(self, cp: ControlPlane) -> None:
@@ -106,6 +44,7 @@ class Scaler:
         self._warm: set[FunctionEntry] = set()  # functions that may want containers without traffic
         self._reported: dict[Pool, str] = {}  # last "can't place" reason logged per pool
         self._evicting: dict[Pool, list[Task]] = {}  # idle containers stopped to make room for a pool
+        self._unused_since: dict[Pool, float] = {}  # pools with nothing to do, to drop after a grace
         # Kept across a pool being dropped while idle: the next burst starts from what it showed.
         self._observed: dict[PoolKey, Observations] = {}
 
@@ -152,6 +91,7 @@ class Scaler:
                 self.cp.pools.drop(pool)
                 self._reported.pop(pool, None)
                 self._observed.pop(pool.key, None)
+                self._unused_since.pop(pool, None)
             return
         self.cp.dispatcher.check_crash_loop(pool)
         observed = self._observed.get(pool.key)
@@ -159,12 +99,16 @@ class Scaler:
             observed = self._observed[pool.key] = Observations(pool, now, pool.n_completed)
         observed.sample(pool, now)
         live = [t for t in pool.tasks.values() if not t.stop_requested]
+        ready = sum(1 for t in live if not t.starting)
+        added_rate, settling = observed.growth(ready, now)
         snapshot = PoolSnapshot(
             backlog=pool.n_pending,
             containers=tuple(ContainerView(t.task_id, t.starting, len(t.leased), t.idle_since) for t in live),
             last_active=pool.last_active,
-            drain_rate=observed.drain_rate(sum(1 for t in live if not t.starting)),
+            drain_rate=observed.drain_rate(ready),
             cold_start=observed.cold_start,
+            added_rate=added_rate,
+            settling=settling,
         )
         decision = desired_containers(snapshot, function.policy(), now)
         for task_id in decision.to_stop:
@@ -172,8 +116,15 @@ class Scaler:
         if decision.to_start and now >= pool.backoff_until:
             self._start(pool, decision.to_start, now)
         elif decision.target == 0 and self.cp.pools.unused(pool):
-            self.cp.pools.drop(pool)
-            self._reported.pop(pool, None)
+            # Not at once: a call may hold the pool before it counts as using it (call.start takes
+            # the pool, then stores its call in a shielded task that may run after this tick).
+            unused_since = self._unused_since.setdefault(pool, now)
+            if now - unused_since >= UNUSED_POOL_GRACE:
+                self.cp.pools.drop(pool)
+                self._reported.pop(pool, None)
+                self._unused_since.pop(pool, None)
+            return
+        self._unused_since.pop(pool, None)
 
     def _start(self, pool: Pool, n: int, now: float) -> None:
         function = pool.function
