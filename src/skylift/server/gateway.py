@@ -330,6 +330,8 @@ class Gateway:
         for exchange in list(self.exchanges.values()):
             if exchange.deadline > now or exchange.detached or exchange.client_gone:
                 continue
+            if exchange.call is not None and exchange.call.ready:
+                continue  # answered just now: `delivered` runs next
             exchange.deadline = float("inf")  # decided once: redirected, or left to finish
             writer = exchange.writer
             if writer is not None and not writer.started and not exchange.websocket:
