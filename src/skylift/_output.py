@@ -171,8 +171,16 @@ def container_log(stream: str, text: str) -> None:
     target = sys.stderr if stream in ("stderr", "system") else sys.stdout
     if stream == "system":
         text = _color("2", text)
-    target.write(text if text.endswith("\n") else text + "\n")
-    target.flush()
+    line = text if text.endswith("\n") else text + "\n"
+    # The log thread writes while the user's code may print from another thread: a TextIOWrapper's
+    # pending text is not safe to share (a line in ~2,000 was lost), its BufferedWriter is (it locks).
+    binary = getattr(target, "buffer", None)
+    if binary is None:
+        target.write(line)
+        target.flush()
+        return
+    binary.write(line.encode(getattr(target, "encoding", None) or "utf-8", "backslashreplace"))
+    binary.flush()
 
 
 class Timer:
