@@ -345,7 +345,9 @@ class WorkerAgent:
         task.state = "exited"
         message = f"exited with code {code}"
         if code > 128:
-            message = f"killed by signal {code - 128}"
+            # A stop we asked for (app stopped, scaled down) is not a kill the user should worry about.
+            message = (f"stopped (signal {code - 128})" if task.stop_requested
+                       else f"killed by signal {code - 128}")
         explained = self.runtime.exit_reason(task_id) if isinstance(self.runtime, ExplainsExits) else None
         cause = None
         if task.stop_requested:  # we stopped it (docs/faults.md): not the function's fault nor an outside kill
