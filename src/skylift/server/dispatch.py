@@ -99,11 +99,13 @@ class Dispatcher:
 
     # ---- submitting ---------------------------------------------------------------------------
 
-    def make_inputs(self, call: Call, items: list[Any], method: str) -> list[Input]:
-        """Build inputs for `items` (InputItems) at the end of `call`, reserving their indices."""
+    def make_inputs(self, call: Call, items: list[Any], method: str, input_ids: list[str] | None = None) -> list[Input]:
+        """Build inputs for `items` (InputItems) at the end of `call`, reserving their indices
+        (`input_ids`: fresh ids the caller drew itself, one per item)."""
         inputs = []
         start = len(call.input_ids)
-        input_ids = ids.new_ids("input", len(items))
+        if input_ids is None:
+            input_ids = ids.new_ids("input", len(items))
         for offset, item in enumerate(items):
             if not isinstance(item, dict) or not isinstance(item.get("args"), bytes):
                 raise invalid(method, f"inputs[{offset}] must be a map with 'args' (bytes)")
