@@ -22,7 +22,7 @@ import itertools
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -207,6 +207,20 @@ class Session:
 
 
 Handler = Callable[[Session, dict[str, Any]], Awaitable[Any]]
+
+
+class Ready:
+    """What a handler returns when it has its answer without waiting: the server sends it in the
+    same step, with no task for the request (a batch of a container's web responses, many per second)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.value
+        yield  # a generator that never suspends: awaiting it gives the value
 Authenticate = Callable[[Session, dict[str, Any]], Awaitable[dict[str, Any]]]
 # Called before every handler; raises RpcError(AUTH) to refuse the request.
 Authorize = Callable[[Session, str, dict[str, Any]], None]
@@ -363,6 +377,7 @@ class _Connection(asyncio.Protocol):
         self._closed = False
         self._writable = asyncio.Event()
         self._writable.set()
+        self._outgoing: list[bytes] | None = None  # answers of this loop turn, written together
 
     # -- transport callbacks ------------------------------------------------------------------
 
@@ -476,7 +491,15 @@ class _Connection(asyncio.Protocol):
         if refusal is not None:
             self._send({"i": request_id, "e": refusal})
             return
-        self._spawn(self._run(request_id, handler, params))
+        try:
+            answer = handler(session, params)
+        except Exception as exc:  # a plain handler's (or a bad call's) error, answered as _run does
+            self._send_error(request_id, exc)
+            return
+        if isinstance(answer, Ready):
+            self._send({"i": request_id, "r": answer.value})
+            return
+        self._spawn(self._run(request_id, answer))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = self._loop.create_task(coro)
@@ -515,24 +538,28 @@ class _Connection(asyncio.Protocol):
         self._send(_error(None, ErrorCode.AUTH, f"no hello within {self._server._hello_timeout:g} s; closing"))
         self._close()
 
-    async def _run(self, request_id: Any, handler: Handler, params: dict[str, Any]) -> None:
+    async def _run(self, request_id: Any, answer: Awaitable[Any]) -> None:
         try:
-            result = await handler(self.session, params)
+            result = await answer
             self._send({"i": request_id, "r": result})
-        except RpcError as exc:
-            self._send(_error(request_id, exc.code, exc.message))
         except asyncio.CancelledError:
             raise
-        except TypeError as exc:
-            self._send(_error(request_id, ErrorCode.INVALID, f"bad parameters: {exc}"))
-        except Exception as exc:  # a handler bug must not take the connection down
-            import traceback
-
-            traceback.print_exc()
-            self._send(_error(request_id, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"))
+        except Exception as exc:
+            self._send_error(request_id, exc)
         transport = self._transport
         if transport is not None and transport.get_write_buffer_size() > 1 << 20:
             await self._writable.wait()  # a slow reader: don't pile up its answers in memory
+
+    def _send_error(self, request_id: Any, exc: Exception) -> None:
+        if isinstance(exc, RpcError):
+            self._send(_error(request_id, exc.code, exc.message))
+        elif isinstance(exc, TypeError):
+            self._send(_error(request_id, ErrorCode.INVALID, f"bad parameters: {exc}"))
+        else:  # a handler bug must not take the connection down
+            import traceback
+
+            traceback.print_exception(exc)
+            self._send(_error(request_id, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"))
 
     # -- output ---------------------------------------------------------------------------------
 
@@ -544,9 +571,23 @@ class _Connection(asyncio.Protocol):
             data = framing.encode(message)
         except framing.FrameError as exc:
             data = framing.encode(_error(message.get("i"), ErrorCode.INTERNAL, str(exc)))
-        transport.write(data)
+        # The answers a connection gets in one turn of the loop (a container's web responses,
+        # outputs and next inputs) go out in one write: a send syscall per answer was a tenth of
+        # the control plane's time under web load.
+        if self._outgoing is None:
+            self._outgoing = [data]
+            self._loop.call_soon(self._flush)
+        else:
+            self._outgoing.append(data)
+
+    def _flush(self) -> None:
+        outgoing, self._outgoing = self._outgoing, None
+        transport = self._transport
+        if outgoing and transport is not None and not transport.is_closing():
+            transport.write(outgoing[0] if len(outgoing) == 1 else b"".join(outgoing))
 
     def _close(self) -> None:
+        self._flush()
         self._closed = True
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()

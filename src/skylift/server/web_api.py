@@ -11,10 +11,11 @@ answered may continue (a redelivered input is told the client is gone).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from .._protocol import api
-from .._protocol.rpc import Session
+from .._protocol.rpc import Ready, Session
 from .auth import Routes
 from .longpoll import Deadline
 from .params import Params, invalid
@@ -44,15 +45,12 @@ class WebApi:
             "web.list": self.list,
         }
 
-    async def send(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
+    def send(self, session: Session, raw: dict[str, Any]) -> Awaitable[dict[str, Any]]:
         items = raw.get("items")
         if items is None:  # one input's messages: the answer waits until the client's socket took them
-            exchange = self._apply(session, raw, None)
-            if exchange is None:
-                return {"closed": True}
-            await exchange.drain()
-            return {"closed": exchange.client_gone}
-        # Complete responses of many inputs, batched by the container: applied without waiting.
+            return self._send_one(session, raw)
+        # Complete responses of many inputs, batched by the container: applied without waiting,
+        # and answered in the same step (no task for the call).
         if not isinstance(items, list):
             raise invalid("container.web_send", "'items' must be a list of {input_id, messages}")
         closed = []
@@ -71,7 +69,14 @@ class WebApi:
                 exchange = None
             if exchange is None or exchange.client_gone:
                 closed.append(item.get("input_id"))
-        return {"closed": closed}
+        return Ready({"closed": closed})
+
+    async def _send_one(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
+        exchange = self._apply(session, raw, None)
+        if exchange is None:
+            return {"closed": True}
+        await exchange.drain()
+        return {"closed": exchange.client_gone}
 
     def _apply(self, session: Session, raw: dict[str, Any], item: int | None) -> Exchange | None:
         input_id = raw.get("input_id")
