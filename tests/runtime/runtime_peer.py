@@ -105,6 +105,9 @@ class Peer:
 
     async def _get_inputs(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         self._record("container.get_inputs", params)
+        return await self._lease(params)
+
+    async def _lease(self, params: dict[str, Any]) -> dict[str, Any]:
         deadline = time.monotonic() + params["timeout"]
         while not self.pending and not self.stop and time.monotonic() < deadline:
             self.new_input.clear()
@@ -121,6 +124,8 @@ class Peer:
         for output in params["outputs"]:
             self.outputs[output["input_id"]] = output
         self.got_output.set()
+        if params.get("next") is not None:  # the next poll rides on the outputs
+            return await self._lease(params["next"])
         return {}
 
     async def _put_gen_items(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:

@@ -168,7 +168,9 @@ container.init_failed {error: str, traceback: str} -> {}   import/@enter crashed
 container.get_inputs {max: int, timeout: float}
      -> {inputs: [LeasedInput], stop: bool}
      Long-polls; returns up to `max` leased inputs. stop=True: drain, run @exit, exit 0.
-container.put_outputs {outputs: [ContainerOutput]} -> {}
+container.put_outputs {outputs: [ContainerOutput], next?: {max: int, timeout: float}}
+     -> {} | (with next) {inputs: [LeasedInput], stop: bool}
+     With next, the container's next get_inputs rides on its outputs: settled first, then leased.
 container.put_gen_items {input_id, attempt, start: int, items: [bytes]} -> {}
 container.heartbeat {running_input_ids: [str]} -> {cancel_input_ids: [str], stop: bool}
      Renews the leases of running inputs.

@@ -32,14 +32,28 @@ def _size(output: dict[str, Any]) -> int:
     return len(data) if isinstance(data, bytes) else 0
 
 
-class OutputSender:
-    """Queues outputs and sends them with `container.put_outputs` as soon as the wire is free."""
+class Poller(Protocol):
+    """The input loop, seen by the sender: a `put_outputs` may carry its next poll."""
 
-    def __init__(self, rpc: Caller) -> None:
+    def next_poll(self) -> dict[str, Any] | None: ...
+
+    def polled(self, answer: Any) -> None: ...
+
+
+class OutputSender:
+    """Queues outputs and sends them with `container.put_outputs` as soon as the wire is free.
+
+    With a `poller`, each send asks it for the container's next poll to carry (`next`), and hands
+    it the answer; the sender stays the only writer of outputs either way.
+    """
+
+    def __init__(self, rpc: Caller, poller: Poller | None = None) -> None:
         self._rpc = rpc
+        self._poller = poller
         self._queue: list[dict[str, Any]] = []
         self._task: asyncio.Task[None] | None = None
         self.sent = 0
+        self.polling = False  # the send in flight carries a poll
 
     def put(self, output: dict[str, Any]) -> None:
         self._queue.append(output)
@@ -56,15 +70,43 @@ class OutputSender:
                     break
                 batch.append(self._queue.pop(0))
                 size += item_size
+            params: dict[str, Any] = {"outputs": batch}
+            poll = self._poller.next_poll() if self._poller is not None else None
+            if poll is not None:
+                params["next"] = poll
+            answer: Any = None
             try:
-                await self._rpc.call("container.put_outputs", {"outputs": batch})
+                self.polling = poll is not None
+                answer = await self._rpc.call("container.put_outputs", params)
                 self.sent += len(batch)
             except Exception as exc:  # the control plane refused them: nothing better to do than say so
                 _log(f"could not deliver {len(batch)} output(s): {exc!r}")
+            finally:
+                self.polling = False
+                if poll is not None and self._poller is not None:
+                    self._poller.polled(answer)
+
+    def abandon_poll(self) -> bool:
+        """Stop waiting for the answer of a send that carries a long-poll (its outputs went out).
+
+        Used when the container stops: the control plane has settled the outputs already, and
+        whatever it leases on the poll comes back to the queue when this container exits.
+        """
+        if self.polling and self._task is not None and not self._task.done():
+            self._task.cancel()
+            if self._queue:  # (none is expected: a long-poll rides only when nothing else runs)
+                self._task = asyncio.get_running_loop().create_task(self._drain())
+            return True
+        return False
 
     async def flush(self) -> None:
         while self._task is not None and not self._task.done():
-            await asyncio.shield(self._task)
+            task = self._task
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not task.cancelled():
+                    raise  # flush itself was cancelled, not an abandoned poll
 
 
 class GenStream:

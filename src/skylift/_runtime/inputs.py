@@ -177,7 +177,7 @@ class InputLoop:
         self.max_inputs = max(1, int(concurrency.get("max_inputs") or 1))
         self.single_use = bool(definition.get("single_use_containers"))
         self.batch_size = _batch_size(service, definition)
-        self.sender = OutputSender(rpc)
+        self.sender = OutputSender(rpc, self)
         self.held: dict[str, Input] = {}
         self.exit_code = 0
         self.fatal = False
@@ -194,6 +194,8 @@ class InputLoop:
         self._lock = threading.Lock()
         self._background: set[asyncio.Task[Any]] = set()
         self._accepted = 0
+        self._polling = False  # a get_inputs, or a put_outputs carrying the next poll, is in flight
+        self._finished: list[tuple[list[Input], list[dict[str, Any]]]] = []  # from worker threads
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -224,6 +226,8 @@ class InputLoop:
         self.stopping = True
         if self._fetch_task is not None and not self._fetch_task.done():
             self._fetch_task.cancel()
+        if getattr(self.rpc, "connected", True):  # else the outputs may not have gone out yet
+            self.sender.abandon_poll()
         self._room.set()
 
     def _capacity(self) -> int:
@@ -234,17 +238,51 @@ class InputLoop:
             return base
         return base + next((depth for limit, depth in PREFETCH_BY_SPEED if self._ewma < limit), 0)
 
+    def _rides(self) -> bool:
+        """Whether the next poll should wait to ride on an output: every slot is busy, so no
+        new input could start before one finishes (a warm call is then four messages, not six)."""
+        return self.batch_size == 1 and not self.single_use and len(self.held) >= self.max_inputs
+
     async def _fetch_loop(self) -> None:
         while not self.stopping:
             room = self._capacity() - len(self.held)
-            if room <= 0:
+            if room <= 0 or self._polling or self._rides():
                 self._room.clear()
                 await self._room.wait()
                 continue
-            response = await self.rpc.call("container.get_inputs", {"max": room, "timeout": POLL_SECONDS})
-            self._accept(response.get("inputs") or [])
-            if response.get("stop") or (self.single_use and self._accepted):
+            self._polling = True
+            try:
+                response = await self.rpc.call("container.get_inputs", {"max": room, "timeout": POLL_SECONDS})
+            finally:
+                self._polling = False
+            if self._take(response):
                 self.stopping = True
+
+    def _take(self, response: dict[str, Any]) -> bool:
+        """Accept a poll's inputs; whether the container should now stop."""
+        self._accept(response.get("inputs") or [])
+        return bool(response.get("stop")) or (self.single_use and self._accepted > 0)
+
+    # The OutputSender's side of a poll that rides on a put_outputs.
+
+    def next_poll(self) -> dict[str, Any] | None:
+        if self.stopping or self._polling or self.single_use or self.batch_size != 1:
+            return None
+        room = self._capacity() - len(self.held)
+        if room <= 0:
+            return None
+        self._polling = True
+        # Nothing left to run here: wait for the next input as get_inputs would. Otherwise take
+        # only what is queued now, so the outputs' acknowledgement isn't held back.
+        return {"max": room, "timeout": 0 if self.held else POLL_SECONDS}
+
+    def polled(self, answer: Any) -> None:
+        self._polling = False
+        # A container told to stop (or stopping on SIGTERM) takes no new input: what was leased
+        # on this answer is requeued when it exits.
+        if isinstance(answer, dict) and "inputs" in answer and not self.stopping and self._take(answer):
+            self.stop()
+        self._room.set()
 
     async def _heartbeat_loop(self) -> None:
         interval = heartbeat_interval()
@@ -362,7 +400,7 @@ class InputLoop:
                     break
                 except InputCancellation:
                     continue  # delivered just before _detach cleared it; it was for this input
-        self.loop.call_soon_threadsafe(self._complete_all, batch, outputs)
+        self._post(batch, outputs)
 
     def _call_sync(self, target: Target, batch: list[Input]) -> list[dict[str, Any]]:
         try:
@@ -398,9 +436,20 @@ class InputLoop:
             data = serialize(item, what="generator item")
             self.loop.call_soon_threadsafe(stream.add, data)
 
-    def _complete_all(self, batch: list[Input], outputs: list[dict[str, Any]]) -> None:
-        for inp, output in zip(batch, outputs, strict=True):
-            self._complete(inp, output)
+    def _post(self, batch: list[Input], outputs: list[dict[str, Any]]) -> None:
+        """Hand a worker thread's outputs to the loop: one wake-up for all that finish before it runs."""
+        with self._lock:
+            self._finished.append((batch, outputs))
+            if len(self._finished) > 1:
+                return  # the loop is already due to take them
+        self.loop.call_soon_threadsafe(self._complete_finished)
+
+    def _complete_finished(self) -> None:
+        with self._lock:
+            finished, self._finished = self._finished, []
+        for batch, outputs in finished:
+            for inp, output in zip(batch, outputs, strict=True):
+                self._complete(inp, output)
 
     def _complete(self, inp: Input, output: dict[str, Any]) -> None:
         if inp.done:

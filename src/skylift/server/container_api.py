@@ -3,6 +3,8 @@
 A container fetches its definition (`init`), reports `ready` once `@enter` hooks ran, then loops:
 long-poll `get_inputs` (up to `max` inputs, leased to it), run them, `put_outputs` in batches,
 and `heartbeat` every few seconds to keep its leases and learn about cancellations and stops.
+A `put_outputs` may carry the container's next poll (`next: {max, timeout}`): its answer is then
+a `get_inputs` answer, so a warm call costs the container one round trip instead of two.
 """
 
 from __future__ import annotations
@@ -98,7 +100,10 @@ class ContainerApi:
         p = Params("container.get_inputs", raw)
         max_inputs = min(p.integer("max", 1, minimum=1), MAX_BATCH)
         timeout = p.timeout()
-        task = self._task(session)
+        return await self._lease(self._task(session), max_inputs, timeout)
+
+    async def _lease(self, task: Task, max_inputs: int, timeout: float) -> dict[str, Any]:
+        """Lease up to `max_inputs` of the task's pool to it, waiting up to `timeout` for one."""
         self._mark_ready(task)
         pool = task.pool
         batch = pool.take(task, max_inputs, task.last_seen)
@@ -138,6 +143,13 @@ class ContainerApi:
                 raise invalid("container.put_outputs",
                               f"outputs[{n}] must be a ContainerOutput {{input_id, attempt, status, ...}} with "
                               f"status one of {', '.join(sorted(STATUSES))}")
+        poll = raw.get("next")
+        if poll is not None and not isinstance(poll, dict):
+            raise invalid("container.put_outputs", "field 'next' must be a get_inputs poll {max, timeout}")
+        if poll is not None:
+            q = Params("container.put_outputs", poll)
+            max_inputs = min(q.integer("max", 1, minimum=1), MAX_BATCH)
+            timeout = q.timeout()
         task = self._task(session)
         await self.cp.dispatcher.complete(task, outputs)
         if task.pool.function.single_use and task.served and not task.leased:
@@ -146,7 +158,11 @@ class ContainerApi:
         # first: the container's acknowledgement is off every caller's path, and on a small machine
         # each socket write (a wake-up of the peer) costs tens of microseconds.
         await asyncio.sleep(0)
-        return {}
+        if poll is None:
+            return {}
+        # The container's next poll rides on its outputs (two messages a call fewer than an
+        # acknowledgement plus a separate `get_inputs`); it leases and waits exactly as that does.
+        return await self._lease(task, max_inputs, timeout)
 
     async def put_gen_items(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
         p = Params("container.put_gen_items", raw)
