@@ -128,19 +128,29 @@ def _outputs(target: Target, batch: list[Input], result: Any) -> list[dict[str, 
     return [_success(value, target.fn.__qualname__) for value in result]
 
 
+Job = tuple[Target, list[Input]]
+
+
 class SyncPool:
-    """Worker threads for sync functions, started as needed up to `size`."""
+    """Worker threads for sync functions, started as needed up to `size`.
+
+    A queued item is a run of jobs one thread does one after another: a single-slot container
+    hands a whole prefetched burst over at once (one queue hand-off, not one per input).
+    """
 
     def __init__(self, size: int, run: Callable[[Target, list[Input]], None]) -> None:
         self._size = size
         self._run = run
-        self._queue: queue.SimpleQueue[tuple[Target, list[Input]]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[Job]] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._idle = 0  # threads waiting for a job
         self._queued = 0  # jobs no thread has taken yet
         self._lock = threading.Lock()
 
     def submit(self, target: Target, batch: list[Input]) -> None:
+        self.submit_run([(target, batch)])
+
+    def submit_run(self, jobs: list[Job]) -> None:
         with self._lock:
             self._queued += 1
             if self._queued > self._idle and len(self._threads) < self._size:
@@ -149,18 +159,20 @@ class SyncPool:
                 self._threads.append(thread)
                 self._idle += 1
                 thread.start()
-        self._queue.put((target, batch))
+        self._queue.put(jobs)
 
     def _main(self) -> None:
         while True:
-            target, batch = self._queue.get()
+            jobs = self._queue.get()
             with self._lock:
                 self._idle -= 1
                 self._queued -= 1
             try:
-                self._run(target, batch)
-            except InputCancellation:
-                pass  # a cancellation that landed after its input had finished; nothing to do
+                for target, batch in jobs:
+                    try:
+                        self._run(target, batch)
+                    except InputCancellation:
+                        pass  # a cancellation that landed after its input had finished; nothing to do
             finally:
                 with self._lock:
                     self._idle += 1
@@ -301,6 +313,8 @@ class InputLoop:
     # -- inputs ---------------------------------------------------------------------------
 
     def _accept(self, raws: list[dict[str, Any]]) -> None:
+        # With one slot, the sync inputs of a burst go to the worker thread as one run.
+        run: list[Job] | None = [] if self.max_inputs == 1 and len(raws) > 1 else None
         for raw in raws:
             if raw["input_id"] in self.held:
                 continue  # a re-delivery of an input still running here (its lease lapsed)
@@ -318,8 +332,14 @@ class InputLoop:
                 if batcher is None:
                     batcher = self._batchers[inp.method] = _Batcher(self, target)
                 batcher.add(inp)
+            elif run is not None and not target.is_async:
+                run.append((target, [inp]))
             else:
                 self._dispatch(target, [inp])
+        if run:
+            if self._pool is None:
+                self._pool = SyncPool(self.max_inputs, self._run_sync)
+            self._pool.submit_run(run)
 
     def _dispatch(self, target: Target, batch: list[Input]) -> None:
         for inp in batch:
