@@ -294,7 +294,10 @@ class InputLoop:
         # on this answer is requeued when it exits.
         if isinstance(answer, dict) and "inputs" in answer and not self.stopping and self._take(answer):
             self.stop()
-        self._room.set()
+        # Wake the fetch loop only if it may poll now: with every slot busy it would only wait again,
+        # and that loop pass would come before the worker thread gets the GIL to run the new input.
+        if not self._rides():
+            self._room.set()
 
     async def _heartbeat_loop(self) -> None:
         interval = heartbeat_interval()
