@@ -280,6 +280,9 @@ async def test_a_lapsed_lease_still_lets_its_holder_answer(platform):
         a = await _side(h, admin, worker, "app-a", strict=False)
         await admin.call("call.start", {"function_id": a.function_id, "inputs": [{"args": b"2"}],
                                         "invocation": "async"})
+        # The pool must have been seen busy a while (its one container held its input, no output) before
+        # the autoscaler judges a second container worth starting; this harness's clock moves only when told.
+        h.advance(0.2)
         other = await h.started_container(worker)  # a second container for the second input
         [second] = await other.next_inputs()
         inp = h.cp.calls.inputs[a.input["input_id"]]
