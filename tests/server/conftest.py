@@ -145,6 +145,20 @@ class FakeContainer:
         await self.rpc.close()
 
 
+WEB_ASGI = {"type": "asgi", "label": None, "requires_proxy_auth": False}
+
+
+async def deployed_web_app(client: Any, name: str) -> str:
+    """Deploy an app whose one function is an ASGI endpoint; its URL."""
+    d = definition("web", web=WEB_ASGI)
+    app_id = (await client.call("app.deploy_begin", {"name": name, "environment": "main"}))["app_id"]
+    got = await client.call("function.create", {"app_id": app_id, "definition": d})
+    await client.call("app.publish", {"app_id": app_id, "state": "deployed",
+                                      "function_ids": {"web": got["function_id"]}})
+    url: str = got["web_urls"][""]
+    return url
+
+
 class Harness:
     def __init__(self, cp: ControlPlane, clock: FakeClock | None) -> None:
         self.cp = cp

@@ -17,22 +17,13 @@ from typing import Any
 
 import pytest
 
-from conftest import definition
+from conftest import deployed_web_app
 from skylift.server.gateway import GatewayConfig
 from skylift.server.http_limits import HeadBudget, HeadRejected
 
-WEB = {"type": "asgi", "label": None, "requires_proxy_auth": False}
 MiB = 1024 * 1024
 
 
-async def _web_app(client: Any, name: str) -> str:
-    d = definition("web", web=WEB)
-    app_id = (await client.call("app.deploy_begin", {"name": name, "environment": "main"}))["app_id"]
-    got = await client.call("function.create", {"app_id": app_id, "definition": d})
-    await client.call("app.publish", {"app_id": app_id, "state": "deployed",
-                                      "function_ids": {"web": got["function_id"]}})
-    url: str = got["web_urls"][""]
-    return url
 
 
 def _address(url: str) -> tuple[str, int]:
@@ -132,7 +123,7 @@ async def test_a_16_mib_header_is_refused_with_431_and_never_forwarded(platform:
     async with platform() as h:
         client = await h.client()
         worker = await h.worker()
-        url = await _web_app(client, "big-header")
+        url = await deployed_web_app(client, "big-header")
         host, port = _address(url)
         reader, writer = await asyncio.open_connection(host, port)
         head = f"GET /{url.rsplit('/', 1)[1]}/ HTTP/1.1\r\nHost: x\r\nX-Big: ".encode()
@@ -254,7 +245,7 @@ async def test_a_small_body_that_stops_coming_is_answered_408(platform: Any) -> 
     async with platform() as h:
         gateway = h.cp.gateway
         gateway.config.keepalive_timeout = 0.5
-        url = await _web_app(await h.client(), "slow-body")
+        url = await deployed_web_app(await h.client(), "slow-body")
         host, port = _address(url)
         reader, writer = await asyncio.open_connection(host, port)
         writer.write(f"POST /{url.rsplit('/', 1)[1]}/ HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc".encode())

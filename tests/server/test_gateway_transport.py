@@ -11,19 +11,7 @@ import asyncio
 import pickle
 from typing import Any
 
-from conftest import definition
-
-WEB = {"type": "asgi", "label": None, "requires_proxy_auth": False}
-
-
-async def _web_app(client: Any, name: str) -> str:
-    d = definition("web", web=WEB)
-    app_id = (await client.call("app.deploy_begin", {"name": name, "environment": "main"}))["app_id"]
-    got = await client.call("function.create", {"app_id": app_id, "definition": d})
-    await client.call("app.publish", {"app_id": app_id, "state": "deployed",
-                                      "function_ids": {"web": got["function_id"]}})
-    url: str = got["web_urls"][""]
-    return url
+from conftest import deployed_web_app
 
 
 def _address(url: str) -> tuple[str, int, str]:
@@ -61,7 +49,7 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
 
 async def test_requests_without_a_body_are_inputs_at_once_and_bodies_still_stream(platform: Any) -> None:
     async with platform() as h:
-        url = await _web_app(await h.client(), "bodies")
+        url = await deployed_web_app(await h.client(), "bodies")
         worker = await h.worker()
         host, port, path = _address(url)
         reader, writer = await asyncio.open_connection(host, port)
@@ -104,7 +92,7 @@ async def test_requests_without_a_body_are_inputs_at_once_and_bodies_still_strea
 
 async def test_many_connections_share_one_container_and_each_gets_its_own_answer(platform: Any) -> None:
     async with platform() as h:
-        url = await _web_app(await h.client(), "many")
+        url = await deployed_web_app(await h.client(), "many")
         worker = await h.worker()
         host, port, path = _address(url)
         conns = [await asyncio.open_connection(host, port) for _ in range(16)]
@@ -157,7 +145,7 @@ async def test_a_busy_keep_alive_connection_outlives_the_header_timeout_and_idle
 
 async def test_a_malformed_response_in_a_batch_fails_its_own_request_only(platform: Any) -> None:
     async with platform() as h:
-        url = await _web_app(await h.client(), "malformed")
+        url = await deployed_web_app(await h.client(), "malformed")
         worker = await h.worker()
         host, port, path = _address(url)
         first = await asyncio.open_connection(host, port)
