@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -255,9 +255,12 @@ class _MapFeed:
 
 
 async def map_outputs(client: Client, target: Target, arg_tuples: Iterable[tuple[Any, ...]],
-                      kwargs: dict[str, Any], *, order_outputs: bool, return_exceptions: bool
-                      ) -> AsyncIterator[list[Any]]:
-    """Yield lists of results (or exceptions, with return_exceptions) as they arrive."""
+                      kwargs: dict[str, Any], *, order_outputs: bool, return_exceptions: bool,
+                      arrived: Callable[[int], None] | None = None) -> AsyncIterator[list[Any]]:
+    """Yield lists of results (or exceptions, with return_exceptions) as they arrive.
+
+    `arrived(n)` is told of each batch of outputs as it comes, before ordering holds any back (the
+    progress bar counts finished inputs, not only those the caller has been given yet)."""
     feed = _MapFeed(client, target, iter(arg_tuples), kwargs)
     await feed.reopen("")
     if feed.finished:
@@ -267,6 +270,8 @@ async def map_outputs(client: Client, target: Target, arg_tuples: Iterable[tuple
     next_index = 0
     try:
         async for batch in feed.outputs():
+            if arrived is not None:
+                arrived(len(batch))
             if order_outputs:
                 pending.update(batch)
                 values: list[Any] = []

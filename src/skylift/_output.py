@@ -267,12 +267,14 @@ def image_build(image_id: str, label: str) -> Iterator[ImageBuild]:
 # -- function calls ---------------------------------------------------------------------------------
 
 
-def track_map(name: str, total: int | None, batches: AsyncIterator[list[Any]],
+def track_map(name: str, total: int | None,
+              batches: Callable[[Callable[[int], None] | None], AsyncIterator[list[Any]]],
               containers: Callable[[], Awaitable[int]]) -> AsyncIterator[list[Any]]:
-    """A `.map`'s batches of results, counted on the live display (`batches` itself when there is none)."""
+    """A `.map`'s batches of results (`batches(arrived)` makes them, telling `arrived` of each output
+    as it comes), counted on the live display; `batches(None)` itself when there is none."""
     display = _live()
     if display is None:
-        return batches
+        return batches(None)
     from ._progress import tracked_map
 
     return tracked_map(display, name, total, batches, containers)

@@ -321,10 +321,13 @@ def _is_terminal(stream: Any) -> bool:
         return False
 
 
-async def tracked_map(display: LiveDisplay, name: str, total: int | None, batches: AsyncIterator[list[Any]],
+async def tracked_map(display: LiveDisplay, name: str, total: int | None,
+                      make_batches: Callable[[Callable[[int], None] | None], AsyncIterator[list[Any]]],
                       containers: Callable[[], Awaitable[int]]) -> AsyncIterator[list[Any]]:
-    """`batches` (a map's results), passed through while a bar counts them and the function's containers."""
+    """A map's results, passed through while a bar counts its outputs as they arrive (not as ordering
+    releases them: a slow first input doesn't hold the bar at 0) and the function's containers."""
     task = display.start_map(name, total)
+    batches = make_batches(lambda n: display.advance(task, n))
 
     async def poll() -> None:
         while True:
@@ -336,7 +339,6 @@ async def tracked_map(display: LiveDisplay, name: str, total: int | None, batche
     completed = False
     try:
         async for values in batches:
-            display.advance(task, len(values))
             yield values
         completed = True
     finally:

@@ -231,8 +231,12 @@ class Function:
         target = await self._target()
         _invocation.check_not_generator(self._is_generator, self._name, "map")
         inputs = zip(*input_iterators, strict=False)
-        batches = _invocation.map_outputs(Client.from_env(), target, inputs, kwargs or {},
-                                          order_outputs=order_outputs, return_exceptions=return_exceptions)
+        client = Client.from_env()
+
+        def batches(arrived: Callable[[int], None] | None) -> AsyncIterator[list[Any]]:
+            return _invocation.map_outputs(client, target, inputs, kwargs or {}, order_outputs=order_outputs,
+                                           return_exceptions=return_exceptions, arrived=arrived)
+
         async for values in _output.track_map(f"{self._name}.map", _known_length(*input_iterators), batches,
                                               _runner_count(target)):
             yield values
@@ -244,9 +248,13 @@ class Function:
         """Like map, with each item a tuple of positional arguments."""
         _invocation.check_not_generator(self._is_generator, self._name, "starmap")
         target = await self._target()
-        batches = _invocation.map_outputs(Client.from_env(), target, (tuple(a) for a in input_iterator),
-                                          kwargs or {}, order_outputs=order_outputs,
-                                          return_exceptions=return_exceptions)
+        client = Client.from_env()
+
+        def batches(arrived: Callable[[int], None] | None) -> AsyncIterator[list[Any]]:
+            return _invocation.map_outputs(client, target, (tuple(a) for a in input_iterator), kwargs or {},
+                                           order_outputs=order_outputs, return_exceptions=return_exceptions,
+                                           arrived=arrived)
+
         async for values in _output.track_map(f"{self._name}.starmap", _known_length(input_iterator), batches,
                                               _runner_count(target)):
             yield values
@@ -257,8 +265,12 @@ class Function:
         """Run the function over the inputs for their side effects, discarding results."""
         target = await self._target()
         inputs = zip(*input_iterators, strict=False)
-        batches = _invocation.map_outputs(Client.from_env(), target, inputs, kwargs or {},
-                                          order_outputs=False, return_exceptions=ignore_exceptions)
+        client = Client.from_env()
+
+        def batches(arrived: Callable[[int], None] | None) -> AsyncIterator[list[Any]]:
+            return _invocation.map_outputs(client, target, inputs, kwargs or {}, order_outputs=False,
+                                           return_exceptions=ignore_exceptions, arrived=arrived)
+
         async for _ in _output.track_map(f"{self._name}.for_each", _known_length(*input_iterators), batches,
                                          _runner_count(target)):
             pass

@@ -6,12 +6,14 @@ real `skylift run` in a subprocess (no TTY). See skylift/_output.py.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import io
 import os
 import re
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -107,6 +109,34 @@ def test_prints_of_this_process_pass_above_the_live_region(monkeypatch: pytest.M
         # Written after the region drawn before it was erased, and the region drawn again after it.
         assert drawn.rindex("\x1b[2K", 0, at) > drawn.rindex("Building image im-p", 0, at)
         assert "Building image im-p" in drawn[at:]
+
+
+def test_the_bar_counts_outputs_as_they_arrive_though_ordering_holds_them_back() -> None:
+    """With order_outputs a slow first input holds every result back; the bar still shows what is done."""
+    console, _ = terminal()
+    done_while_held: list[float] = []
+
+    def make_batches(arrived: Callable[[int], None] | None) -> AsyncIterator[list[int]]:
+        async def outputs() -> AsyncIterator[list[int]]:
+            assert arrived is not None
+            arrived(299)  # all but the first input finished: nothing can be given to the caller yet
+            display = _output._live()
+            assert display is not None
+            done_while_held.append(display._progress.tasks[0].completed)
+            arrived(1)
+            yield list(range(300))
+        return outputs()
+
+    async def containers() -> int:
+        return 1
+
+    async def consume() -> list[int]:
+        return [v for batch in [b async for b in _output.track_map("slow.map", 300, make_batches, containers)]
+                for v in batch]
+
+    with _output.use_console(console), skylift.enable_output():
+        assert asyncio.run(consume()) == list(range(300))
+    assert done_while_held == [299]
 
 
 def _fixture_module():  # type: ignore[no-untyped-def]
