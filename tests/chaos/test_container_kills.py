@@ -164,7 +164,9 @@ def test_map_survives_every_booting_container_killed(chaos_home: Path, chaos_fig
             # The next wave of containers, killed as soon as it appears: while it boots.
             deadline = time.monotonic() + 30
             while not (wave := set(platform.container_pids()) - killed) and thread.is_alive():
-                assert time.monotonic() < deadline, "no new container started after a wave was killed"
+                assert time.monotonic() < deadline, \
+                    "no new container started after a wave was killed; the platform's log ends:\n" + \
+                    "\n".join(platform.log().splitlines()[-40:])
                 time.sleep(0.005)
             for pid in wave:
                 with contextlib.suppress(ProcessLookupError):
