@@ -12,15 +12,22 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from .._protocol import api, ids
-from .._protocol.rpc import Session
-from .auth import Routes
-from .catalog import APP_TRANSITIONS, AUTOSCALER_FIELDS, AppEntry, AppState, FunctionEntry, validate_definition
-from .params import Params, invalid, not_found
-from .web_routes import check_labels
+from ..._protocol import api, ids
+from ..._protocol.rpc import Session
+from ..auth import Routes
+from ..execution.catalog import (
+    APP_TRANSITIONS,
+    AUTOSCALER_FIELDS,
+    AppEntry,
+    AppState,
+    FunctionEntry,
+    validate_definition,
+)
+from ..http.web_routes import check_labels
+from ..params import Params, invalid, not_found
 
 if TYPE_CHECKING:
-    from .control_plane import ControlPlane
+    from ..control_plane import ControlPlane
 
 
 class AppApi:

@@ -19,18 +19,18 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._protocol import api, ids
-from .._protocol.rpc import ErrorCode, RpcError, Session
-from .auth import Routes
-from .calls import INVOCATIONS, KINDS, Call
-from .catalog import AppState, FunctionEntry
-from .idempotency import MAX_KEY_LENGTH, Keys, Remembered, scoped
-from .longpoll import Deadline
-from .params import Params, invalid, not_found
-from .recovery import recover_call
+from ..._protocol import api, ids
+from ..._protocol.rpc import ErrorCode, RpcError, Session
+from ..auth import Routes
+from ..execution.calls import INVOCATIONS, KINDS, Call
+from ..execution.catalog import AppState, FunctionEntry
+from ..execution.idempotency import MAX_KEY_LENGTH, Keys, Remembered, scoped
+from ..execution.recovery import recover_call
+from ..longpoll import Deadline
+from ..params import Params, invalid, not_found
 
 if TYPE_CHECKING:
-    from .control_plane import ControlPlane
+    from ..control_plane import ControlPlane
 
 log = logging.getLogger("skylift.server")
 

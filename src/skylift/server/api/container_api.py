@@ -12,16 +12,16 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from .._protocol.rpc import ErrorCode, RpcError, Session
-from .auth import Routes
-from .dispatch import STATUSES
-from .faults import CrashState
-from .params import Params, invalid
-from .queues import Input, InputState
-from .tasks import Task, TaskState
+from ..._protocol.rpc import ErrorCode, RpcError, Session
+from ..auth import Routes
+from ..execution.dispatch import STATUSES
+from ..execution.queues import Input, InputState
+from ..execution.tasks import Task, TaskState
+from ..params import Params, invalid
+from ..policy.faults import CrashState
 
 if TYPE_CHECKING:
-    from .control_plane import ControlPlane
+    from ..control_plane import ControlPlane
 
 MAX_BATCH = 1000
 

@@ -17,14 +17,14 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from .._protocol.rpc import Session
-from .auth import Routes
-from .longpoll import Deadline, Signal
-from .params import Params, invalid
-from .store import LogRecord
+from ..._protocol.rpc import Session
+from ..auth import Routes
+from ..longpoll import Deadline, Signal
+from ..params import Params, invalid
+from ..store import LogRecord
 
 if TYPE_CHECKING:
-    from .control_plane import ControlPlane
+    from ..control_plane import ControlPlane
 
 log = logging.getLogger("skylift.server")
 

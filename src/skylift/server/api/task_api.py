@@ -15,15 +15,15 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from .._protocol import ids
-from .._protocol.rpc import Session
-from .auth import Routes
-from .longpoll import Deadline
-from .params import Params, invalid, not_found
-from .tasks import Task
+from ..._protocol import ids
+from ..._protocol.rpc import Session
+from ..auth import Routes
+from ..execution.tasks import Task
+from ..longpoll import Deadline
+from ..params import Params, invalid, not_found
 
 if TYPE_CHECKING:
-    from .control_plane import ControlPlane
+    from ..control_plane import ControlPlane
 
 LOG_PAGE = 1000
 LOG_PAGES_PER_CALL = 20  # a long log is scanned in slices; the answer's next_seq says where to go on

@@ -9,16 +9,16 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .._protocol.rpc import ErrorCode, RpcError, Session
-from .auth import Routes
-from .faults import CAUSE_WORKER_LOST
-from .longpoll import Deadline
-from .params import Params, invalid
-from .tasks import TaskState
-from .workers import Worker
+from ..._protocol.rpc import ErrorCode, RpcError, Session
+from ..auth import Routes
+from ..execution.tasks import TaskState
+from ..execution.workers import Worker
+from ..longpoll import Deadline
+from ..params import Params, invalid
+from ..policy.faults import CAUSE_WORKER_LOST
 
 if TYPE_CHECKING:
-    from .control_plane import ControlPlane
+    from ..control_plane import ControlPlane
 
 log = logging.getLogger("skylift.server")
 

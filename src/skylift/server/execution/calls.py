@@ -12,9 +12,9 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from .._protocol import api
-from .longpoll import Signal
-from .store import CallRecord
+from ..._protocol import api
+from ..longpoll import Signal
+from ..store import CallRecord
 
 if TYPE_CHECKING:
     from .catalog import FunctionEntry

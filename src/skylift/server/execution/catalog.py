@@ -12,12 +12,12 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._protocol import api
-from . import placement
-from .autoscaler import Policy
-from .params import invalid, not_found
-from .retries import RetryPolicy
-from .store import AppRecord, Database, FunctionRecord
+from ..._protocol import api
+from ..params import invalid, not_found
+from ..policy import placement
+from ..policy.autoscaler import Policy
+from ..policy.retries import RetryPolicy
+from ..store import AppRecord, Database, FunctionRecord
 
 
 class AppState(enum.Enum):

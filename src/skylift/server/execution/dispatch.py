@@ -22,15 +22,15 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from .._protocol import api, ids
+from ..._protocol import api, ids
+from ..clock import Clock
+from ..params import invalid
+from ..policy.faults import CAUSE_OOM, CrashState, Fault, FaultKind, classify_exit, crash_verdict
+from ..settings import Settings
+from ..store import Database, InputRecord, OutputRecord
 from .calls import Call, Calls
 from .catalog import AppState
-from .clock import Clock
-from .faults import CAUSE_OOM, CrashState, Fault, FaultKind, classify_exit, crash_verdict
-from .params import invalid
 from .queues import Input, InputState, Pool, Pools
-from .settings import Settings
-from .store import Database, InputRecord, OutputRecord
 from .tasks import Task, Tasks, TaskState
 from .workers import Workers
 

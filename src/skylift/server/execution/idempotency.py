@@ -15,7 +15,7 @@ import asyncio
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from .._protocol import api
+from ..._protocol import api
 
 if TYPE_CHECKING:
     from .calls import Call

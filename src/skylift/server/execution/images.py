@@ -13,15 +13,15 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._hashing import layer_chain_ids, sha256_bytes
-from .._protocol.rpc import Session
-from .auth import Routes
-from .longpoll import Deadline, Signal
-from .params import Params, invalid, not_found
-from .store import ImageRecord
+from ..._hashing import layer_chain_ids, sha256_bytes
+from ..._protocol.rpc import Session
+from ..auth import Routes
+from ..longpoll import Deadline, Signal
+from ..params import Params, invalid, not_found
+from ..store import ImageRecord
 
 if TYPE_CHECKING:
-    from .control_plane import ControlPlane
+    from ..control_plane import ControlPlane
 
 READY = "ready"
 BUILDING = "building"

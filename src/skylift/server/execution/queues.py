@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .faults import CrashState
+from ..policy.faults import CrashState
 
 if TYPE_CHECKING:
     from .calls import Call

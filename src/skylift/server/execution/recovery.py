@@ -15,14 +15,14 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from ..policy.placement import Placed
+from ..store import CallRecord, InputRecord, OutputRecord
 from .calls import Call
-from .placement import Placed
 from .queues import Input
-from .store import CallRecord, InputRecord, OutputRecord
 from .tasks import Task, TaskState
 
 if TYPE_CHECKING:
-    from .control_plane import ControlPlane
+    from ..control_plane import ControlPlane
 
 log = logging.getLogger("skylift.server")
 

@@ -21,19 +21,19 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from .._protocol import api
-from . import placement
-from .autoscaler import ContainerView, PoolSnapshot, desired_containers, warm_pool_params
+from ..._protocol import api
+from ..longpoll import Signal
+from ..policy import placement
+from ..policy.autoscaler import ContainerView, PoolSnapshot, desired_containers, warm_pool_params
+from ..store import TaskRecord
 from .catalog import FunctionEntry
 from .images import BUILDING, FAILED
-from .longpoll import Signal
 from .pool_observations import Observations
 from .queues import Pool, PoolKey
-from .store import TaskRecord
 from .tasks import Task
 
 if TYPE_CHECKING:
-    from .control_plane import ControlPlane
+    from ..control_plane import ControlPlane
 
 log = logging.getLogger("skylift.server")
 

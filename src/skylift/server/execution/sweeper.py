@@ -26,7 +26,7 @@ from .queues import Input
 from .tasks import Task
 
 if TYPE_CHECKING:
-    from .control_plane import ControlPlane
+    from ..control_plane import ControlPlane
 
 log = logging.getLogger("skylift.server")
 

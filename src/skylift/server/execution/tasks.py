@@ -19,11 +19,11 @@ import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._protocol import ids
+from ..._protocol import ids
 from .profiles import ColdStart
 
 if TYPE_CHECKING:
-    from .placement import Placed
+    from ..policy.placement import Placed
     from .queues import Input, Pool
 
 

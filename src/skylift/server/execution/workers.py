@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._protocol import ids
-from .longpoll import Signal
-from .placement import Placed, WorkerView
+from ..._protocol import ids
+from ..longpoll import Signal
+from ..policy.placement import Placed, WorkerView
 
 
 @dataclass(eq=False)

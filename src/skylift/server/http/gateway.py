@@ -25,16 +25,16 @@ from urllib.parse import unquote
 
 import httptools
 
-from .._protocol import ids
-from .calls import Call
+from ..._protocol import ids
+from ..execution.calls import Call
+from ..longpoll import Signal
 from .http_connection import HttpConnection, Request
-from .longpoll import Signal
 from .web_exchange import Exchange, ResponseWriter
 from .web_routes import Route, Routes, endpoint_label, web_endpoints
 
 if TYPE_CHECKING:
-    from .catalog import AppEntry, FunctionEntry
-    from .control_plane import ControlPlane
+    from ..control_plane import ControlPlane
+    from ..execution.catalog import AppEntry, FunctionEntry
     from .proxy_auth import ProxyTokens
 
 log = logging.getLogger("skylift.server")

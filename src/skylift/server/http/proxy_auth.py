@@ -13,13 +13,13 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from .._protocol.rpc import Session
-from .auth import Routes
-from .params import Params, not_found
+from ..._protocol.rpc import Session
+from ..auth import Routes
+from ..params import Params, not_found
 from .web_store import ProxyTokenRecord
 
 if TYPE_CHECKING:
-    from .store import Database
+    from ..store import Database
     from .web_store import WebStore
 
 KEY_HEADER = b"modal-key"

@@ -14,11 +14,11 @@ import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
-from .._protocol import api
-from .._protocol.rpc import Ready, Session
-from .auth import Routes
-from .longpoll import Deadline
-from .params import Params, invalid
+from ..._protocol import api
+from ..._protocol.rpc import Ready, Session
+from ..auth import Routes
+from ..longpoll import Deadline
+from ..params import Params, invalid
 
 if TYPE_CHECKING:
     from .gateway import Gateway

@@ -22,12 +22,12 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .._protocol import api
+from ..._protocol import api
+from ..longpoll import Signal
 from . import websocket_frames as wsf
-from .longpoll import Signal
 
 if TYPE_CHECKING:
-    from .calls import Call
+    from ..execution.calls import Call
     from .gateway import Gateway
     from .web_routes import Route
 

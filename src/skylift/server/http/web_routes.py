@@ -20,8 +20,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .catalog import AppEntry, AppState, Catalog, FunctionEntry
-from .params import invalid
+from ..execution.catalog import AppEntry, AppState, Catalog, FunctionEntry
+from ..params import invalid
 
 MAX_LABEL = 63
 _SLUG_RE = re.compile(r"[^a-z0-9-]+")

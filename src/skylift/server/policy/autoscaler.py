@@ -36,7 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .._protocol import api
+from ..._protocol import api
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .. import _resources
+from ... import _resources
 
 DEFAULT_CPU = 0.125
 DEFAULT_MEMORY_MB = 128

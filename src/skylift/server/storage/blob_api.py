@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .._protocol.rpc import Session
-from .auth import Routes
+from ..._protocol.rpc import Session
+from ..auth import Routes
+from ..params import Params, invalid, not_found
 from .blobs import BlobHashMismatch, BlobStore, is_sha256
-from .params import Params, invalid, not_found
 
 MAX_HASHES = 100_000
 

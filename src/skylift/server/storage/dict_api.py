@@ -16,11 +16,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .._protocol import api
-from .._protocol.rpc import Session
-from .auth import Routes
+from ..._protocol import api
+from ..._protocol.rpc import Session
+from ..auth import Routes
+from ..params import Params, invalid
 from .objects import Objects
-from .params import Params, invalid
 
 MAX_UPDATE_ITEMS = 10_000
 MAX_SCAN = 1000

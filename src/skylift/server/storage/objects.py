@@ -21,14 +21,14 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._protocol import ids
-from .._protocol.rpc import ErrorCode, RpcError, Session
-from .auth import Routes
+from ..._protocol import ids
+from ..._protocol.rpc import ErrorCode, RpcError, Session
+from ..auth import Routes
+from ..params import Params, invalid, not_found
 from .object_store import KINDS, ObjectRecord, ObjectStore
-from .params import Params, invalid, not_found
 
 if TYPE_CHECKING:
-    from .store import Database
+    from ..store import Database
 
 log = logging.getLogger("skylift.server")
 

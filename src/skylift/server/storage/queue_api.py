@@ -20,12 +20,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._protocol.rpc import ErrorCode, RpcError, Session
-from .auth import Routes
-from .longpoll import Deadline, Signal
+from ..._protocol.rpc import ErrorCode, RpcError, Session
+from ..auth import Routes
+from ..longpoll import Deadline, Signal
+from ..params import Params, invalid
 from .object_store import ObjectRecord, QueueFull
 from .objects import Objects
-from .params import Params, invalid
 
 MAX_ITEM_BYTES = 1024 * 1024
 MAX_PARTITION_KEY_BYTES = 64

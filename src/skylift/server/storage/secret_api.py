@@ -19,11 +19,11 @@ import re
 import time
 from typing import Any
 
-from .._protocol.rpc import ErrorCode, RpcError, Session
-from .auth import Routes
+from ..._protocol.rpc import ErrorCode, RpcError, Session
+from ..auth import Routes
+from ..params import Params, invalid, not_found
 from .object_store import ObjectRecord, SecretRecord
 from .objects import Objects, check_name
-from .params import Params, invalid, not_found
 from .secret_box import SecretBox, SecretKeyError
 
 log = logging.getLogger("skylift.server")

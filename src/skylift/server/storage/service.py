@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._protocol.rpc import Session
-from .auth import Routes
+from ..._protocol.rpc import Session
+from ..auth import Routes
+from ..store import Database
 from .blobs import BlobStore
 from .dict_api import DictApi
 from .object_store import ObjectStore
@@ -22,7 +23,6 @@ from .queue_api import QueueApi
 from .secret_api import SecretApi
 from .secret_box import SecretBox, load_or_create_key
 from .sqlite_objects import SqliteObjects
-from .store import Database
 from .volume_api import VolumeApi
 
 

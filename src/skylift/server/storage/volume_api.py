@@ -25,8 +25,8 @@ import posixpath
 import time
 from typing import Any
 
-from .._protocol.rpc import ErrorCode, RpcError, Session
-from .._volume_manifest import (
+from ..._protocol.rpc import ErrorCode, RpcError, Session
+from ..._volume_manifest import (
     DIRECTORY,
     FILE,
     Entry,
@@ -37,11 +37,11 @@ from .._volume_manifest import (
     list_directory,
     normalize_path,
 )
-from .auth import Routes
+from ..auth import Routes
+from ..params import Params, invalid, not_found
 from .blobs import BlobStore, is_sha256
 from .object_store import ObjectRecord
 from .objects import Objects
-from .params import Params, invalid, not_found
 
 MAX_COMMIT_ENTRIES = 500_000
 MAX_BLOCKS_BYTES = 64 * 1024 * 1024
