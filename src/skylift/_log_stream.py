@@ -1,7 +1,7 @@
 """Following an app's log to this terminal, up to its last line (the client half of the log barrier).
 
 The control plane answers `app.logs` with `done: true` once nothing more can come: the app is
-stopped, each of its containers has exited and its workers sent every line first (server/logs.py).
+stopped, each of its containers has exited and its workers sent every line first (server/api/logs.py).
 `skylift run`, `serve`, `deploy --stream-logs` and `app logs -f` all follow the log with this one
 loop, so each prints every line a container wrote, `@exit` hooks included, in order per container.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from skylift.server.autoscaler import ContainerView, Decision, Policy, PoolSnapshot, desired_containers
+from skylift.server.policy.autoscaler import ContainerView, Decision, Policy, PoolSnapshot, desired_containers
 
 NOW = 1000.0
 

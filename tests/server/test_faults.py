@@ -1,4 +1,4 @@
-"""The classification of container ends and the crash-loop verdicts (server/faults.py): pure, exhaustive."""
+"""The classification of container ends and the crash-loop verdicts (server/policy/faults.py): pure, exhaustive."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import signal
 
 import pytest
 
-from skylift.server import faults
-from skylift.server.faults import CrashState, FaultKind, classify_exit, crash_verdict
+from skylift.server.policy import faults
+from skylift.server.policy.faults import CrashState, FaultKind, classify_exit, crash_verdict
 
 CAUSES = ("", faults.CAUSE_OOM, faults.CAUSE_STOPPED, faults.CAUSE_WORKER_STOPPING, faults.CAUSE_START_ERROR,
           faults.CAUSE_IMAGE, faults.CAUSE_WORKER_LOST, "something-new")

@@ -13,8 +13,8 @@ import pytest
 from conftest import definition
 from skylift._protocol import api
 from skylift._protocol.rpc import RpcError
-from skylift.server.catalog import AppEntry, AppState
-from skylift.server.web_routes import endpoint_label, shorten, slugify
+from skylift.server.execution.catalog import AppEntry, AppState
+from skylift.server.http.web_routes import endpoint_label, shorten, slugify
 
 WEB = {"type": "asgi", "label": None, "requires_proxy_auth": False}
 

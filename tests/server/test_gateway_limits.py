@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from conftest import deployed_web_app
-from skylift.server.gateway import GatewayConfig
-from skylift.server.http_limits import HeadBudget, HeadRejected
+from skylift.server.http.gateway import GatewayConfig
+from skylift.server.http.http_limits import HeadBudget, HeadRejected
 
 MiB = 1024 * 1024
 

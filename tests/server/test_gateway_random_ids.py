@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from skylift._protocol import ids
-from skylift.server.gateway import CALL_PREFIX, RandomIds
+from skylift.server.http.gateway import CALL_PREFIX, RandomIds
 
 
 def test_ids_are_distinct_hex_of_new_ids_length_across_refills():

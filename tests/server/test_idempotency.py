@@ -11,7 +11,7 @@ import pytest
 from conftest import definition
 from skylift._protocol import api
 from skylift._protocol.rpc import ErrorCode, RpcError
-from skylift.server.idempotency import KEY_TTL
+from skylift.server.execution.idempotency import KEY_TTL
 
 
 def _start(ids: dict[str, str], args: list[bytes], *, invocation: str, kind: str = "map", more: bool = False,
@@ -169,7 +169,7 @@ async def test_a_key_is_scoped_to_its_function_and_checked(platform):
 
 
 async def test_a_spawn_map_whose_client_gave_up_is_closed_with_what_arrived(platform):
-    from skylift.server.sweeper import OPEN_CALL_IDLE
+    from skylift.server.execution.sweeper import OPEN_CALL_IDLE
 
     async with platform() as h:
         client = await h.client()

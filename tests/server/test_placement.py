@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from skylift.server.placement import (
+from skylift.server.policy.placement import (
     GpuOption,
     IdleContainer,
     Placed,

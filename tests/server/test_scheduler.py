@@ -9,8 +9,8 @@ import pytest
 from conftest import definition
 from skylift._protocol.rpc import RpcError
 from skylift.schedule import Cron, Period
+from skylift.server.http.web_store import ScheduleRecord
 from skylift.server.scheduler import due, next_run
-from skylift.server.web_store import ScheduleRecord
 
 T0 = 1_700_000_000.0  # a Tuesday, 22:13:20 UTC
 

@@ -11,10 +11,10 @@ import pytest
 
 from conftest import definition
 from skylift._protocol.rpc import ErrorCode, RpcError
-from skylift.server.object_store import ObjectRecord, QueueFull
-from skylift.server.queue_api import check_partition
-from skylift.server.secret_box import SecretBox, SecretKeyError, load_or_create_key
-from skylift.server.sqlite_objects import SqliteObjects
+from skylift.server.storage.object_store import ObjectRecord, QueueFull
+from skylift.server.storage.queue_api import check_partition
+from skylift.server.storage.secret_box import SecretBox, SecretKeyError, load_or_create_key
+from skylift.server.storage.sqlite_objects import SqliteObjects
 
 VALUE = "do-not-store-me-in-the-clear-42"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from skylift.server.blobs import BlobHashMismatch, FileBlobStore, MemoryBlobStore
 from skylift.server.sqlite_store import SqliteStore
+from skylift.server.storage.blobs import BlobHashMismatch, FileBlobStore, MemoryBlobStore
 from skylift.server.store import (
     AppRecord,
     CallRecord,

@@ -12,7 +12,7 @@ import pytest
 from conftest import definition
 from skylift._protocol import api
 from skylift._protocol.rpc import RpcError
-from skylift.server.profiles import ColdStart
+from skylift.server.execution.profiles import ColdStart
 
 
 async def test_min_containers_start_without_traffic_and_show_in_task_list(platform):

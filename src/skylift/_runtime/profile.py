@@ -2,7 +2,7 @@
 
 The worker measures what happens before the process runs (image, process start or fork); the
 container measures the rest and sends it with `container.ready {profile}`; the control plane adds
-the wait for the first input and logs the whole as one "cold start" line (`server/profiles.py`).
+the wait for the first input and logs the whole as one "cold start" line (`server/execution/profiles.py`).
 
     profile = StartProfile.from_env()          # boot_ms: worker's spawn -> this code running
     with profile.phase("import_ms"):

@@ -6,7 +6,7 @@ At start (after `@enter`), each web endpoint of the definition becomes an ASGI a
 (`wsgi.py`), and `web_server` calls the function and proxies to the port it opened
 (`web_proxy.py`). ASGI lifespan startup runs here too; a failure is a failed container start.
 
-A web input's argument is `{scope, body, more_body}` (see `skylift.server.web_exchange`). The app
+A web input's argument is `{scope, body, more_body}` (see `skylift.server.http.web_exchange`). The app
 runs on the container's event loop with `receive`/`send` bound to the gateway: the response goes
 out with `container.web_send` (the start waits for the first body chunk so a plain response is one
 message), and a body that did not fit in the input is pulled with `container.web_receive`.

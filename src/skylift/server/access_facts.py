@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .access import AppFacts, InputFacts, TaskFacts
-from .catalog import AppEntry, AppState
+from .execution.catalog import AppEntry, AppState
 
 if TYPE_CHECKING:
     from .control_plane import ControlPlane

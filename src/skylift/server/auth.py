@@ -21,7 +21,7 @@ from .._protocol import api
 from .._protocol.rpc import ErrorCode, Handler, RpcError, Session
 from .access import ADMIN as ADMIN_KIND
 from .access import CONTAINER, WORKER, Principal
-from .tasks import Tasks
+from .execution.tasks import Tasks
 
 
 def load_or_create_token(home: Path, filename: str = "token") -> str:

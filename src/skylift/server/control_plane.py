@@ -28,35 +28,35 @@ from .._protocol import api
 from .._protocol.rpc import Address, RpcServer, Session
 from .access import WORKER, Principal, authorize
 from .access_facts import PlatformFacts
-from .app_api import AppApi
+from .api.app_api import AppApi
+from .api.call_api import CallApi
+from .api.container_api import ContainerApi
+from .api.logs import LogHub
+from .api.task_api import TaskApi
+from .api.worker_api import WorkerApi
 from .auth import Authenticator, Routes, load_or_create_token
-from .blob_api import BlobApi
-from .blobs import BlobStore, FileBlobStore
-from .call_api import CallApi
-from .calls import Calls
-from .catalog import Catalog
 from .clock import Clock, RealClock
-from .container_api import ContainerApi
-from .dispatch import Dispatcher
-from .gateway import Gateway, GatewayConfig
-from .images import Images
-from .logs import LogHub
-from .proxy_auth import ProxyTokens
-from .queues import Pools
-from .recovery import recover_calls, recover_tasks
-from .scaler import Scaler
+from .execution.calls import Calls
+from .execution.catalog import Catalog
+from .execution.dispatch import Dispatcher
+from .execution.images import Images
+from .execution.queues import Pools
+from .execution.recovery import recover_calls, recover_tasks
+from .execution.scaler import Scaler
+from .execution.sweeper import Sweeper
+from .execution.tasks import Tasks
+from .execution.workers import Workers
+from .http.gateway import Gateway, GatewayConfig
+from .http.proxy_auth import ProxyTokens
+from .http.web_api import WebApi
+from .http.web_store import SqliteWebStore
 from .scheduler import Scheduler
 from .settings import Settings
 from .sqlite_store import SqliteStore
-from .storage import Storage
+from .storage.blob_api import BlobApi
+from .storage.blobs import BlobStore, FileBlobStore
+from .storage.service import Storage
 from .store import Database, Store
-from .sweeper import Sweeper
-from .task_api import TaskApi
-from .tasks import Tasks
-from .web_api import WebApi
-from .web_store import SqliteWebStore
-from .worker_api import WorkerApi
-from .workers import Workers
 
 log = logging.getLogger("skylift.server")
 

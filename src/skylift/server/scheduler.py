@@ -27,14 +27,14 @@ from .._protocol import ids
 from .._protocol.rpc import Session
 from ..schedule import next_fire_time
 from .auth import Routes
-from .calls import Call
-from .catalog import AppState, FunctionEntry
+from .execution.calls import Call
+from .execution.catalog import AppState, FunctionEntry
+from .http.web_store import ScheduleRecord
 from .params import Params, invalid, not_found
-from .web_store import ScheduleRecord
 
 if TYPE_CHECKING:
     from .control_plane import ControlPlane
-    from .web_store import WebStore
+    from .http.web_store import WebStore
 
 log = logging.getLogger("skylift.server")
 

@@ -48,7 +48,7 @@ POLL_SECONDS = api.MAX_POLL_SECONDS - 5
 STOP_GRACE_SECONDS = 30.0
 EXIT_MESSAGE_LINES = 10
 # A container's last lines are sent before its exit is reported (the end of an app's log waits for
-# the exits, server/logs.py); a control plane that doesn't take them holds the report this long at most.
+# the exits, server/api/logs.py); a control plane that doesn't take them holds the report this long at most.
 LOG_FLUSH_SECONDS = 5.0
 # How long an orphaned worker waits for its control plane to come back before it exits.
 ORPHAN_GRACE_SECONDS = 30.0

@@ -1,0 +1,1 @@
+"""RPC handlers of `_protocol/api.py` for apps, calls, containers, tasks, workers and logs, by group."""
