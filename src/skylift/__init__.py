@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name loads on firs
     from .cloud_bucket_mount import CloudBucketMount
     from .cls import Cls, Obj, parameter
     from .dict import Dict
+    from .exception import Error
     from .functions import Function, FunctionCall, FunctionStats
     from .image import Image
     from .partial_function import batched, concurrent, enter, exit, method
@@ -50,6 +51,7 @@ _LAZY = {
     "CloudBucketMount": "cloud_bucket_mount",
     "Cls": "cls", "Obj": "cls", "parameter": "cls",
     "Dict": "dict",
+    "Error": "exception",
     "Function": "functions", "FunctionCall": "functions", "FunctionStats": "functions",
     "Image": "image",
     "batched": "partial_function", "concurrent": "partial_function", "enter": "partial_function",
@@ -93,7 +95,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "App", "CloudBucketMount", "Cls", "Cron", "Dict", "Function", "FunctionCall", "FunctionStats", "Image",
+    "App", "CloudBucketMount", "Cls", "Cron", "Dict", "Error", "Function", "FunctionCall", "FunctionStats", "Image",
     "LocalEntrypoint", "Obj", "Period", "Queue", "Retries", "Secret", "Stub", "Volume", "asgi_app", "batched",
     "concurrent", "current_function_call_id", "current_input_id", "enable_output", "enter", "exception", "exit",
     "fastapi_endpoint", "is_local", "method", "parameter", "web_server", "wsgi_app",
