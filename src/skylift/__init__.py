@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name loads on firs
     from .schedule import Cron, Period
     from .secret import Secret
     from .volume import Volume
-    from .web import asgi_app, fastapi_endpoint, web_server, wsgi_app
+    from .web import asgi_app, fastapi_endpoint, web_endpoint, web_server, wsgi_app
 
     __version__: str
 
@@ -61,7 +61,7 @@ _LAZY = {
     "Cron": "schedule", "Period": "schedule",
     "Secret": "secret",
     "Volume": "volume",
-    "asgi_app": "web", "fastapi_endpoint": "web", "web_server": "web", "wsgi_app": "web",
+    "asgi_app": "web", "fastapi_endpoint": "web", "web_endpoint": "web", "web_server": "web", "wsgi_app": "web",
 }
 
 
@@ -73,8 +73,6 @@ def __getattr__(name: str) -> Any:
         from .config import version
 
         value = version()
-    elif name == "web_endpoint":
-        raise exception.DeprecationError("modal.web_endpoint was renamed to modal.fastapi_endpoint")
     elif not name.startswith("__"):
         # A submodule nobody imported yet (`skylift.functions` after a bare `import skylift`), as
         # before the names above were loaded lazily.
@@ -98,5 +96,5 @@ __all__ = [
     "App", "CloudBucketMount", "Cls", "Cron", "Dict", "Error", "Function", "FunctionCall", "FunctionStats", "Image",
     "LocalEntrypoint", "Obj", "Period", "Queue", "Retries", "Secret", "Stub", "Volume", "asgi_app", "batched",
     "concurrent", "current_function_call_id", "current_input_id", "enable_output", "enter", "exception", "exit",
-    "fastapi_endpoint", "is_local", "method", "parameter", "web_server", "wsgi_app",
+    "fastapi_endpoint", "is_local", "method", "parameter", "web_endpoint", "web_server", "wsgi_app",
 ]

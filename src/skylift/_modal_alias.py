@@ -22,6 +22,10 @@ import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from importlib.abc import Loader
 
 ENV_ALIAS = "SKYLIFT_MODAL_ALIAS"
 # Modal modules whose skylift counterpart has another name.
@@ -62,7 +66,9 @@ class ModalAliasFinder:
         name = target_name(fullname)
         if name not in sys.modules and "." in name and importlib.util.find_spec(name) is None:
             return None  # no counterpart: ModuleNotFoundError, as for any missing module
-        return importlib.machinery.ModuleSpec(fullname, _AliasLoader(name), is_package=True)
+        # (a duck-typed loader: importlib.abc isn't loaded at a container's start, and the import system needs
+        # only these two methods)
+        return importlib.machinery.ModuleSpec(fullname, cast("Loader", _AliasLoader(name)), is_package=True)
 
 
 def _real_modal_installed() -> bool:
