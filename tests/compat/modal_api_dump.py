@@ -10,7 +10,9 @@ Keys (one per thing a program can use):
     attr:modal.X.NAME                   a public name of a public module (value: its kind)
     member:modal.Cls.NAME               a public member of a public class (value: its kind)
     param:modal.Cls.meth(NAME)          a parameter of a function, method or constructor (value: its kind;
-                                        a callable that takes **kwargs accepts every keyword: "**kwargs")
+                                        a callable that takes **kwargs accepts every keyword: "**kwargs";
+                                        "unchecked": skylift's member is a property that makes the callable
+                                        per instance, so its parameters can't be read from the class)
     excbase:modal.exception.X<Y         exception X derives from Y (a class of modal.exception or a builtin)
     cli:modal a b                       a CLI command or group
     cliopt:modal a b --flag             a CLI option (its longest name) or ARG:name, a positional argument
@@ -93,6 +95,7 @@ def get(obj: Any, name: str) -> Any:
 
 
 _MISSING = object()
+UNCHECKED = "unchecked"
 
 
 def member_kind(cls: type, name: str) -> str:
@@ -113,6 +116,8 @@ def class_members(cls: type) -> list[str]:
 
 
 def params(fn: Any) -> dict[str, str] | None:
+    if isinstance(fn, property):
+        return {UNCHECKED: UNCHECKED}  # a callable made per instance (skylift's `Function.remote`)
     target = fn.__init__ if inspect.isclass(fn) else fn
     try:
         sig = inspect.signature(target)
@@ -167,6 +172,8 @@ def walk_cli(command: Any, path: str, out: dict[str, Any]) -> None:
 
 def dump_callable(key: str, obj: Any, out: dict[str, Any]) -> None:
     found = params(obj)
+    if inspect.isclass(obj) and found and set(found.values()) <= {"*args", "**kwargs"}:
+        return  # Modal's wrapped classes take (*args, **kwargs): not made by users, nothing to compare
     for name, value in (found or {}).items():
         out[f"param:{key}({name})"] = value
 
@@ -251,8 +258,12 @@ def probe(reference: dict[str, Any]) -> dict[str, Any]:
             found = signatures[target]
             if found is None:
                 continue
-            if name in found:
+            if UNCHECKED in found:
+                out[key] = UNCHECKED
+            elif name in found:
                 out[key] = found[name]
+            elif reference[key] in ("*args", "**kwargs") and reference[key] in found.values():
+                out[key] = reference[key]  # a * or ** parameter's name is nobody's business
             elif "**kwargs" in found.values() and reference[key] in ("keyword_only", "positional_or_keyword"):
                 out[key] = "**kwargs"
         elif what == "excbase":
