@@ -13,6 +13,8 @@ Keys (one per thing a program can use):
                                         a callable that takes **kwargs accepts every keyword: "**kwargs";
                                         "unchecked": skylift's member is a property that makes the callable
                                         per instance, so its parameters can't be read from the class)
+    aio:modal.Cls.NAME                  the member has an `.aio` (async) variant ("unchecked": skylift's member is
+                                        a property, its `.aio` exists per instance)
     excbase:modal.exception.X<Y         exception X derives from Y (a class of modal.exception or a builtin)
     cli:modal a b                       a CLI command or group
     cliopt:modal a b --flag             a CLI option (its longest name) or ARG:name, a positional argument
@@ -201,6 +203,8 @@ def enumerate_api() -> dict[str, Any]:
                     attr = get(value, member)
                     if callable(attr) and not inspect.isclass(attr):
                         dump_callable(f"modal.{name}.{member}", attr, out)
+                    if get(attr, "aio") is not _MISSING:
+                        out[f"aio:modal.{name}.{member}"] = "aio"
             elif callable(value) and not inspect.ismodule(value):
                 dump_callable(f"modal.{name}", value, out)
     for name, value in vars(modal.exception).items():
@@ -266,6 +270,14 @@ def probe(reference: dict[str, Any]) -> dict[str, Any]:
                 out[key] = reference[key]  # a * or ** parameter's name is nobody's business
             elif "**kwargs" in found.values() and reference[key] in ("keyword_only", "positional_or_keyword"):
                 out[key] = "**kwargs"
+        elif what == "aio":
+            owner, _, name = rest.rpartition(".")
+            cls = resolve(owner)
+            attr = get(cls, name) if cls is not _MISSING else _MISSING
+            if isinstance(attr, property):
+                out[key] = UNCHECKED
+            elif attr is not _MISSING and get(attr, "aio") is not _MISSING:
+                out[key] = "aio"
         elif what == "excbase":
             exc_name, _, base = rest.rpartition("<")
             cls = resolve(exc_name)

@@ -89,6 +89,7 @@ def skylift_dump(ref: dict[str, Any]) -> dict[str, Any]:
 
 CATEGORIES = {
     "module": "modules", "attr": "module-level names", "member": "class members", "param": "parameters",
+    "aio": "`.aio` variants of class members",
     "excbase": "exception bases", "cli": "CLI commands and groups", "cliopt": "CLI options and arguments",
 }
 
@@ -102,6 +103,8 @@ def owner(key: str) -> str:
     what, _, rest = key.partition(":")
     if what == "param":
         return rest.partition("(")[0]
+    if what == "aio":
+        return rest.rpartition(".")[0]
     if what in ("cli", "cliopt"):
         return rest.rsplit(" ", 1)[0] if what == "cliopt" else rest
     if what == "excbase":
@@ -121,7 +124,9 @@ def leaf(key: str) -> str:
 
 
 def deliberate(key: str) -> bool:
-    """A deliberate difference, or a parameter of one."""
+    """A deliberate difference, or a parameter or `.aio` of one."""
+    if category(key) == "aio":
+        return f"member:{key.partition(':')[2]}" in DELIBERATE
     return key in DELIBERATE or (category(key) == "param" and bool(
         {f"attr:{owner(key)}", f"member:{owner(key)}"} & DELIBERATE.keys()))
 
@@ -157,15 +162,17 @@ def render(ref: dict[str, Any], ours: dict[str, Any]) -> str:
     for cat, (have, total) in counts(ref, ours).items():
         lines.append(f"| {CATEGORIES[cat]} | {have} | {total} |")
     unchecked = sum(1 for v in ours.values() if v == "unchecked")
-    lines += ["", f"Deliberate differences, counted in neither column: {len(DELIBERATE)}. Parameters counted as",
-              "present but not compared (skylift makes the callable per instance, a property on the class): "
-              f"{unchecked}.",
+    lines += ["", f"Deliberate differences, counted in neither column: {len(DELIBERATE)}. Parameters and `.aio`",
+              "variants counted as present but not compared (skylift makes the callable per instance, a property "
+              f"on the class): {unchecked}.",
               "", "## Still missing", "",
-              "Parameters of a missing class or method are counted above and not listed again.", ""]
+              "Parameters and `.aio` variants of a missing class or method are counted above and not listed again.", ""]
     by_cat: dict[str, dict[str, list[str]]] = collections.defaultdict(lambda: collections.defaultdict(list))
     gone = set(missing(ref, ours))
     for key in sorted(gone):
         if category(key) == "param" and ({f"attr:{owner(key)}", f"member:{owner(key)}"} & gone):
+            continue
+        if category(key) == "aio" and f"member:{key.partition(':')[2]}" in gone:
             continue
         by_cat[category(key)][owner(key)].append(leaf(key))
     for cat in CATEGORIES:
