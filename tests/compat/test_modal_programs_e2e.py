@@ -56,3 +56,32 @@ def test_an_unchanged_modal_program_runs(platform: object, tmp_path: Path) -> No
     lines = done.stdout.splitlines()
     assert "RUN [42, True, True, 'NotFoundError']" in lines, done.stdout + done.stderr
     assert "DEPLOYED True" in lines and "LOOKUP [2, True, True, 'NotFoundError']" in lines, done.stdout
+
+
+CLI_PROGRAM = '''
+import modal
+
+app = modal.App(NAME)
+
+
+@app.function()
+def where() -> str:
+    import skylift
+    return f"container says modal is skylift: {modal is skylift}"
+
+
+@app.local_entrypoint()
+def main(n: int = 1):
+    print(where.remote(), n)
+'''
+
+
+def test_skylift_run_runs_an_unchanged_modal_program(platform: object, tmp_path: Path) -> None:
+    script = tmp_path / "unchanged_cli_program.py"
+    script.write_text(f"NAME = 'compat-cli-{uuid.uuid4().hex[:8]}'\n" + CLI_PROGRAM)
+    env = {**os.environ, "PYTHONPATH": SRC}
+    env.pop("SKYLIFT_MODAL_ALIAS", None)
+    done = subprocess.run([sys.executable, "-m", "skylift.cli.main", "run", "-q", str(script), "--n", "3"],
+                          capture_output=True, text=True, timeout=110, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "container says modal is skylift: True 3" in done.stdout, done.stdout + done.stderr
