@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name loads on firs
     from .cls import Cls, Obj, parameter
     from .dict import Dict
     from .exception import Error
+    from .file_pattern_matcher import FilePatternMatcher
     from .functions import Function, FunctionCall, FunctionStats
     from .image import Image
     from .partial_function import batched, concurrent, enter, exit, method
@@ -52,6 +53,7 @@ _LAZY = {
     "Cls": "cls", "Obj": "cls", "parameter": "cls",
     "Dict": "dict",
     "Error": "exception",
+    "FilePatternMatcher": "file_pattern_matcher",
     "Function": "functions", "FunctionCall": "functions", "FunctionStats": "functions",
     "Image": "image",
     "batched": "partial_function", "concurrent": "partial_function", "enter": "partial_function",
@@ -93,7 +95,8 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "App", "CloudBucketMount", "Cls", "Cron", "Dict", "Error", "Function", "FunctionCall", "FunctionStats", "Image",
+    "App", "CloudBucketMount", "Cls", "Cron", "Dict", "Error", "FilePatternMatcher", "Function", "FunctionCall",
+    "FunctionStats", "Image",
     "LocalEntrypoint", "Obj", "Period", "Queue", "Retries", "Secret", "Stub", "Volume", "asgi_app", "batched",
     "concurrent", "current_function_call_id", "current_input_id", "enable_output", "enter", "exception", "exit",
     "fastapi_endpoint", "is_local", "method", "parameter", "web_endpoint", "web_server", "wsgi_app",

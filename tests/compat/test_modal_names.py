@@ -32,3 +32,10 @@ def test_output_and_runner_modules() -> None:
 def test_is_parameter() -> None:
     assert cls.is_parameter(skylift.parameter(default=1))
     assert not cls.is_parameter(skylift.parameter(init=False)) and not cls.is_parameter(1)
+
+
+def test_file_pattern_matcher_is_modals_name() -> None:
+    from skylift.file_pattern_matcher import NON_PYTHON_FILES, FilePatternMatcher
+
+    assert skylift.FilePatternMatcher is FilePatternMatcher
+    assert repr(NON_PYTHON_FILES) == "skylift.file_pattern_matcher.NON_PYTHON_FILES"
