@@ -41,6 +41,11 @@ class _Parameter:
         return f"modal.parameter(default={self.default!r})" if self.default is not _MISSING else "modal.parameter()"
 
 
+def is_parameter(p: Any) -> bool:
+    """Whether `p` is a `modal.parameter()` that is set through the constructor (`init=True`)."""
+    return isinstance(p, _Parameter) and p.init
+
+
 def parameter(*, default: Any = _MISSING, init: bool = True) -> Any:
     """Declare a class parameter: `name: str = modal.parameter(default="x")`."""
     if default is not _MISSING and not isinstance(default, _serialization.PARAM_TYPES):

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import _modal_alias
 from ..exception import InvalidError
 from ..partial_function import ClassHooks, PartialFunction, collect_hooks
 
@@ -106,7 +107,8 @@ def _target(fn: Callable[..., Any], declared_generator: bool, batch: tuple[int, 
 
 
 def find_object(definition: dict[str, Any]) -> Any:
-    """Import (or unpickle) the object a definition names."""
+    """Import (or unpickle) the object a definition names; the user's `import modal` imports skylift."""
+    _modal_alias.install()
     serialized = definition.get("serialized")
     if serialized:
         import cloudpickle

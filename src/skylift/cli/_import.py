@@ -12,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from .. import _modal_alias
 from ..app import App, LocalEntrypoint
 from ..cls import Cls
 from ..exception import InvalidError
@@ -44,7 +45,10 @@ def split_ref(ref: str) -> tuple[str, str | None]:
 
 
 def import_ref(target: str, *, is_module: bool) -> ModuleType:
-    """Import a script by path (as a module named after the file, like Modal) or a module by name."""
+    """Import a script by path (as a module named after the file, like Modal) or a module by name.
+
+    The program's `import modal` imports skylift (`_modal_alias`: the rule and its opt-out)."""
+    _modal_alias.install()
     if is_module:
         sys.path.insert(0, str(Path.cwd()))
         try:
