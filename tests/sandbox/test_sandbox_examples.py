@@ -1,0 +1,148 @@
+"""Modal's documented Sandbox examples, unchanged (`import modal`), on each runtime the host has.
+
+The process runtime always; the container runtime where it can run (root, bubblewrap): there the
+sandboxes are isolated like functions (docs/sandboxes.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from skylift import _modal_alias
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _container_runtime_available() -> bool:
+    return os.geteuid() == 0 and shutil.which("bwrap") is not None
+
+
+@pytest.fixture(scope="module", params=["process", "container"])
+def modal(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """`import modal` (skylift), with a private platform on the parametrised runtime."""
+    from skylift.testing import local_platform
+
+    runtime = request.param
+    if runtime == "container" and not _container_runtime_available():
+        pytest.skip("the container runtime needs root and bubblewrap")
+    installed = _modal_alias.install()
+    saved = os.environ.get("SKYLIFT_RUNTIME")
+    os.environ["SKYLIFT_RUNTIME"] = runtime
+    home = tempfile.mkdtemp(prefix=f"skylift-sbx-{runtime}-")
+    try:
+        with local_platform(home):
+            import modal as modal_module
+
+            yield modal_module
+    finally:
+        if saved is None:
+            os.environ.pop("SKYLIFT_RUNTIME", None)
+        else:
+            os.environ["SKYLIFT_RUNTIME"] = saved
+        if installed:
+            _modal_alias.uninstall()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def app(modal: Any) -> Any:
+    return modal.App.lookup("sandbox-examples", create_if_missing=True)
+
+
+def test_stdin_stdout_and_wait(modal: Any, app: Any) -> None:
+    sb = modal.Sandbox.create("bash", "-c", "echo hi; cat; echo err >&2; exit 3", app=app)
+    sb.stdin.write(b"x")
+    sb.stdin.write_eof()
+    sb.stdin.drain()
+    assert sb.stdout.read() == "hi\nx"
+    assert sb.stderr.read() == "err\n"
+    sb.wait()
+    assert sb.returncode == 3
+    assert sb.poll() == 3
+    again = modal.Sandbox.from_id(sb.object_id)  # the record outlives the sandbox
+    assert again.returncode == 3 and again.object_id.startswith("sb-")
+
+
+def test_exec_python_and_lines(modal: Any, app: Any) -> None:
+    sb = modal.Sandbox.create(app=app)  # no command: it idles until terminated
+    try:
+        p = sb.exec("python", "-c", "import sys; print(1); print(2); sys.stderr.write('e'); sys.exit(5)")
+        assert [line for line in p.stdout] == ["1\n", "2\n"]
+        assert p.stderr.read() == "e"
+        assert p.wait() == 5 and p.returncode == 5
+        q = sb.exec("bash", "-c", "read a; echo got:$a", text=False)
+        q.stdin.write("hello\n")
+        q.stdin.drain()
+        assert q.stdout.read() == b"got:hello\n"
+        assert q.wait() == 0
+        assert sb.poll() is None
+    finally:
+        sb.terminate()
+    with pytest.raises(modal.exception.SandboxTerminatedError):
+        sb.wait()
+    assert sb.returncode == 137
+
+
+def test_exec_env_workdir_secrets_and_devnull(modal: Any, app: Any) -> None:
+    secret = modal.Secret.from_dict({"SBX_SECRET": "s3cret"})
+    sb = modal.Sandbox.create("sleep", "300", app=app, secrets=[secret], env={"SBX_ENV": "e1"}, workdir="/tmp")
+    try:
+        p = sb.exec("bash", "-c", "echo $SBX_SECRET $SBX_ENV $PWD; echo noise >&2",
+                    stderr=modal.stream_type.StreamType.DEVNULL)
+        assert p.stdout.read() == "s3cret e1 /tmp\n"
+        assert p.stderr.read() == ""
+        assert p.wait() == 0
+        token = sb.exec("bash", "-c", "echo ${SKYLIFT_TASK_TOKEN:-none}")
+        assert token.stdout.read() == "none\n"  # the container's credential is not handed to commands
+        t = sb.exec("sleep", "30", timeout=1)
+        assert t.wait() == -1  # Modal's value for an exec past its timeout
+    finally:
+        sb.terminate()
+
+
+def test_timeout(modal: Any, app: Any) -> None:
+    sb = modal.Sandbox.create("sleep", "60", app=app, timeout=1)
+    with pytest.raises(modal.exception.SandboxTimeoutError):
+        sb.wait()
+    assert sb.returncode == 124
+
+
+def test_names_tags_and_list(modal: Any, app: Any) -> None:
+    name = f"sbx-{uuid.uuid4().hex[:8]}"
+    sb = modal.Sandbox.create(app=app, name=name, tags={"team": "a"})
+    try:
+        assert modal.Sandbox.from_name("sandbox-examples", name).object_id == sb.object_id
+        sb.set_tags({"team": "b", "kind": "idle"})
+        assert sb.get_tags() == {"team": "b", "kind": "idle"}
+        found = [s.object_id for s in modal.Sandbox.list(app_id=app.app_id, tags={"team": "b"})]
+        assert found == [sb.object_id]
+        assert list(modal.Sandbox.list(app_id=app.app_id, tags={"team": "zzz"})) == []
+    finally:
+        sb.terminate()
+    deadline = time.monotonic() + 10
+    while any(s.object_id == sb.object_id for s in modal.Sandbox.list(app_id=app.app_id)):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def test_aio_forms(modal: Any, app: Any) -> None:
+    async def main() -> list[str]:
+        sb = await modal.Sandbox.create.aio("bash", "-c", "cat", app=app)
+        sb.stdin.write("async\n")
+        sb.stdin.write_eof()
+        await sb.stdin.drain.aio()
+        lines = [line async for line in sb.stdout]
+        await sb.wait.aio()
+        assert sb.returncode == 0
+        return lines
+
+    assert asyncio.run(main()) == ["async\n"]
