@@ -75,7 +75,8 @@ def test_stdin_stdout_and_wait(modal: Any, app: Any) -> None:
 def test_exec_python_and_lines(modal: Any, app: Any) -> None:
     sb = modal.Sandbox.create(app=app)  # no command: it idles until terminated
     try:
-        p = sb.exec("python", "-c", "import sys; print(1); print(2); sys.stderr.write('e'); sys.exit(5)")
+        p = sb.exec("python", "-c", "import sys; print(1); print(2); sys.stderr.write('e'); sys.exit(5)",
+                    bufsize=1)  # line-buffered: iteration yields lines, as Modal's
         assert [line for line in p.stdout] == ["1\n", "2\n"]
         assert p.stderr.read() == "e"
         assert p.wait() == 5 and p.returncode == 5
