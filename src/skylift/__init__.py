@@ -99,7 +99,8 @@ def __dir__() -> list[str]:
 __all__ = [
     "App", "CloudBucketMount", "Cls", "Cron", "Dict", "Error", "FilePatternMatcher", "Function", "FunctionCall",
     "FunctionStats", "Image",
-    "LocalEntrypoint", "Obj", "Period", "Queue", "Retries", "Sandbox", "Secret", "Stub", "Volume", "asgi_app", "batched",
+    "LocalEntrypoint", "Obj", "Period", "Queue", "Retries", "Sandbox", "Secret", "Stub", "Volume", "asgi_app",
+    "batched",
     "concurrent", "current_function_call_id", "current_input_id", "enable_output", "enter", "exception", "exit",
     "fastapi_endpoint", "is_local", "method", "parameter", "web_endpoint", "web_server", "wsgi_app",
 ]

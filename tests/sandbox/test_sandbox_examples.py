@@ -42,6 +42,7 @@ def modal(request: pytest.FixtureRequest) -> Iterator[Any]:
         with local_platform(home):
             import modal as modal_module
 
+            modal_module._test_runtime = runtime  # type: ignore[attr-defined]
             yield modal_module
     finally:
         if saved is None:
@@ -50,6 +51,9 @@ def modal(request: pytest.FixtureRequest) -> Iterator[Any]:
             os.environ["SKYLIFT_RUNTIME"] = saved
         if installed:
             _modal_alias.uninstall()
+        import skylift
+
+        vars(skylift).pop("_test_runtime", None)
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -147,3 +151,65 @@ def test_aio_forms(modal: Any, app: Any) -> None:
         return lines
 
     assert asyncio.run(main()) == ["async\n"]
+
+
+PROCESSES = "import os; print([open(f'/proc/{p}/cmdline').read() for p in os.listdir('/proc') if p.isdigit()])"
+
+
+def test_sandboxes_dont_see_each_others_files_or_processes(modal: Any, app: Any) -> None:
+    if modal._test_runtime != "container":
+        pytest.skip("isolation is the container runtime's (the process runtime shares the host)")
+    tag = uuid.uuid4().hex[:8]
+    a = modal.Sandbox.create("bash", "-c", f"echo {tag} > /tmp/mine; echo {tag} > /root/mine; exec sleep 301",
+                             app=app)
+    b = modal.Sandbox.create(app=app)
+    try:
+        deadline = time.monotonic() + 30
+        while a.exec("cat", "/tmp/mine").stdout.read() != f"{tag}\n":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        seen = b.exec("bash", "-c", "cat /tmp/mine /root/mine 2>&1; echo; python -c \"" + PROCESSES + "\"")
+        out = seen.stdout.read()
+        assert tag not in out, out  # neither its files nor its command line
+        assert "sleep" not in out and "No such file" in out, out
+        assert "sleep" in a.exec("python", "-c", PROCESSES).stdout.read()  # a sees its own
+    finally:
+        a.terminate()
+        b.terminate()
+
+
+# Run inside a sandbox: take the container's token from its runtime (the parent process) and try it.
+STEAL = """
+import asyncio, os, sys
+from skylift._version import __version__
+from skylift._runtime.connection import ReconnectingClient
+raw = open(f"/proc/{os.getppid()}/environ").read().split("\\0")
+env = dict(kv.split("=", 1) for kv in raw if "=" in kv)
+hello = {"token": env["SKYLIFT_TASK_TOKEN"], "role": "container", "version": __version__,
+         "task_id": env["SKYLIFT_TASK_ID"]}
+async def main():
+    rpc = ReconnectingClient(env["SKYLIFT_SERVER_URL"], hello, give_up_after=10)
+    for method, params in [("sandbox.get", {"sandbox_id": sys.argv[1]}), ("sandbox.list", {"app_id": sys.argv[2]}),
+                           ("app.list", {"environment": "main"}), ("object.list", {"kind": "secret"})]:
+        try:
+            await rpc.call(method, params)
+            print(method, "allowed")
+        except Exception as exc:
+            print(method, "refused", getattr(exc, "code", exc))
+    await rpc.close()
+asyncio.run(main())
+"""
+
+
+def test_a_sandboxs_token_reaches_nothing_but_its_own_relay(modal: Any, app: Any) -> None:
+    other = modal.Sandbox.create(app=app)
+    sb = modal.Sandbox.create(app=app)
+    try:
+        p = sb.exec("python", "-c", STEAL, other.object_id, app.app_id)
+        out, err = p.stdout.read(), p.stderr.read()
+        assert p.wait() == 0, err
+        assert out.split("\n")[:-1] == [f"{m} refused auth" for m in ("sandbox.get", "sandbox.list", "app.list",
+                                                                       "object.list")], out + err
+    finally:
+        other.terminate()
+        sb.terminate()

@@ -98,7 +98,8 @@ class SandboxApi:
                                                "terminate it or choose another name")
         timeout = p.number("timeout", DEFAULT_SANDBOX_TIMEOUT)
         if not 1 <= timeout <= MAX_SANDBOX_TIMEOUT:
-            raise invalid(p.method, f"timeout must be between 1 and {MAX_SANDBOX_TIMEOUT} seconds (24 h), got {timeout}")
+            raise invalid(p.method, f"timeout must be between 1 and {MAX_SANDBOX_TIMEOUT} seconds (24 h), "
+                                    f"got {timeout}")
         idle = raw.get("idle_timeout")
         idle_timeout = p.number("idle_timeout") if idle is not None else None
         sandbox_id = ids.new_id("sandbox")
