@@ -281,7 +281,8 @@ class Sandbox:
         self._returncode = int(code) if code is not None else None
         return self._returncode if wait else None
 
-    def detach(self) -> None:
+    @blocking
+    async def detach(self) -> None:
         """Let go of the sandbox here; it keeps running (nothing is held open)."""
 
     @blocking
