@@ -23,6 +23,7 @@ from .connection import ReconnectingClient
 
 CHUNK = 64 * 1024
 POLL_SECONDS = 25.0
+PAUSED_POLL_SECONDS = 0.1
 PUT_SECONDS = 20.0
 STDIN_BACKLOG = 1024 * 1024  # local bytes waiting for a process's stdin before we stop fetching more
 # Never handed to the sandbox's processes: the container's credentials and the platform's own settings.
@@ -38,10 +39,11 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 class Proc:
     """One running process and its relays."""
 
-    def __init__(self, rpc: ReconnectingClient, process_id: str, proc: asyncio.subprocess.Process) -> None:
+    def __init__(self, rpc: ReconnectingClient, process_id: str) -> None:
         self.rpc = rpc
         self.process_id = process_id
-        self.proc = proc
+        # Set once it runs. The Proc exists before, so that the very next poll already asks for its stdin.
+        self.proc: asyncio.subprocess.Process | None = None
         self.received = 0  # stdin bytes fetched from the control plane
         self.stdin_eof = False
         self.backlog: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -76,7 +78,7 @@ class Proc:
             self.backlog.put_nowait(None)
 
     async def write_stdin(self) -> None:
-        pipe = self.proc.stdin
+        pipe = self.proc.stdin if self.proc is not None else None
         if pipe is None:
             return
         try:
@@ -93,7 +95,8 @@ class Proc:
 
     @property
     def wants_stdin(self) -> bool:
-        return not self.stdin_eof and self.backlog_bytes < STDIN_BACKLOG and self.proc.returncode is None
+        running = self.proc is None or self.proc.returncode is None
+        return not self.stdin_eof and self.backlog_bytes < STDIN_BACKLOG and running
 
 
 class SandboxRunner:
@@ -118,13 +121,14 @@ class SandboxRunner:
             loop.add_signal_handler(signum, self.stopping.set)
         main: asyncio.Task[Any] | None = None
         if self.cmd:
+            self.procs[self.sandbox_id] = Proc(self.rpc, self.sandbox_id)
             main = self._spawn_task(self._run(self.sandbox_id, self.cmd, self.workdir, {}, None, "pipe", "pipe"))
         poller = self._spawn_task(self._poll())
         stop = self._spawn_task(self.stopping.wait())
         waiting = {poller, stop} | ({main} if main is not None else set())
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         for proc in self.procs.values():
-            if proc.proc.returncode is None:
+            if proc.proc is not None and proc.proc.returncode is None:
                 proc.proc.kill()
         for task in (poller, stop):
             task.cancel()
@@ -135,12 +139,18 @@ class SandboxRunner:
     async def _poll(self) -> None:
         while not self.stopping.is_set():
             acks = {pid: p.received for pid, p in self.procs.items() if p.wants_stdin}
-            got = await self.rpc.call("sandbox.container_poll", {"acks": acks, "timeout": POLL_SECONDS})
+            # A process whose stdin backlog is full is left out until its pipe drains: poll briefly
+            # meanwhile, so it is asked for again soon after (an answer is never cut short).
+            paused = any(not p.wants_stdin and not p.stdin_eof and (p.proc is None or p.proc.returncode is None)
+                         for p in self.procs.values())
+            timeout = PAUSED_POLL_SECONDS if paused else POLL_SECONDS
+            got = await self.rpc.call("sandbox.container_poll", {"acks": acks, "timeout": timeout})
             for item in got.get("stdin") or []:
                 proc = self.procs.get(str(item.get("process_id")))
                 if proc is not None:
                     proc.feed(int(item["offset"]), bytes(item.get("data") or b""), bool(item.get("eof")))
             for spec in got.get("execs") or []:
+                self.procs[str(spec["process_id"])] = Proc(self.rpc, str(spec["process_id"]))
                 self._spawn_task(self._guarded(str(spec["process_id"]), list(spec["argv"]), spec.get("workdir"),
                                            dict(spec.get("env") or {}), spec.get("timeout"),
                                            spec.get("stdout") or "pipe", spec.get("stderr") or "pipe"))
@@ -161,6 +171,7 @@ class SandboxRunner:
                 *argv, stdin=pipe, stdout=devnull if stdout == "devnull" else pipe,
                 stderr=devnull if stderr == "devnull" else pipe, cwd=workdir or self.workdir, env=child_env(env))
         except OSError as exc:
+            self.procs.pop(process_id, None)
             message = f"{argv[0]}: {exc.strerror or exc}\n".encode()
             await self.rpc.call("sandbox.put_output", {"process_id": process_id, "stream": "stderr", "offset": 0,
                                                        "data": message, "eof": True, "timeout": PUT_SECONDS})
@@ -168,8 +179,8 @@ class SandboxRunner:
                                                        "data": b"", "eof": True, "timeout": PUT_SECONDS})
             await self.rpc.call("sandbox.process_exit", {"process_id": process_id, "exit_code": 127})
             return
-        running = Proc(self.rpc, process_id, proc)
-        self.procs[process_id] = running
+        running = self.procs[process_id]
+        running.proc = proc
         writer = self._spawn_task(running.write_stdin())
         pumps = [self._spawn_task(running.pump("stdout", proc.stdout)),
                  self._spawn_task(running.pump("stderr", proc.stderr))]
