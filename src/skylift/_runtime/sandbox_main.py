@@ -21,7 +21,7 @@ from .._protocol import api
 from .._protocol.rpc import RpcError
 from .connection import ReconnectingClient
 
-CHUNK = 64 * 1024
+CHUNK = 1024 * 1024  # one put at most; the pipe is read into a buffer this big while a put is in flight
 POLL_SECONDS = 25.0
 PAUSED_POLL_SECONDS = 0.1
 PUT_SECONDS = 20.0
@@ -169,7 +169,8 @@ class SandboxRunner:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=pipe, stdout=devnull if stdout == "devnull" else pipe,
-                stderr=devnull if stderr == "devnull" else pipe, cwd=workdir or self.workdir, env=child_env(env))
+                stderr=devnull if stderr == "devnull" else pipe, cwd=workdir or self.workdir, env=child_env(env),
+                limit=CHUNK)
         except OSError as exc:
             self.procs.pop(process_id, None)
             message = f"{argv[0]}: {exc.strerror or exc}\n".encode()
