@@ -121,6 +121,12 @@ def test_timeout(modal: Any, app: Any) -> None:
     assert sb.returncode == 124
 
 
+def test_idle_timeout_ends_an_idle_sandbox(modal: Any, app: Any) -> None:
+    sb = modal.Sandbox.create(app=app, idle_timeout=1)
+    with pytest.raises(modal.exception.SandboxTimeoutError):
+        sb.wait()
+
+
 def test_names_tags_and_list(modal: Any, app: Any) -> None:
     name = f"sbx-{uuid.uuid4().hex[:8]}"
     sb = modal.Sandbox.create(app=app, name=name, tags={"team": "a"})

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("skylift.server")
 
 WATCH_INTERVAL = 0.2
+PLACE_WAIT = 30.0  # seconds a create waits for a worker with room
 MAX_SANDBOX_TIMEOUT = 24 * 3600
 DEFAULT_SANDBOX_TIMEOUT = 300
 STREAMS = ("stdout", "stderr")
@@ -115,9 +116,7 @@ class SandboxApi:
         status, error = self.cp.images.readiness(function.image_id)
         if status == FAILED:
             raise invalid(p.method, f"the image {function.image_id} failed to build: {error}")
-        decision = placement.place(function.request, [w.view() for w in self.cp.workers.connected()])
-        if isinstance(decision, placement.Unplaceable):
-            raise RpcError(ErrorCode.RESOURCE_EXHAUSTED, f"can't start sandbox {sandbox_id}: {decision.reason}")
+        decision = await self._place(function, sandbox_id)
         main = Process(sandbox_id, {"argv": cmd})
         sandbox = Sandbox(sandbox_id, app.app_id, app.environment, name, _tags(p, "tags"), now, time.time(),
                           float(timeout), idle_timeout, main, last_active=now)
@@ -126,6 +125,18 @@ class SandboxApi:
         log.info("sandbox %s of %s started as container %s", sandbox_id, app.label,
                  sandbox.task.task_id if sandbox.task else "?")
         return {"sandbox_id": sandbox_id, "task_id": sandbox.task.task_id if sandbox.task else None}
+
+    async def _place(self, function: FunctionEntry, sandbox_id: str) -> placement.Placed:
+        """A worker with room, waiting up to `PLACE_WAIT` for one (a worker still registering, busy ones)."""
+        deadline = Deadline(PLACE_WAIT)
+        while True:
+            workers = [w.view() for w in self.cp.workers.connected()]
+            decision = placement.place(function.request, workers)
+            if isinstance(decision, placement.Placed):
+                return decision
+            if (workers and decision.permanent) or deadline.remaining() <= 0:
+                raise RpcError(ErrorCode.RESOURCE_EXHAUSTED, f"can't start sandbox {sandbox_id}: {decision.reason}")
+            await asyncio.sleep(min(0.1, deadline.remaining()))
 
     def _launch(self, sandbox: Sandbox, pool: Pool, placed: placement.Placed) -> None:
         worker = self.cp.workers.get(placed.worker_id)
