@@ -243,3 +243,17 @@ def test_large_stdin_and_stdout_stream_through(modal: Any, app: Any) -> None:
         assert big.wait() == 0
     finally:
         sb.terminate()
+
+
+def test_modals_guide_runs_unchanged_under_compat(modal: Any) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parent / "programs" / "sandbox_guide.py"
+    env = {k: v for k, v in os.environ.items() if k != _modal_alias.ENV_ALIAS}
+    env["PYTHONPATH"] = str(Path(modal.__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, "-m", "skylift.compat", str(script)], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "hello\n\ntick 1\ntick 2\ntick 3\nfoo bar\nreturncode 0\n", done.stdout
