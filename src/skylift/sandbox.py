@@ -25,6 +25,7 @@ from typing import Any
 from . import _attachments, config
 from ._aio import blocking, iterating
 from ._client import Client, spawn_background
+from ._context import is_local
 from ._protocol import api
 from ._resources import validate_resources, validate_timeout
 from .container_process import ContainerProcess
@@ -62,14 +63,16 @@ def _refuse(**given: Any) -> None:
 
 
 async def _app_id(app: Any) -> str:
+    app_id = getattr(app, "app_id", None) if app is not None else None
+    if app_id:
+        return str(app_id)
+    if not is_local():
+        return ""  # inside a function's container: its own app (the control plane knows which), as in Modal
     if app is None:
         raise InvalidError("Sandbox.create needs app=: pass a running App (`with app.run():`) or "
                            "modal.App.lookup('name', create_if_missing=True)")
-    app_id = getattr(app, "app_id", None)
-    if not app_id:
-        raise InvalidError(f"the App {getattr(app, 'name', None) or ''!r} is not running: create sandboxes inside "
-                           "`with app.run():`, or use modal.App.lookup('name', create_if_missing=True)")
-    return str(app_id)
+    raise InvalidError(f"the App {getattr(app, 'name', None) or ''!r} is not running: create sandboxes inside "
+                       "`with app.run():`, or use modal.App.lookup('name', create_if_missing=True)")
 
 
 class Sandbox:
@@ -194,8 +197,9 @@ class Sandbox:
         }
         definition.update(await _attachments.resolve_objects(secret_list, volume_map))
         params: dict[str, Any] = {
-            "app_id": app_id, "definition": definition, "cmd": list(args), "name": name, "tags": dict(tags or {}),
-            "timeout": validate_timeout(timeout if timeout is not None else 300), "workdir": _workdir(workdir)}
+            "app_id": app_id or None, "definition": definition, "cmd": list(args), "name": name,
+            "tags": dict(tags or {}), "timeout": validate_timeout(timeout if timeout is not None else 300),
+            "workdir": _workdir(workdir)}
         if idle_timeout is not None:
             params["idle_timeout"] = validate_timeout(idle_timeout, name="idle_timeout")
         got = await client.call("sandbox.create", params, retry=False)

@@ -57,3 +57,30 @@ def test_a_result_is_set_once() -> None:
     timed = Process("sb-y", {})
     timed.finish(sandboxes.TIMEOUT, None)
     assert timed.returncode == 124
+
+
+def _ended(sandbox_id: str, unread: int, now: float = 1.0) -> sandboxes.Sandbox:
+    sandbox = sandboxes.Sandbox(sandbox_id, "ap-x", "main", None, {}, 0.0, 0.0, 300.0, None, Process(sandbox_id, {}))
+    sandbox.main.stdout.data += b"x" * unread
+    sandbox.end(sandboxes.EXITED, 0, now=now)
+    return sandbox
+
+
+def test_ended_sandboxes_are_kept_within_count_age_and_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sandboxes, "KEEP_EXITED", 3)
+    monkeypatch.setattr(sandboxes, "KEEP_EXITED_BYTES", 100)
+    kept = sandboxes.Sandboxes()
+    for i in range(5):
+        sandbox = _ended(f"sb-{i}", 10)
+        kept.add(sandbox)
+        kept.ended(sandbox, now=1.0)
+    assert [s.sandbox_id for s in kept.all()] == ["sb-2", "sb-3", "sb-4"]  # the newest 3
+    big = _ended("sb-big", 95)
+    kept.add(big)
+    kept.ended(big, now=1.0)
+    assert [s.sandbox_id for s in kept.all()] == ["sb-big"]  # the older ones' output went first
+    later = 1.0 + sandboxes.KEEP_EXITED_SECONDS + 1
+    late = _ended("sb-late", 0, now=later)
+    kept.add(late)
+    kept.ended(late, now=later)
+    assert [s.sandbox_id for s in kept.all()] == ["sb-late"]

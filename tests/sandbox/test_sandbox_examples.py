@@ -257,3 +257,17 @@ def test_modals_guide_runs_unchanged_under_compat(modal: Any) -> None:
                           timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "hello\n\ntick 1\ntick 2\ntick 3\nfoo bar\nreturncode 0\n", done.stdout
+
+
+def test_a_function_starts_a_sandbox_of_its_own_app(modal: Any) -> None:
+    import importlib
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent / "programs"))
+    try:
+        program = importlib.import_module("sandbox_in_function")
+    finally:
+        sys.path.pop(0)
+    with program.app.run():
+        assert program.echo_in_sandbox.remote("inside") == "inside\n"

@@ -319,6 +319,13 @@ def _sandbox_app(principal: Principal, params: dict[str, Any], lookup: Lookup) -
     return "a container creates and lists sandboxes only in its own app or in apps it created"
 
 
+def _sandbox_create(principal: Principal, params: dict[str, Any], lookup: Lookup) -> str | None:
+    """Like `_sandbox_app`; without an app_id the handler uses the container's own app."""
+    if not _text(params, "app_id"):
+        return None
+    return _sandbox_app(principal, params, lookup)
+
+
 def _sandbox_named_app(principal: Principal, params: dict[str, Any], lookup: Lookup) -> str | None:
     environment = _text(params, "environment") or principal.environment or ""
     if _own_apps(principal, lookup.running_app(_text(params, "app_name"), environment)):
@@ -457,7 +464,7 @@ RULES: dict[str, Rule] = {
     "schedule.list": workload("reading the workspace's schedules"),
     "web.list": workload("reading the workspace's web endpoints"),
     # --- sandboxes (docs/sandboxes.md): of the container's own app or apps it created
-    "sandbox.create": sandbox_rule("sandboxes of its own app or of apps it created", _sandbox_app),
+    "sandbox.create": sandbox_rule("sandboxes of its own app (the default) or of apps it created", _sandbox_create),
     "sandbox.list": sandbox_rule("sandboxes of its own app or of apps it created (app_id required)", _sandbox_app),
     "sandbox.from_name": sandbox_rule("sandboxes of its own app or of apps it created", _sandbox_named_app),
     **{f"sandbox.{m}": sandbox_rule("sandboxes of its own app or of apps it created", _sandbox_reachable)

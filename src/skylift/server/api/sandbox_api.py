@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ..._protocol import ids
 from ..._protocol.rpc import ErrorCode, RpcError, Session
 from ..auth import Routes
-from ..execution.catalog import FunctionEntry, validate_definition
+from ..execution.catalog import AppEntry, FunctionEntry, validate_definition
 from ..execution.images import FAILED
 from ..execution.queues import Pool
 from ..execution.sandboxes import (
@@ -87,16 +87,16 @@ class SandboxApi:
 
     async def create(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
         p = Params("sandbox.create", raw)
-        app = await self.cp.catalog.app(p.text("app_id"))
+        # Inside a function's container `app=` may be left out, as in Modal: the container's own app.
+        principal = getattr(session, "principal", None)
+        app = await self.cp.catalog.app(p.opt_text("app_id") or getattr(principal, "app_id", "") or p.text("app_id"))
         if not app.running:
             raise invalid(p.method, f"{app.label} is stopped; create the sandbox in a running app "
                                     "(`with app.run():`, or modal.App.lookup(name, create_if_missing=True))")
         definition = dict(validate_definition(p.method, p.mapping("definition")))
         cmd = p.strings("cmd") if raw.get("cmd") is not None else []
         name = p.opt_text("name")
-        if name is not None and self.sandboxes.named(app.app_id, name) is not None:
-            raise RpcError(ErrorCode.CONFLICT, f"a running sandbox named {name!r} already exists in {app.label}; "
-                                               "terminate it or choose another name")
+        self._unique(app, name)
         timeout = p.number("timeout", DEFAULT_SANDBOX_TIMEOUT)
         if not 1 <= timeout <= MAX_SANDBOX_TIMEOUT:
             raise invalid(p.method, f"timeout must be between 1 and {MAX_SANDBOX_TIMEOUT} seconds (24 h), "
@@ -117,6 +117,7 @@ class SandboxApi:
         if status == FAILED:
             raise invalid(p.method, f"the image {function.image_id} failed to build: {error}")
         decision = await self._place(function, sandbox_id)
+        self._unique(app, name)  # again: another create may have taken the name while this one waited
         main = Process(sandbox_id, {"argv": cmd})
         sandbox = Sandbox(sandbox_id, app.app_id, app.environment, name, _tags(p, "tags"), now, time.time(),
                           float(timeout), idle_timeout, main, last_active=now)
@@ -125,6 +126,11 @@ class SandboxApi:
         log.info("sandbox %s of %s started as container %s", sandbox_id, app.label,
                  sandbox.task.task_id if sandbox.task else "?")
         return {"sandbox_id": sandbox_id, "task_id": sandbox.task.task_id if sandbox.task else None}
+
+    def _unique(self, app: AppEntry, name: str | None) -> None:
+        if name is not None and self.sandboxes.named(app.app_id, name) is not None:
+            raise RpcError(ErrorCode.CONFLICT, f"a running sandbox named {name!r} already exists in {app.label}; "
+                                               "terminate it or choose another name")
 
     async def _place(self, function: FunctionEntry, sandbox_id: str) -> placement.Placed:
         """A worker with room, waiting up to `PLACE_WAIT` for one (a worker still registering, busy ones)."""

@@ -18,7 +18,8 @@ Invariants:
   at most `MAX_UNREAD` bytes: a writer waits for room.
 * A sandbox's result is set once: the main process's exit code, or "timeout"/"terminated"; the
   record stays (for `from_id`, `wait`, the rest of its output) until `KEEP_EXITED` newer sandboxes
-  have ended or `KEEP_EXITED_SECONDS` passed.
+  have ended, `KEEP_EXITED_SECONDS` passed, or the unread output of ended sandboxes passes
+  `KEEP_EXITED_BYTES` (the oldest go first).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ MAX_UNREAD = 16 * 1024 * 1024
 MAX_READ = 4 * 1024 * 1024  # one `sandbox.read` answer
 KEEP_EXITED = 1000
 KEEP_EXITED_SECONDS = 3600.0
+KEEP_EXITED_BYTES = 256 * 1024 * 1024  # unread output of ended sandboxes, all together
 
 RUNNING = "running"
 EXITED = "exited"  # the process ended by itself: returncode is its exit code
@@ -195,6 +197,9 @@ class Sandbox:
     def processes(self) -> list[Process]:
         return [self.main, *self.execs.values()]
 
+    def unread(self) -> int:
+        return sum(len(p.stdout.data) + len(p.stderr.data) for p in self.processes())
+
     def end(self, status: str, returncode: int | None, now: float) -> None:
         """The sandbox is over: its result is set once; every exec ends with it."""
         if self.main.finish(status, returncode):
@@ -248,12 +253,14 @@ class Sandboxes:
         if sandbox.task is not None:
             self._by_task.pop(sandbox.task.task_id, None)
         self._ended[sandbox.sandbox_id] = None
+        kept = sum(s.unread() for s in (self._all.get(i) for i in self._ended) if s is not None)
         while self._ended:
             oldest_id = next(iter(self._ended))
             oldest = self._all.get(oldest_id)
             too_many = len(self._ended) > KEEP_EXITED
             too_old = oldest is None or (oldest.ended_at is not None and now - oldest.ended_at > KEEP_EXITED_SECONDS)
-            if not (too_many or too_old):
+            if not (too_many or too_old or kept > KEEP_EXITED_BYTES):
                 break
+            kept -= oldest.unread() if oldest is not None else 0
             del self._ended[oldest_id]
             self._all.pop(oldest_id, None)
