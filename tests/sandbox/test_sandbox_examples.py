@@ -108,8 +108,9 @@ def test_exec_env_workdir_secrets_and_devnull(modal: Any, app: Any) -> None:
         assert p.wait() == 0
         token = sb.exec("bash", "-c", "echo ${SKYLIFT_TASK_TOKEN:-none}")
         assert token.stdout.read() == "none\n"  # the container's credential is not handed to commands
-        t = sb.exec("sleep", "30", timeout=1)
+        t = sb.exec("bash", "-c", "sleep 30; echo never", timeout=1)
         assert t.wait() == -1  # Modal's value for an exec past its timeout
+        assert t.stdout.read() == ""  # its children were killed with it
     finally:
         sb.terminate()
 

@@ -36,6 +36,36 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def descendants(pid: int) -> list[int]:
+    """`pid`'s children, their children, ... (from /proc; the container's own pid namespace there)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_tree(pid: int) -> None:
+    """Kill a process and everything it started (an exec past its timeout: `bash -c "sleep 60"`)."""
+    for target in [pid, *descendants(pid)]:
+        try:
+            os.kill(target, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 class Proc:
     """One running process and its relays."""
 
@@ -189,7 +219,7 @@ class SandboxRunner:
             await asyncio.wait_for(proc.wait(), timeout)
         except asyncio.TimeoutError:
             running.timed_out = True
-            proc.kill()
+            kill_tree(proc.pid)
             await proc.wait()
         await asyncio.gather(*pumps)
         writer.cancel()
