@@ -211,7 +211,7 @@ async def test_every_principal_is_refused_outside_its_scope(platform):
 
 
 async def test_sandboxes_are_reached_only_from_their_app_and_their_container_reaches_nothing_else(platform):
-    async with platform() as h, two_apps(h) as (_admin, a, _b):
+    async with platform() as h, two_apps(h) as (_admin, a, b):
         own = {"sandbox_id": a.sandbox_id, "app_id": a.app_id, "app_name": a.app_name, "environment": "main"}
         container = _container(a, strict=False)
         for method in ("sandbox.create", "sandbox.list", "sandbox.from_name", "sandbox.get", "sandbox.exec",
@@ -227,6 +227,13 @@ async def test_sandboxes_are_reached_only_from_their_app_and_their_container_rea
             with pytest.raises(RpcError) as err:
                 access.authorize(inside, method, own, h.cp.facts)
             assert "sandbox" in err.value.message
+        strict = _container(b, strict=True)  # strict: its sandboxes get only its function's secrets
+        theirs = {"sandbox_id": b.sandbox_id, "app_id": b.app_id, "environment": "main"}
+        access.authorize(strict, "sandbox.exec", theirs, h.cp.facts)
+        for method, extra in (("sandbox.exec", {"secret_ids": ["st-someone-elses"]}),
+                              ("sandbox.create", {"definition": definition("sb", secret_ids=["st-someone-elses"])})):
+            with pytest.raises(RpcError, match="st-someone-elses"):
+                access.authorize(strict, method, {**theirs, **extra}, h.cp.facts)
         for method in ("sandbox.container_poll", "sandbox.put_output"):  # ordinary containers relay nothing
             with pytest.raises(RpcError):
                 access.authorize(container, method, own, h.cp.facts)

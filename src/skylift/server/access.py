@@ -342,13 +342,21 @@ def _sandbox_reachable(principal: Principal, params: dict[str, Any], lookup: Loo
     return f"sandbox {_text(params, 'sandbox_id')} is not in this container's app or an app it created"
 
 
+def _strict_exec_secrets(principal: Principal, params: dict[str, Any], lookup: Lookup) -> str | None:
+    """A strict container's exec may attach only the secrets its own function has."""
+    task = lookup.task(principal.task_id)
+    secrets = params.get("secret_ids") or []
+    extra = sorted({s for s in secrets if isinstance(s, str)} - (task.secret_ids if task is not None else frozenset()))
+    return f"it attaches {', '.join(extra)}, which this container's function does not" if extra else None
+
+
 def _is_sandbox(principal: Principal, params: dict[str, Any], lookup: Lookup) -> str | None:
     return None if principal.sandbox else "only a sandbox's own container relays its processes"
 
 
-def sandbox_rule(why: str, scope: Check) -> Rule:
+def sandbox_rule(why: str, scope: Check, strict: Check = ALLOW) -> Rule:
     """Admins, and containers within `scope`; strict containers too (their own app's sandboxes)."""
-    return Rule(_AC, why, scope, ALLOW)
+    return Rule(_AC, why, scope, strict)
 
 
 # What a sandbox's own container may call: its start, its processes' stdio, and the volumes it
@@ -464,11 +472,14 @@ RULES: dict[str, Rule] = {
     "schedule.list": workload("reading the workspace's schedules"),
     "web.list": workload("reading the workspace's web endpoints"),
     # --- sandboxes (docs/sandboxes.md): of the container's own app or apps it created
-    "sandbox.create": sandbox_rule("sandboxes of its own app (the default) or of apps it created", _sandbox_create),
+    "sandbox.create": sandbox_rule("sandboxes of its own app (the default) or of apps it created", _sandbox_create,
+                                   _strict_create_function),
     "sandbox.list": sandbox_rule("sandboxes of its own app or of apps it created (app_id required)", _sandbox_app),
     "sandbox.from_name": sandbox_rule("sandboxes of its own app or of apps it created", _sandbox_named_app),
     **{f"sandbox.{m}": sandbox_rule("sandboxes of its own app or of apps it created", _sandbox_reachable)
-       for m in ("get", "set_tags", "wait", "read", "write_stdin", "exec", "terminate")},
+       for m in ("get", "set_tags", "wait", "read", "write_stdin", "terminate")},
+    "sandbox.exec": sandbox_rule("sandboxes of its own app or of apps it created", _sandbox_reachable,
+                                 _strict_exec_secrets),
     "sandbox.container_poll": own_task("a sandbox's container: its stdin and execs", _is_sandbox),
     "sandbox.put_output": own_task("a sandbox's container: its processes' output", _is_sandbox),
     "sandbox.process_exit": own_task("a sandbox's container: its processes' ends", _is_sandbox),
