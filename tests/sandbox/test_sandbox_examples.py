@@ -272,3 +272,4 @@ def test_a_function_starts_a_sandbox_of_its_own_app(modal: Any) -> None:
         sys.path.pop(0)
     with program.app.run():
         assert program.echo_in_sandbox.remote("inside") == "inside\n"
+        assert program.lists_its_own.remote()

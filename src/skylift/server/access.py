@@ -320,7 +320,7 @@ def _sandbox_app(principal: Principal, params: dict[str, Any], lookup: Lookup) -
 
 
 def _sandbox_create(principal: Principal, params: dict[str, Any], lookup: Lookup) -> str | None:
-    """Like `_sandbox_app`; without an app_id the handler uses the container's own app."""
+    """Like `_sandbox_app`; without an app_id the handler uses a container's own app."""
     if not _text(params, "app_id"):
         return None
     return _sandbox_app(principal, params, lookup)
@@ -474,7 +474,7 @@ RULES: dict[str, Rule] = {
     # --- sandboxes (docs/sandboxes.md): of the container's own app or apps it created
     "sandbox.create": sandbox_rule("sandboxes of its own app (the default) or of apps it created", _sandbox_create,
                                    _strict_create_function),
-    "sandbox.list": sandbox_rule("sandboxes of its own app or of apps it created (app_id required)", _sandbox_app),
+    "sandbox.list": sandbox_rule("sandboxes of its own app (the default) or of apps it created", _sandbox_create),
     "sandbox.from_name": sandbox_rule("sandboxes of its own app or of apps it created", _sandbox_named_app),
     **{f"sandbox.{m}": sandbox_rule("sandboxes of its own app or of apps it created", _sandbox_reachable)
        for m in ("get", "set_tags", "wait", "read", "write_stdin", "terminate")},

@@ -175,7 +175,9 @@ class SandboxApi:
     async def list_sandboxes(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
         p = Params("sandbox.list", raw)
         environment = p.environment()
-        app_id = p.opt_text("app_id")
+        principal = getattr(session, "principal", None)
+        # A container lists its own app's sandboxes unless it names an app it created (access.RULES).
+        app_id = p.opt_text("app_id") or getattr(principal, "app_id", None)
         tags = _tags(p, "tags")
         found = [s for s in self.sandboxes.live() if s.environment == environment
                  and (not app_id or s.app_id == app_id)
