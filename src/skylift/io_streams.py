@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 from ._aio import blocking
 from ._client import Client, iter_async, iter_sync
 from ._protocol import api
+from .exception import ResourceExhaustedError
 
 T = TypeVar("T", str, bytes)
 
@@ -139,9 +140,14 @@ class StreamWriter:
         """Send what `write` buffered (and the EOF of `write_eof`); waits while the process's stdin is full."""
         data = bytes(self._buffer)
         self._buffer.clear()
-        got = await self._client.call("sandbox.write_stdin", {
-            "sandbox_id": self._sandbox_id, "process_id": self._process_id, "offset": self._offset, "data": data,
-            "eof": self._closed, "timeout": api.MAX_POLL_SECONDS})
+        while True:  # like a full pipe: wait while the process doesn't read its stdin (re-sends add nothing)
+            try:
+                got = await self._client.call("sandbox.write_stdin", {
+                    "sandbox_id": self._sandbox_id, "process_id": self._process_id, "offset": self._offset,
+                    "data": data, "eof": self._closed, "timeout": api.MAX_POLL_SECONDS})
+                break
+            except ResourceExhaustedError:
+                continue
         self._offset = max(self._offset + len(data), int(got.get("next_offset") or 0))
 
 

@@ -239,6 +239,14 @@ def test_large_stdin_and_stdout_stream_through(modal: Any, app: Any) -> None:
 
         assert p.stdout.read() == f"{hashlib.sha256(blob).hexdigest()}  -\n20000000\n".encode()
         assert p.wait() == 0
+        slow = sb.exec("bash", "-c", "sleep 2; wc -c")  # reads nothing for 2 s: 20 MiB must wait for room
+        chunk = b"y" * (1024 * 1024)
+        for _ in range(20):
+            slow.stdin.write(chunk)
+            slow.stdin.drain()
+        slow.stdin.write_eof()
+        slow.stdin.drain()
+        assert slow.stdout.read() == f"{20 * 1024 * 1024}\n"
         big = sb.exec("head", "-c", "40000000", "/dev/urandom", text=False)
         assert len(big.stdout.read()) == 40_000_000  # more than a stream buffers (16 MiB): back-pressure
         assert big.wait() == 0
