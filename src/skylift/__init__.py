@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name loads on firs
     from .partial_function import batched, concurrent, enter, exit, method
     from .queue import Queue
     from .retries import Retries
+    from .sandbox import Sandbox
     from .schedule import Cron, Period
     from .secret import Secret
     from .volume import Volume
@@ -60,6 +61,7 @@ _LAZY = {
     "exit": "partial_function", "method": "partial_function",
     "Queue": "queue",
     "Retries": "retries",
+    "Sandbox": "sandbox",
     "Cron": "schedule", "Period": "schedule",
     "Secret": "secret",
     "Volume": "volume",
@@ -97,7 +99,8 @@ def __dir__() -> list[str]:
 __all__ = [
     "App", "CloudBucketMount", "Cls", "Cron", "Dict", "Error", "FilePatternMatcher", "Function", "FunctionCall",
     "FunctionStats", "Image",
-    "LocalEntrypoint", "Obj", "Period", "Queue", "Retries", "Secret", "Stub", "Volume", "asgi_app", "batched",
+    "LocalEntrypoint", "Obj", "Period", "Queue", "Retries", "Sandbox", "Secret", "Stub", "Volume", "asgi_app",
+    "batched",
     "concurrent", "current_function_call_id", "current_input_id", "enable_output", "enter", "exception", "exit",
     "fastapi_endpoint", "is_local", "method", "parameter", "web_endpoint", "web_server", "wsgi_app",
 ]

@@ -83,6 +83,10 @@ async def _serve(rpc: ReconnectingClient, preloaded: Preloaded | None = None) ->
     with profile.phase("connect_ms"):
         init: dict[str, Any] = await rpc.call("container.init")
     definition: dict[str, Any] = init["definition"]
+    if definition.get("sandbox"):  # a sandbox's container runs commands, not a function (docs/sandboxes.md)
+        from . import sandbox_main
+
+        return await sandbox_main.serve(rpc, definition)
     try:
         if preloaded is None:
             with profile.phase("import_ms"):
