@@ -96,6 +96,8 @@ class TemplateProcess:
     _sock: socket.socket | None = None
     _ready: asyncio.Future[None] | None = None
     _forks: dict[str, asyncio.Future[ForkedChild]] = field(default_factory=dict)
+    _spares: dict[str, asyncio.Future[int]] = field(default_factory=dict)  # spare id -> its pid, once forked
+    spare_exits: dict[str, asyncio.Future[int]] = field(default_factory=dict)  # spares not activated: their end
     _background: list[asyncio.Task[Any]] = field(default_factory=list)
 
     async def start(self, argv: list[str], env: dict[str, str], cwd: Path, source: SnapshotSource,
@@ -175,6 +177,50 @@ class TemplateProcess:
             self._forks.pop(task_id, None)
         self.last_used = time.monotonic()
         return child
+
+    async def spare(self, spare_id: str, container: dict[str, Any], fds: list[int]) -> int:
+        """Have a spare forked and set up (`container`, `fds` as for `fork`); its pid. `spare_exits[spare_id]`
+        resolves if it ends before `activate` (dropped, failed, or with the template)."""
+        if self.state is not TemplateState.READY or self._sock is None:
+            raise TemplateUnavailable(f"the snapshot template is {self.state.value}: {self.reason or 'not ready'}")
+        loop = asyncio.get_running_loop()
+        forked: asyncio.Future[int] = loop.create_future()
+        self._spares[spare_id] = forked
+        self.spare_exits[spare_id] = loop.create_future()
+        try:
+            await self._send({"op": "spare", "spare_id": spare_id, "container": container}, fds)
+            return await forked
+        except BaseException:
+            # Its sandbox may go now: whatever of it is left is killed with its cgroup.
+            ended = self.spare_exits.pop(spare_id, None)
+            if ended is not None and not ended.done():
+                ended.set_result(1)
+            raise
+        finally:
+            self._spares.pop(spare_id, None)
+
+    async def activate(self, spare_id: str, task_id: str, env: dict[str, str], cwd: Path, stdout_fd: int,
+                       stderr_fd: int) -> ForkedChild:
+        """Make the spare `task_id`'s container (the fds are sent; the caller still closes its copies)."""
+        if self.state is not TemplateState.READY or self._sock is None:
+            raise TemplateUnavailable(f"the snapshot template is {self.state.value}: {self.reason or 'not ready'}")
+        future: asyncio.Future[ForkedChild] = asyncio.get_running_loop().create_future()
+        self._forks[task_id] = future
+        try:
+            await self._send({"op": "activate", "spare_id": spare_id, "task_id": task_id, "env": env,
+                              "cwd": str(cwd), "requested_at": time.time()}, [stdout_fd, stderr_fd])
+            child = await future
+        finally:
+            self._forks.pop(task_id, None)
+        self.spare_exits.pop(spare_id, None)  # its end is the container's now (`child.exit`)
+        self.last_used = time.monotonic()
+        return child
+
+    def drop_spare(self, spare_id: str) -> None:
+        """The spare exits without running anything (`spare_exits[spare_id]` resolves)."""
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                forkserver.send(self._sock, {"op": "drop_spare", "spare_id": spare_id})
 
     def retire(self) -> None:
         """Fork no more; the template exits once its last container has."""
@@ -271,6 +317,18 @@ class TemplateProcess:
             waiter = self._forks.get(str(message.get("task_id")))
             if waiter is not None and not waiter.done():
                 waiter.set_exception(TemplateUnavailable(str(message.get("error") or "the fork failed")))
+        elif op == "spared":
+            made = self._spares.get(str(message.get("spare_id")))
+            if made is not None and not made.done():
+                made.set_result(int(message["pid"]))
+        elif op in ("spare_failed", "spare_exited"):
+            spare_id = str(message.get("spare_id"))
+            made = self._spares.get(spare_id)
+            if made is not None and not made.done():
+                made.set_exception(TemplateUnavailable(str(message.get("error") or "the spare exited")))
+            ended = self.spare_exits.pop(spare_id, None)
+            if ended is not None and not ended.done():
+                ended.set_result(int(message.get("code", 1)))
         elif op == "exited":
             gone = self.children.pop(int(message["pid"]), None)
             if gone is not None and not gone.exit.done():
@@ -283,9 +341,10 @@ class TemplateProcess:
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(TemplateUnavailable(reason))
             self._ready.exception()  # retrieved: nobody may be waiting
-        for waiter in self._forks.values():
-            if not waiter.done():
-                waiter.set_exception(TemplateUnavailable(reason))
+        for waiters in (self._forks, self._spares):
+            for waiter in waiters.values():
+                if not waiter.done():
+                    waiter.set_exception(TemplateUnavailable(reason))
 
     def _lost(self, why: str) -> None:
         if self.state is not TemplateState.RETIRED:
@@ -320,6 +379,10 @@ class TemplateProcess:
             if not child.exit.done():
                 child.exit.set_result(KILLED_WITH_TEMPLATE)
         self.children.clear()
+        for ended in self.spare_exits.values():  # its sandbox's pid namespace took its spare too
+            if not ended.done():
+                ended.set_result(KILLED_WITH_TEMPLATE)
+        self.spare_exits.clear()
         await asyncio.to_thread(shutil.rmtree, self.directory, True)
 
 

@@ -51,6 +51,7 @@ from . import criu, process_binds
 from .fork_server import ForkedChild, Launch, Launched, TemplateProcess, TemplateState, TemplateUnavailable
 from .process_runtime import exec_in, pump_lines, session_stats
 from .runtime import ContainerRuntime, ContainerSpec, ContainerStats, ExecResult, OutputSink, SnapshotSource
+from .spares import Spares, spare_state_dir
 
 if TYPE_CHECKING:
     from .container.forked import ForkedSandbox
@@ -124,6 +125,7 @@ class SnapshotRuntime:
         self.criu: criu.CriuStatus | None = None  # probed once, when the first template starts
         self._criu_probe: asyncio.Task[None] | None = None
         self._preload_starts: set[asyncio.Task[None]] = set()  # preloaded interpreters being started
+        self.spares = Spares(self._prepare_sandbox)  # the container runtime's pre-forked spares (spares.py)
 
     def __getattr__(self, name: str) -> Any:
         # Whatever else the wrapped runtime offers (e.g. exit_reason) is reached through us.
@@ -260,6 +262,7 @@ class SnapshotRuntime:
             await template.close()
         if self._sandboxed():  # a template's sandbox holds mounts and cgroups: see them released
             await asyncio.gather(*(t.closed(10.0) for t in self.templates.values()))
+            await self.spares.close()  # (their spares went with them; their cgroups and disks go now)
         else:  # one with no container left exits at once (a preloaded interpreter, usually): see it gone
             await asyncio.gather(*(t.closed(5.0) for t in self.templates.values() if not t.children))
         self.templates.clear()
@@ -282,26 +285,36 @@ class SnapshotRuntime:
 
     async def _fork_into(self, spec: ContainerSpec, template: TemplateProcess, on_output: OutputSink, begun: float,
                          *, created: bool, how: str = "fork") -> None:
-        sandbox = await self._prepare_sandbox(spec, template) if self._sandboxed() else None
-        binds = [] if sandbox is not None else _volume_binds(spec, on_output)
-        container, extra_fds = sandbox.request() if sandbox is not None else (None, [])
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        try:
-            child = await template.fork(spec.task_id, spec.env, spec.cwd, out_w, err_w, binds=binds,
-                                        container=container, extra_fds=extra_fds)
-        except BaseException:
-            for fd in (out_r, err_r):
-                os.close(fd)
-            process_binds.release(spec.task_id)
-            if sandbox is not None:
-                await asyncio.to_thread(sandbox.cleanup)
-            raise
-        finally:
-            os.close(out_w)
-            os.close(err_w)
-            if sandbox is not None:
-                sandbox.close_fds()
+        spare = self.spares.take(template, spec) if self._sandboxed() else None
+        if spare is not None:  # set up ahead: it only needs its task
+            try:
+                child = await template.activate(spare.spare_id, spec.task_id, spec.env, spec.cwd, out_w, err_w)
+            except TemplateUnavailable as exc:
+                log.info("spare %s not used: %s", spare.spare_id, exc)
+                self.spares.failed(spare)
+                spare = None
+            except BaseException:
+                self.spares.failed(spare)
+                for fd in (out_r, err_r, out_w, err_w):
+                    os.close(fd)
+                raise
+            else:
+                self.spares.activated(spare)
+                spare.sandbox.task_id = spec.task_id
+                os.close(out_w)
+                os.close(err_w)
+                sandbox: ForkedSandbox | None = spare.sandbox
+        if spare is None:
+            try:
+                child, sandbox = await self._fork_now(spec, template, on_output, out_w, err_w)
+            except BaseException:
+                for fd in (out_r, err_r):
+                    os.close(fd)
+                raise
+        if self._sandboxed():
+            self.spares.refill(template, spec)  # the next one, while this one starts
         forked = _Forked(spec, child, template, sandbox=sandbox)
         self._forked[spec.task_id] = forked
         loop = asyncio.get_running_loop()
@@ -314,7 +327,36 @@ class SnapshotRuntime:
                                 "pid": child.pid, "template_pid": template.pid}
         if created:
             info["template_ms"] = round(template.started_ms, 3)
+        if spare is not None:
+            info["spare"] = True
+            info["note"] = "from a pre-forked spare"
         self._starts[spec.task_id] = info
+
+    async def _fork_now(self, spec: ContainerSpec, template: TemplateProcess, on_output: OutputSink, out_w: int,
+                        err_w: int) -> tuple[ForkedChild, ForkedSandbox | None]:
+        """Fork and set up a container on request (no spare); closes `out_w` and `err_w`."""
+        try:
+            sandbox = await self._prepare_sandbox(spec, template) if self._sandboxed() else None
+        except BaseException:
+            os.close(out_w)
+            os.close(err_w)
+            raise
+        binds = [] if sandbox is not None else _volume_binds(spec, on_output)
+        container, extra_fds = sandbox.request() if sandbox is not None else (None, [])
+        try:
+            child = await template.fork(spec.task_id, spec.env, spec.cwd, out_w, err_w, binds=binds,
+                                        container=container, extra_fds=extra_fds)
+        except BaseException:
+            process_binds.release(spec.task_id)
+            if sandbox is not None:
+                await asyncio.to_thread(sandbox.cleanup)
+            raise
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+            if sandbox is not None:
+                sandbox.close_fds()
+        return child, sandbox
 
     # -- preloaded interpreters -------------------------------------------------------------------
 
@@ -368,27 +410,40 @@ class SnapshotRuntime:
                     del self.templates[key]
                 return
             self._schedule_idle_check(template)
+            if self._sandboxed():
+                self.spares.refill(template, spec)  # so the pool's next container needn't wait for a fork
 
         task = asyncio.get_running_loop().create_task(start())
         self._preload_starts.add(task)
         task.add_done_callback(self._preload_starts.discard)
 
-    async def _prepare_sandbox(self, spec: ContainerSpec, template: TemplateProcess) -> ForkedSandbox:
+    async def _prepare_sandbox(self, spec: ContainerSpec, template: TemplateProcess,
+                               spare_id: str | None = None) -> ForkedSandbox:
+        """The worker's side of a forked container of `spec` (for a spare: named `spare_id`, with its own
+        state directory beside the tasks')."""
         from .container.forked import ForkedSandbox
         from .container_runtime import container_binds
+        name = spare_id or spec.task_id
         cpu, memory = spec.resources.get("cpu_limit"), spec.resources.get("memory_limit")
         cpu_request, disk = spec.resources.get("cpu_request"), spec.resources.get("ephemeral_disk_mb")
         binds = [(str(h), c, ro) for h, c, ro in container_binds(spec)]
+        if spare_id is not None:
+            state_dir = spare_state_dir(spec, spare_id)
+        else:
+            state_dir = spec.scratch / "sandbox" if spec.scratch is not None else None
         try:
-            return await asyncio.to_thread(
-                ForkedSandbox.prepare, spec.task_id, template.directory / "forks" / spec.task_id,
+            sandbox = await asyncio.to_thread(
+                ForkedSandbox.prepare, name, template.directory / "forks" / name,
                 cpu=float(cpu) if cpu else None, memory_mb=int(memory) if memory else None,
                 block_network=spec.block_network, binds=binds,
                 cpu_request=float(cpu_request) if cpu_request else None, disk_mb=int(disk) if disk else None,
-                state_dir=spec.scratch / "sandbox" if spec.scratch is not None else None,
+                state_dir=state_dir,
                 cgroup_group=getattr(self.inner, "cgroup_group", ""))  # the worker's own tree (reap.py)
         except Exception as exc:
             raise TemplateUnavailable(f"the forked container's cgroups or network could not be set up: {exc}") from None
+        if spare_id is not None and state_dir is not None:
+            sandbox.own_dir = state_dir.parent
+        return sandbox
 
     def _launcher(self, spec: ContainerSpec, directory: Path) -> Launch | None:
         if not self._sandboxed():

@@ -52,6 +52,7 @@ class ForkedSandbox:
         self._netns = netns
         self._fds: list[int] = []
         self._final: SandboxStats | None = None
+        self.own_dir: Path | None = None  # a spare's state directory (its disk's), removed with it
 
     @classmethod
     def prepare(cls, task_id: str, layers_dir: Path, *, cpu: float | None, memory_mb: int | None,
@@ -180,3 +181,6 @@ class ForkedSandbox:
         shutil.rmtree(self.layers_dir, ignore_errors=True)
         if self._disk is not None:  # the child's mount of it died with its mount namespace
             self._disk.remove()
+            self._disk = None
+        if self.own_dir is not None:
+            shutil.rmtree(self.own_dir, ignore_errors=True)
