@@ -132,7 +132,7 @@ def run(samples: int, runtime: str) -> None:
     speedups = {"numpy + 250 ms enter": rows[1][1] / rows[0][1], "trivial": rows[3][1] / rows[2][1]}
     results["speedup"] = speedups
     print()
-    print(f"skylift cold starts, {runtime} runtime (SKYLIFT_PRELOAD={os.environ.get('SKYLIFT_PRELOAD', 'process')}), "
+    print(f"skylift cold starts, {runtime} runtime (SKYLIFT_PRELOAD={os.environ.get('SKYLIFT_PRELOAD', 'all')}), "
           f"{samples} samples each, Python {sys.version.split()[0]}, {os.cpu_count()} cores")
     width = max(len(r[0]) for r in rows)
     print(f"{'what'.ljust(width)}  {'median':>10}  {'p90':>10}  {'server':>10}")

@@ -62,8 +62,9 @@ KEY_VERSION = 1
 TEMPLATE_IDLE_SECONDS = 600.0
 # A preloaded interpreter with no container for this long exits (a new one costs one ordinary start).
 PRELOAD_IDLE_SECONDS = 120.0
-# Which runtimes fork containers from preloaded interpreters: "process" (the default), "all" (the container
-# runtime too: each fork becomes a container as a snapshot's do, in the forks' user namespace), "0" (none).
+# Which runtimes fork containers from preloaded interpreters: "all" (the default: the container runtime too,
+# where each fork becomes a container as a snapshot's do, in the forks' user namespace), "process" (the process
+# runtime only: the container runtime's containers are bubblewrap sandboxes), "0" (none).
 ENV_PRELOAD = "SKYLIFT_PRELOAD"
 TEMPLATE_TASK_ID = "ta-snapshot-template"
 # Per container, so not part of what a snapshot is of.
@@ -361,13 +362,15 @@ class SnapshotRuntime:
     # -- preloaded interpreters -------------------------------------------------------------------
 
     def _preloads(self, spec: ContainerSpec) -> bool:
-        """Whether `spec`'s container may be forked from a preloaded interpreter: on the process runtime
-        (a container is a process of its own session either way) unless SKYLIFT_PRELOAD=0. The container
-        runtime starts each container in a bubblewrap sandbox of its own unless SKYLIFT_PRELOAD=all."""
-        setting = os.environ.get(ENV_PRELOAD, "process").lower()
-        if setting == "all":
-            return self.snapshot_support() is None
-        return setting not in ("0", "off", "none") and self.inner.name == "process" and hasattr(os, "fork")
+        """Whether `spec`'s container may be forked from a preloaded interpreter: on either runtime unless
+        SKYLIFT_PRELOAD=0; SKYLIFT_PRELOAD=process keeps the container runtime's containers in bubblewrap
+        sandboxes of their own (docs/cold-starts.md, "Preloaded interpreters", for the difference)."""
+        setting = os.environ.get(ENV_PRELOAD, "all").lower()
+        if setting in ("0", "off", "none"):
+            return False
+        if setting == "process":
+            return self.inner.name == "process" and hasattr(os, "fork")
+        return self.snapshot_support() is None
 
     async def _start_preloaded(self, spec: ContainerSpec, on_output: OutputSink, begun: float) -> bool:
         """Fork `spec`'s container from its preloaded interpreter; False when there is none ready yet.
