@@ -123,7 +123,7 @@ def test_a_spare_is_locked_down_ahead_runs_nothing_and_becomes_an_isolated_conta
         try:
             first, profile = await run_one(runtime, peer, spec(debian_base, tmp_path, 1))
             assert profile["how"] == "container"
-            template, spare = await a_spare(runtime)
+            _, spare = await a_spare(runtime)
             calls = len(peer.calls)
             # Set up and locked down before any task: its processes (outer, init, runtime) are in its own
             # cgroup; the runtime, pid 2 of its namespace, is an unprivileged host uid under its seccomp
@@ -180,8 +180,8 @@ def test_a_spare_of_another_shape_is_dropped_and_the_last_goes_with_its_template
             await run_one(runtime, peer, spec(debian_base, tmp_path, 1))
             template, spare = await a_spare(runtime)
             # Another memory limit: the spare's cgroup doesn't fit, so it is dropped and the container forked
-            # on request, with its own limit.
-            seen, profile = await run_one(runtime, peer, spec(debian_base, tmp_path, 2, memory_mb=300))
+            # on request.
+            _, profile = await run_one(runtime, peer, spec(debian_base, tmp_path, 2, memory_mb=300))
             assert profile["how"] == "preloaded" and "note" not in profile
             await gone(spare)
             _, spare = await a_spare(runtime)  # one of the new shape
