@@ -13,8 +13,9 @@ template -> worker
     {op: "forked", task_id, pid, fork_ms}              answer to a fork request
     {op: "fork_failed", task_id, error}
     {op: "exited", pid, code}                          a forked container ended (128 + N: signal N)
-    {op: "spared", spare_id, pid} / {op: "spare_failed", spare_id, error}    answer to a spare request
-    {op: "spare_exited", spare_id, code}               a spare ended before it was activated
+    {op: "spared", spare_id, pid} + fds [the socket the spare waits on]     answer to a spare request
+    {op: "spare_failed", spare_id, error}
+    {op: "spare_exited", spare_id, pid, code}          a spare ended before the template heard it was activated
 worker -> template
     {op: "fork", task_id, env: {k: v}, cwd, requested_at, binds?: [[host, path, read_only]],
      cgroup_procs?: [path], container?: {…}}
@@ -23,9 +24,11 @@ worker -> template
     {op: "spare", spare_id, container: {…}} + the fds `container.fds` names
          a pre-forked spare (container runtime): forked and set up as a container as far as it can be
          without a task (namespaces, cgroups, network, root filesystem, lock-down), then it waits
-    {op: "activate", spare_id, task_id, env, cwd, requested_at} + fds [stdout, stderr]
-         the spare becomes that task's container; answered with "forked" (or "fork_failed")
-    {op: "drop_spare", spare_id}                       the spare exits without running anything
+    {op: "activated", spare_id, task_id}               the worker activated the spare: a child like any other
+    {op: "drop_spare", spare_id}                       the spare is killed without running anything
+worker -> a spare (on the socket from "spared", then closed; the template keeps no end of it)
+    {op: "activate", task_id, env, cwd, requested_at} + fds [stdout, stderr]
+         the spare becomes that task's container; EOF instead: it was dropped, and exits
     {op: "retire"}                                     fork no more, drop the spare; exit once every child has
 
 EOF on the socket means "retire" too: a template outlives its worker only as long as the

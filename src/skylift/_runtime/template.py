@@ -105,9 +105,7 @@ class Template:
         self.connected = True
         self.retiring = False
         self.children: dict[int, str] = {}  # pid -> task id
-        # Pre-forked spares (the container runtime): spare id -> (pid, the socket its runtime waits on)
-        self.spares: dict[str, tuple[int, socket.socket]] = {}
-        self._spare_pids: dict[int, str] = {}  # spares not activated yet, alive or not yet reaped
+        self.spares: dict[int, str] = {}  # pre-forked spares not activated (the container runtime): pid -> spare id
         self.service: user_code.Service | None = None
         self.definition: dict[str, Any] = {}
         self.times: dict[str, float] = {}
@@ -115,11 +113,11 @@ class Template:
 
     # -- talking to the worker ----------------------------------------------------------------
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
         if not self.connected:
             return
         try:
-            forkserver.send(self.sock, message)
+            forkserver.send(self.sock, message, fds or [])
         except OSError:
             self.connected = False
             self.retiring = True
@@ -179,9 +177,9 @@ class Template:
         while True:
             self._reap()
             if self.retiring and self.spares:
-                for spare_id in list(self.spares):
+                for spare_id in list(self.spares.values()):
                     self._drop_spare(spare_id)
-            if self.retiring and not self.children and not self._spare_pids:
+            if self.retiring and not self.children and not self.spares:
                 return
             for fd, _ in poller.poll():
                 if fd == self._wake_r:
@@ -209,8 +207,9 @@ class Template:
             self._fork(message, fds)
         elif op == "spare":
             self._spare(message, fds)
-        elif op == "activate":
-            self._activate(message, fds)
+        elif op == "activated":
+            forkserver.close_fds(fds)
+            self._activated(message)
         elif op == "drop_spare":
             forkserver.close_fds(fds)
             self._drop_spare(str(message.get("spare_id") or ""))
@@ -247,16 +246,20 @@ class Template:
         self.send({"op": "forked", "task_id": task_id, "pid": pid, "fork_ms": round((forked - started) * 1000, 3)})
 
     def _own_fds(self) -> list[int]:
-        """What a child must not keep: the socket to the worker, the wakeup pipe, the spares' sockets."""
-        return [self.sock.fileno(), self._wake_r, self._wake_w, *(s.fileno() for _, s in self.spares.values())]
+        """What a child must not keep: the socket to the worker and the wakeup pipe."""
+        return [self.sock.fileno(), self._wake_r, self._wake_w]
 
     # -- pre-forked spares (docs/cold-starts.md) --------------------------------------------------
 
     def _spare(self, message: dict[str, Any], fds: list[int]) -> None:
-        """Fork a spare: it becomes a container as far as it can without a task, then waits for `activate`."""
+        """Fork a spare: it becomes a container as far as it can without a task, then waits for its activation.
+
+        The socket it waits on goes to the worker with the answer, and the template keeps no end of it: the
+        worker activates the spare directly (one hop less) and then says `activated`.
+        """
         spare_id = str(message.get("spare_id") or "")
         container = message.get("container")
-        if self.retiring or not spare_id or spare_id in self.spares or not isinstance(container, dict) \
+        if self.retiring or not spare_id or spare_id in self.spares.values() or not isinstance(container, dict) \
                 or not isinstance(container.get("fork_dir"), str):
             forkserver.close_fds(fds)
             self.send({"op": "spare_failed", "spare_id": spare_id,
@@ -275,66 +278,39 @@ class Template:
                 template_pid=me), theirs.fileno())
         theirs.close()
         forkserver.close_fds(fds)
-        self.spares[spare_id] = (pid, ours)
-        self._spare_pids[pid] = spare_id
-        self.send({"op": "spared", "spare_id": spare_id, "pid": pid})
+        self.spares[pid] = spare_id
+        self.send({"op": "spared", "spare_id": spare_id, "pid": pid}, [ours.fileno()])
+        ours.close()
 
-    def _activate(self, message: dict[str, Any], fds: list[int]) -> None:
-        """Hand the spare its task (env, cwd, stdout and stderr): from here on it is that task's container."""
-        task_id = str(message.get("task_id") or "")
+    def _activated(self, message: dict[str, Any]) -> None:
+        """The worker activated a spare: it is that task's container now (its exit is reported as a child's)."""
         spare_id = str(message.get("spare_id") or "")
-        entry = self.spares.pop(spare_id, None)
-        error = ""
-        if entry is None:
-            error = f"no spare {spare_id!r} (it exited, or was dropped)"
-        elif self.retiring or len(fds) < 2 or not isinstance(message.get("env"), dict):
-            error = "this template is retiring" if self.retiring else "an activation needs an env and two fds"
-        started = time.perf_counter()
-        if entry is not None and not error:
-            pid, channel = entry
-            try:
-                forkserver.send(channel, message, fds[:2])
-            except OSError as exc:
-                error = f"the spare is gone: {exc}"
-            else:
-                self._spare_pids.pop(pid, None)
-                self.children[pid] = task_id
-        forkserver.close_fds(fds)
-        if entry is not None:
-            entry[1].close()
-            if error:
-                _kill(entry[0])
-        if error:
-            self.send({"op": "fork_failed", "task_id": task_id, "error": error})
-            return
-        self.send({"op": "forked", "task_id": task_id, "pid": entry[0] if entry else 0, "spare": True,
-                   "fork_ms": round((time.perf_counter() - started) * 1000, 3)})
+        for pid, spare in list(self.spares.items()):
+            if spare == spare_id:
+                del self.spares[pid]
+                self.children[pid] = str(message.get("task_id") or "")
 
     def _drop_spare(self, spare_id: str) -> None:
-        """The spare goes without running anything: its socket closes (it exits) and it is killed."""
-        entry = self.spares.pop(spare_id, None)
-        if entry is not None:
-            entry[1].close()
-            _kill(entry[0])
+        """The spare goes without running anything (killed; its socket is the worker's to close)."""
+        for pid, spare in self.spares.items():
+            if spare == spare_id:
+                _kill(pid)
 
     def _reap(self) -> None:
-        while self.children or self._spare_pids:
+        while self.children or self.spares:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 self.children.clear()
-                self._spare_pids.clear()
+                self.spares.clear()
                 return
             if pid == 0:
                 return
             code = os.waitstatus_to_exitcode(status)
             code = code if code >= 0 else 128 - code
-            spare_id = self._spare_pids.pop(pid, None)
+            spare_id = self.spares.pop(pid, None)
             if spare_id is not None:
-                entry = self.spares.pop(spare_id, None)
-                if entry is not None:
-                    entry[1].close()
-                self.send({"op": "spare_exited", "spare_id": spare_id, "code": code})
+                self.send({"op": "spare_exited", "spare_id": spare_id, "pid": pid, "code": code})
                 continue
             self.children.pop(pid, None)
             self.send({"op": "exited", "pid": pid, "code": code})

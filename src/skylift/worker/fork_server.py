@@ -96,7 +96,8 @@ class TemplateProcess:
     _sock: socket.socket | None = None
     _ready: asyncio.Future[None] | None = None
     _forks: dict[str, asyncio.Future[ForkedChild]] = field(default_factory=dict)
-    _spares: dict[str, asyncio.Future[int]] = field(default_factory=dict)  # spare id -> its pid, once forked
+    _spares: dict[str, asyncio.Future[tuple[int, socket.socket]]] = field(default_factory=dict)  # being forked
+    _activated: dict[str, ForkedChild] = field(default_factory=dict)  # spare id -> the container it became
     spare_exits: dict[str, asyncio.Future[int]] = field(default_factory=dict)  # spares not activated: their end
     _background: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -178,13 +179,13 @@ class TemplateProcess:
         self.last_used = time.monotonic()
         return child
 
-    async def spare(self, spare_id: str, container: dict[str, Any], fds: list[int]) -> int:
-        """Have a spare forked and set up (`container`, `fds` as for `fork`); its pid. `spare_exits[spare_id]`
-        resolves if it ends before `activate` (dropped, failed, or with the template)."""
+    async def spare(self, spare_id: str, container: dict[str, Any], fds: list[int]) -> tuple[int, socket.socket]:
+        """Have a spare forked and set up (`container`, `fds` as for `fork`): its pid and the socket it waits on
+        for `activate`. `spare_exits[spare_id]` resolves if it ends before (dropped, failed, with the template)."""
         if self.state is not TemplateState.READY or self._sock is None:
             raise TemplateUnavailable(f"the snapshot template is {self.state.value}: {self.reason or 'not ready'}")
         loop = asyncio.get_running_loop()
-        forked: asyncio.Future[int] = loop.create_future()
+        forked: asyncio.Future[tuple[int, socket.socket]] = loop.create_future()
         self._spares[spare_id] = forked
         self.spare_exits[spare_id] = loop.create_future()
         try:
@@ -195,24 +196,32 @@ class TemplateProcess:
             ended = self.spare_exits.pop(spare_id, None)
             if ended is not None and not ended.done():
                 ended.set_result(1)
+            if forked.done() and not forked.cancelled() and forked.exception() is None:
+                forked.result()[1].close()
             raise
         finally:
             self._spares.pop(spare_id, None)
 
-    async def activate(self, spare_id: str, task_id: str, env: dict[str, str], cwd: Path, stdout_fd: int,
-                       stderr_fd: int) -> ForkedChild:
-        """Make the spare `task_id`'s container (the fds are sent; the caller still closes its copies)."""
+    def activate(self, spare_id: str, pid: int, channel: socket.socket, task_id: str, env: dict[str, str],
+                 cwd: Path, stdout_fd: int, stderr_fd: int) -> ForkedChild:
+        """Make the spare `task_id`'s container: the task's part goes to the spare itself, over `channel` (closed
+        here; the caller still closes its copies of the fds), and the template is told it is a container now."""
         if self.state is not TemplateState.READY or self._sock is None:
+            channel.close()
             raise TemplateUnavailable(f"the snapshot template is {self.state.value}: {self.reason or 'not ready'}")
-        future: asyncio.Future[ForkedChild] = asyncio.get_running_loop().create_future()
-        self._forks[task_id] = future
         try:
-            await self._send({"op": "activate", "spare_id": spare_id, "task_id": task_id, "env": env,
-                              "cwd": str(cwd), "requested_at": time.time()}, [stdout_fd, stderr_fd])
-            child = await future
+            forkserver.send(channel, {"op": "activate", "task_id": task_id, "env": env, "cwd": str(cwd),
+                                      "requested_at": time.time()}, [stdout_fd, stderr_fd])
+        except OSError as exc:
+            raise TemplateUnavailable(f"the spare is gone: {exc}") from None
         finally:
-            self._forks.pop(task_id, None)
+            channel.close()
+        child = ForkedChild(task_id, pid, asyncio.get_running_loop().create_future())
+        self.children[pid] = child
+        self._activated[spare_id] = child
         self.spare_exits.pop(spare_id, None)  # its end is the container's now (`child.exit`)
+        with contextlib.suppress(OSError):  # (if the template is gone, so is the spare: `_watch` reports it)
+            forkserver.send(self._sock, {"op": "activated", "spare_id": spare_id, "task_id": task_id})
         self.last_used = time.monotonic()
         return child
 
@@ -287,10 +296,19 @@ class TemplateProcess:
             except OSError as exc:
                 self._lost(f"its socket failed: {exc}")
                 return
-            forkserver.close_fds(fds)  # the template never sends fds
             if message is None:
+                forkserver.close_fds(fds)
                 self._lost("it closed its socket")
                 return
+            if message["op"] == "spared" and len(fds) == 1:  # the socket a spare waits on: ours now
+                made = self._spares.get(str(message.get("spare_id")))
+                channel = socket.socket(fileno=fds[0])
+                if made is not None and not made.done():
+                    made.set_result((int(message["pid"]), channel))
+                else:
+                    channel.close()
+                continue
+            forkserver.close_fds(fds)  # no other message brings fds
             self._dispatch(message)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
@@ -317,12 +335,14 @@ class TemplateProcess:
             waiter = self._forks.get(str(message.get("task_id")))
             if waiter is not None and not waiter.done():
                 waiter.set_exception(TemplateUnavailable(str(message.get("error") or "the fork failed")))
-        elif op == "spared":
-            made = self._spares.get(str(message.get("spare_id")))
-            if made is not None and not made.done():
-                made.set_result(int(message["pid"]))
         elif op in ("spare_failed", "spare_exited"):
             spare_id = str(message.get("spare_id"))
+            became = self._activated.pop(spare_id, None)
+            if became is not None:  # it ended before the template heard of its activation
+                self.children.pop(became.pid, None)
+                if not became.exit.done():
+                    became.exit.set_result(int(message.get("code", 1)))
+                return
             made = self._spares.get(spare_id)
             if made is not None and not made.done():
                 made.set_exception(TemplateUnavailable(str(message.get("error") or "the spare exited")))
@@ -331,6 +351,8 @@ class TemplateProcess:
                 ended.set_result(int(message.get("code", 1)))
         elif op == "exited":
             gone = self.children.pop(int(message["pid"]), None)
+            if gone is not None and self._activated:
+                self._activated = {k: c for k, c in self._activated.items() if c is not gone}
             if gone is not None and not gone.exit.done():
                 gone.exit.set_result(int(message.get("code", 1)))
             self.last_used = time.monotonic()

@@ -290,8 +290,12 @@ class SnapshotRuntime:
         err_r, err_w = os.pipe()
         spare = self.spares.take(template, spec) if self._sandboxed() else None
         if spare is not None:  # set up ahead: it only needs its task
+            channel, spare.channel = spare.channel, None
             try:
-                child = await template.activate(spare.spare_id, spec.task_id, spec.env, spec.cwd, out_w, err_w)
+                if channel is None:
+                    raise TemplateUnavailable("the spare has no socket")
+                child = template.activate(spare.spare_id, spare.pid, channel, spec.task_id, spec.env, spec.cwd,
+                                          out_w, err_w)
             except TemplateUnavailable as exc:
                 log.info("spare %s not used: %s", spare.spare_id, exc)
                 self.spares.failed(spare)

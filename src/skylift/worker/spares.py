@@ -7,7 +7,7 @@ task, so after a template forks a container (or becomes ready) the worker prepar
 
     spares.refill(template, spec)           # in the background: the sandbox, then the template's "spare"
     spare = spares.take(template, spec)     # a ready spare of the same shape (limits, network, volumes), or None
-    child = await template.activate(spare.spare_id, task_id, env, cwd, stdout, stderr)
+    child = template.activate(spare.spare_id, spare.pid, spare.channel, task_id, env, cwd, stdout, stderr)
     spares.activated(spare)                 # its sandbox is the container's now
 
 A spare is bounded (one per template), holds the template's copy-on-write memory and its own sandbox,
@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,7 @@ class Spare:
     sandbox: ForkedSandbox
     shape: tuple[Any, ...]
     pid: int = 0
+    channel: socket.socket | None = None  # what it waits on: the activation goes to it directly
     taken: bool = False
     watcher: asyncio.Task[None] | None = None
 
@@ -136,7 +138,7 @@ class Spares:
             return
         container, fds = sandbox.request()
         try:
-            pid = await template.spare(spare_id, container, fds)
+            pid, channel = await template.spare(spare_id, container, fds)
         except BaseException as exc:
             await asyncio.shield(asyncio.to_thread(sandbox.cleanup))
             if isinstance(exc, TemplateUnavailable) and template.state is TemplateState.READY:
@@ -148,7 +150,7 @@ class Spares:
             return
         finally:
             sandbox.close_fds()
-        spare = Spare(spare_id, template, sandbox, shape(spec), pid)
+        spare = Spare(spare_id, template, sandbox, shape(spec), pid, channel)
         spare.watcher = asyncio.get_running_loop().create_task(self._watch(spare))
         self._watchers.add(spare.watcher)
         spare.watcher.add_done_callback(self._watchers.discard)
@@ -160,6 +162,9 @@ class Spares:
     def _drop(self, spare: Spare) -> None:
         if self._ready.get(id(spare.template)) is spare:
             del self._ready[id(spare.template)]
+        if spare.channel is not None:  # (EOF: it exits even if the template's kill doesn't reach it)
+            spare.channel.close()
+            spare.channel = None
         spare.template.drop_spare(spare.spare_id)
 
     async def _watch(self, spare: Spare) -> None:
@@ -170,6 +175,9 @@ class Spares:
             return
         if self._ready.get(id(spare.template)) is spare:
             del self._ready[id(spare.template)]
+        if spare.channel is not None:
+            spare.channel.close()
+            spare.channel = None
         if code not in (0, 137):
             log.info("spare %s of template %s exited with code %s", spare.spare_id, spare.template.key, code)
         with contextlib.suppress(Exception):
