@@ -198,3 +198,32 @@ def test_a_spare_of_another_shape_is_dropped_and_the_last_goes_with_its_template
             await peer.server.close()
 
     asyncio.run(scenario())
+
+
+def test_a_spare_dies_with_its_template_and_its_sandbox_is_released(
+        debian_base: Path, tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setenv(ENV_PRELOAD, "all")
+    (tmp_path / "control").mkdir()
+
+    async def scenario() -> None:
+        runtime = SnapshotRuntime(SandboxRuntime(tmp_path / "tasks"), tmp_path / "snapshots")
+        peer = await listening(tmp_path)
+        try:
+            await run_one(runtime, peer, spec(debian_base, tmp_path, 1))
+            template, spare = await a_spare(runtime)
+            assert spare.sandbox._cgroup.pids()
+            kill = getattr(template.process, "close", None)  # the template's sandbox: everything in it dies
+            assert kill is not None
+            await kill()
+            await gone(spare)
+            assert not runtime.spares.has_spare(template)
+            # the pool goes on: its next container starts the ordinary way (a new interpreter is started)
+            _, profile = await run_one(runtime, peer, spec(debian_base, tmp_path, 2))
+            assert profile["how"] == "container"
+        finally:
+            templates = list(runtime.templates.values())
+            await runtime.close()
+            await asyncio.gather(*(t.closed(10.0) for t in templates))
+            await peer.server.close()
+
+    asyncio.run(scenario())

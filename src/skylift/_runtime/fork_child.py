@@ -20,6 +20,10 @@ loaded:
 
 It never returns: the process ends with `os._exit`, after the user's atexit handlers on a clean
 exit, so the template's stack below it never runs again.
+
+A pre-forked spare (`become_spare`, the container runtime) does the same in two steps: everything up
+to the lock-down and the runtime's fork before any task exists, then, once the worker activates it,
+what is the task's own (environment, stdio, working directory, fresh randomness) and the run.
 """
 
 from __future__ import annotations

@@ -24,6 +24,9 @@ hostname, drops to the container's capabilities, sets no_new_privs and loads the
 seccomp filter. What to mask, which capabilities to keep and the filter come from the worker in the
 request, so the policy lives in one place (`worker/container/policy.py`, `seccomp.py`).
 
+A pre-forked spare (`fork_child.become_spare`) runs all of this before it has a task: the fds come
+with the template's `spare` request, and only its runtime process keeps the socket it is activated on.
+
 This code runs in an interpreter the user's imports ran in first, so it is not what keeps the host
 safe: a child that skipped all of it would still be an unprivileged host uid in namespaces of its
 own user namespace. It is what makes a forked container the same as any other container.

@@ -19,6 +19,10 @@ and the SDK, and each child loads the function itself after it has connected, as
 does — so a cold start skips booting Python and importing skylift, and nothing of one container's
 code is in another's.
 
+On the container runtime it also forks, on the worker's request, one *pre-forked spare* at a time:
+a child set up as a container ahead (`fork_child.become_spare`), which the worker activates directly
+on the socket handed over with `spared` (`worker/spares.py`).
+
 It never runs inputs itself. It exits once told to retire (or when the worker goes away) and its
 last child has exited, so the containers it forked keep their parent.
 """

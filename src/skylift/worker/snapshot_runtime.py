@@ -25,7 +25,8 @@ each child becomes a container of its own: its cgroups, network namespace and wr
 prepared here (`container/forked.py`), its namespaces, root filesystem and lock-down are made by
 the child itself (`_runtime/fork_container.py`). A stop signals every process of its cgroups; exec
 enters the namespaces of its pid 1. Its volumes and bucket mounts are idmapped detached bind
-mounts the child attaches in its mount namespace.
+mounts the child attaches in its mount namespace. After each fork (and when a template is ready) the
+next container is prepared ahead as a pre-forked spare (`spares.py`) and activated on the next request.
 """
 
 from __future__ import annotations
