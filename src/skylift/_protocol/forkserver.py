@@ -25,11 +25,12 @@ worker -> template
          a pre-forked spare (container runtime): forked and set up as a container as far as it can be
          without a task (namespaces, cgroups, network, root filesystem, lock-down), then it waits
     {op: "activated", spare_id, task_id}               the worker activated the spare: a child like any other
-    {op: "drop_spare", spare_id}                       the spare is killed without running anything
+    {op: "drop_spare", spare_id}                       the spare is killed without running anything (the
+                                                       worker closed the socket it waits on, too)
 worker -> a spare (on the socket from "spared", then closed; the template keeps no end of it)
     {op: "activate", task_id, env, cwd, requested_at} + fds [stdout, stderr]
          the spare becomes that task's container; EOF instead: it was dropped, and exits
-    {op: "retire"}                                     fork no more, drop the spare; exit once every child has
+    {op: "retire"}                                     fork no more; exit once every child (and spare) has
 
 EOF on the socket means "retire" too: a template outlives its worker only as long as the
 containers it forked do.

@@ -180,9 +180,8 @@ class Template:
         poller.register(self.sock.fileno(), select.POLLIN)
         while True:
             self._reap()
-            if self.retiring and self.spares:
-                for spare_id in list(self.spares.values()):
-                    self._drop_spare(spare_id)
+            # (a spare is not killed here: the worker may have activated it already; it exits once the worker
+            # closes the socket it waits on, as the worker does when it retires a template, or goes away)
             if self.retiring and not self.children and not self.spares:
                 return
             for fd, _ in poller.poll():

@@ -98,6 +98,7 @@ class TemplateProcess:
     _forks: dict[str, asyncio.Future[ForkedChild]] = field(default_factory=dict)
     _spares: dict[str, asyncio.Future[tuple[int, socket.socket]]] = field(default_factory=dict)  # being forked
     _activated: dict[str, ForkedChild] = field(default_factory=dict)  # spare id -> the container it became
+    _telling: set[asyncio.Task[None]] = field(default_factory=set)  # messages waiting for room on the socket
     spare_exits: dict[str, asyncio.Future[int]] = field(default_factory=dict)  # spares not activated: their end
     _background: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -220,10 +221,21 @@ class TemplateProcess:
         self.children[pid] = child
         self._activated[spare_id] = child
         self.spare_exits.pop(spare_id, None)  # its end is the container's now (`child.exit`)
-        with contextlib.suppress(OSError):  # (if the template is gone, so is the spare: `_watch` reports it)
-            forkserver.send(self._sock, {"op": "activated", "spare_id": spare_id, "task_id": task_id})
+        told = {"op": "activated", "spare_id": spare_id, "task_id": task_id}
+        try:
+            forkserver.send(self._sock, told)
+        except BlockingIOError:
+            later = asyncio.get_running_loop().create_task(self._tell(told))
+            self._telling.add(later)
+            later.add_done_callback(self._telling.discard)
+        except OSError:
+            pass  # the template is gone, and the spare with it: `_watch` reports it
         self.last_used = time.monotonic()
         return child
+
+    async def _tell(self, message: dict[str, Any]) -> None:
+        with contextlib.suppress(TemplateUnavailable):
+            await self._send(message)
 
     def drop_spare(self, spare_id: str) -> None:
         """The spare exits without running anything (`spare_exits[spare_id]` resolves)."""

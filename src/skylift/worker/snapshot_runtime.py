@@ -261,6 +261,7 @@ class SnapshotRuntime:
         for task in list(self._preload_starts):
             task.cancel()
         for template in list(self.templates.values()):
+            self.spares.drop(template)
             await template.close()
         if self._sandboxed():  # a template's sandbox holds mounts and cgroups: see them released
             await asyncio.gather(*(t.closed(10.0) for t in self.templates.values()))
@@ -334,7 +335,6 @@ class SnapshotRuntime:
         if created:
             info["template_ms"] = round(template.started_ms, 3)
         if spare is not None:
-            info["spare"] = True
             info["note"] = "from a pre-forked spare"
         self._starts[spec.task_id] = info
 
@@ -473,6 +473,7 @@ class SnapshotRuntime:
         # A new version of the function (or image) supersedes the old one's template.
         for other_key, other in list(self.templates.items()):
             if other.function_id == source.function_id and other.params == source.params and other_key != key:
+                self.spares.drop(other)
                 other.retire()
                 del self.templates[other_key]
         # A directory per template process: a retired one removes its own on exit, never its successor's.
@@ -520,6 +521,7 @@ class SnapshotRuntime:
             return
         if self.templates.get(template.key) is template:
             del self.templates[template.key]
+        self.spares.drop(template)
         template.retire()
 
 
