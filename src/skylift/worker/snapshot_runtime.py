@@ -48,11 +48,11 @@ import msgpack
 
 from .._protocol import api
 from .._runtime.profile import ENV_SPAWNED_AT
-from . import criu, process_binds
+from . import criu, fork_request, process_binds
 from .fork_server import ForkedChild, Launch, Launched, TemplateProcess, TemplateState, TemplateUnavailable
 from .process_runtime import exec_in, pump_lines, session_stats
 from .runtime import ContainerRuntime, ContainerSpec, ContainerStats, ExecResult, OutputSink, SnapshotSource
-from .spares import Spares, spare_state_dir
+from .spares import Spares
 
 if TYPE_CHECKING:
     from .container.forked import ForkedSandbox
@@ -314,8 +314,9 @@ class SnapshotRuntime:
                 os.close(err_w)
                 sandbox: ForkedSandbox | None = spare.sandbox
         if spare is None:
+            prepare = self._prepare_sandbox if self._sandboxed() else None
             try:
-                child, sandbox = await self._fork_now(spec, template, on_output, out_w, err_w)
+                child, sandbox = await fork_request.fork_now(spec, template, on_output, out_w, err_w, prepare=prepare)
             except BaseException:
                 for fd in (out_r, err_r):
                     os.close(fd)
@@ -337,32 +338,6 @@ class SnapshotRuntime:
         if spare is not None:
             info["note"] = "from a pre-forked spare"
         self._starts[spec.task_id] = info
-
-    async def _fork_now(self, spec: ContainerSpec, template: TemplateProcess, on_output: OutputSink, out_w: int,
-                        err_w: int) -> tuple[ForkedChild, ForkedSandbox | None]:
-        """Fork and set up a container on request (no spare); closes `out_w` and `err_w`."""
-        try:
-            sandbox = await self._prepare_sandbox(spec, template) if self._sandboxed() else None
-        except BaseException:
-            os.close(out_w)
-            os.close(err_w)
-            raise
-        binds = [] if sandbox is not None else _volume_binds(spec, on_output)
-        container, extra_fds = sandbox.request() if sandbox is not None else (None, [])
-        try:
-            child = await template.fork(spec.task_id, spec.env, spec.cwd, out_w, err_w, binds=binds,
-                                        container=container, extra_fds=extra_fds)
-        except BaseException:
-            process_binds.release(spec.task_id)
-            if sandbox is not None:
-                await asyncio.to_thread(sandbox.cleanup)
-            raise
-        finally:
-            os.close(out_w)
-            os.close(err_w)
-            if sandbox is not None:
-                sandbox.close_fds()
-        return child, sandbox
 
     # -- preloaded interpreters -------------------------------------------------------------------
 
@@ -427,31 +402,8 @@ class SnapshotRuntime:
 
     async def _prepare_sandbox(self, spec: ContainerSpec, template: TemplateProcess,
                                spare_id: str | None = None) -> ForkedSandbox:
-        """The worker's side of a forked container of `spec` (for a spare: named `spare_id`, with its own
-        state directory beside the tasks')."""
-        from .container.forked import ForkedSandbox
-        from .container_runtime import container_binds
-        name = spare_id or spec.task_id
-        cpu, memory = spec.resources.get("cpu_limit"), spec.resources.get("memory_limit")
-        cpu_request, disk = spec.resources.get("cpu_request"), spec.resources.get("ephemeral_disk_mb")
-        binds = [(str(h), c, ro) for h, c, ro in container_binds(spec)]
-        if spare_id is not None:
-            state_dir = spare_state_dir(spec, spare_id)
-        else:
-            state_dir = spec.scratch / "sandbox" if spec.scratch is not None else None
-        try:
-            sandbox = await asyncio.to_thread(
-                ForkedSandbox.prepare, name, template.directory / "forks" / name,
-                cpu=float(cpu) if cpu else None, memory_mb=int(memory) if memory else None,
-                block_network=spec.block_network, binds=binds,
-                cpu_request=float(cpu_request) if cpu_request else None, disk_mb=int(disk) if disk else None,
-                state_dir=state_dir,
-                cgroup_group=getattr(self.inner, "cgroup_group", ""))  # the worker's own tree (reap.py)
-        except Exception as exc:
-            raise TemplateUnavailable(f"the forked container's cgroups or network could not be set up: {exc}") from None
-        if spare_id is not None and state_dir is not None:
-            sandbox.own_dir = state_dir.parent
-        return sandbox
+        return await fork_request.prepare_sandbox(spec, template, spare_id,
+                                                  cgroup_group=getattr(self.inner, "cgroup_group", ""))
 
     def _launcher(self, spec: ContainerSpec, directory: Path) -> Launch | None:
         if not self._sandboxed():
@@ -523,19 +475,6 @@ class SnapshotRuntime:
             del self.templates[template.key]
         self.spares.drop(template)
         template.retire()
-
-
-def _volume_binds(spec: ContainerSpec, on_output: OutputSink) -> list[tuple[str, str, bool]]:
-    """The binds the forked child makes itself (root), else none: process_binds symlinks them here."""
-    needed = [(str(h), c, ro) for h, c, ro in spec.binds if os.path.realpath(h) != os.path.realpath(c)]
-    if not needed:
-        return []
-    if process_binds.namespace_available():
-        return needed
-    _, warnings = process_binds.wrap(spec)
-    for warning in warnings:
-        on_output(spec.task_id, "stderr", f"skylift: {warning}")
-    return []
 
 
 def _signal(pid: int, signum: int, group: bool) -> None:
