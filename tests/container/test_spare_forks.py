@@ -6,6 +6,7 @@ template, the test's stand-in control plane bound in (as test_preloaded_containe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -43,9 +44,16 @@ def inside() -> dict[str, Any]:
         uid_map = f.read().split()
     with open("/proc/self/status") as f:
         status = dict(line.split(":", 1) for line in f.read().splitlines())
+    share = ""
+    for path in ("/sys/fs/cgroup/cpu/cpu.shares", "/sys/fs/cgroup/cpu.weight"):  # cgroup v1, v2
+        if os.path.exists(path):
+            with open(path) as f:
+                share = f.read().strip()
+            break
     return {"pid": os.getpid(), "uid": os.getuid(), "hostname": socket.gethostname(), "uid_map": uid_map,
             "task": os.environ.get("SKYLIFT_TASK_ID"), "secret": os.environ.get("MY_SECRET"), "cwd": os.getcwd(),
-            "random": random.random(), "seccomp": status["Seccomp"].strip(), "nnp": status["NoNewPrivs"].strip()}
+            "random": random.random(), "seccomp": status["Seccomp"].strip(), "nnp": status["NoNewPrivs"].strip(),
+            "cpu_share": share}
 
 
 def spec(base: Path, tmp_path: Path, n: int, memory_mb: int | None = None) -> ContainerSpec:
@@ -98,9 +106,29 @@ async def a_spare(runtime: SnapshotRuntime) -> tuple[TemplateProcess, Spare]:
         await asyncio.sleep(0.05)
 
 
+def cpu_share(spare: Spare) -> str:
+    cgroup = spare.sandbox._cgroup
+    path = cgroup._dirs[""] / "cpu.weight" if cgroup.version == "v2" else cgroup._dir("cpu") / "cpu.shares"
+    return path.read_text().strip()
+
+
 def status(pid: int) -> dict[str, str]:
     with open(f"/proc/{pid}/status") as f:
         return {k: v.strip() for k, _, v in (line.partition(":") for line in f.read().splitlines())}
+
+
+async def settled(spare: Spare, timeout: float = 30.0) -> int:
+    """Once the spare has set itself up (it is made in the background, at the least CPU share): the pid of its
+    runtime process, pid 2 of its namespace, asleep waiting for its activation."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = spare.sandbox._cgroup.pids()
+        with contextlib.suppress(OSError, KeyError):
+            waiting = [p for p in pids if status(p)["NSpid"].split()[-1] == "2"]
+            if len(pids) == 3 and waiting and status(waiting[0])["State"].startswith("S"):
+                return waiting[0]
+        assert time.monotonic() < deadline, f"spare {spare.spare_id} did not set itself up: {pids}"
+        await asyncio.sleep(0.02)
 
 
 async def gone(spare: Spare, timeout: float = 20.0) -> None:
@@ -128,10 +156,7 @@ def test_a_spare_is_locked_down_ahead_runs_nothing_and_becomes_an_isolated_conta
             # Set up and locked down before any task: its processes (outer, init, runtime) are in its own
             # cgroup; the runtime, pid 2 of its namespace, is an unprivileged host uid under its seccomp
             # filter and no_new_privs, asleep waiting for its activation. It has not talked to anyone.
-            await asyncio.sleep(0.3)
-            pids = spare.sandbox._cgroup.pids()
-            assert len(pids) == 3, pids
-            [waiting] = [p for p in pids if status(p)["NSpid"].split()[-1] == "2"]
+            waiting = await settled(spare)
             seen = status(waiting)
             assert seen["Seccomp"] == "2" and seen["NoNewPrivs"] == "1"
             assert int(seen["Uid"].split()[0]) == 0x70000000 and seen["State"].startswith("S")
@@ -140,6 +165,7 @@ def test_a_spare_is_locked_down_ahead_runs_nothing_and_becomes_an_isolated_conta
                 with open(f"/proc/{waiting}/syscall") as f:
                     assert int(f.read().split()[0]) == RECVMSG[machine]
             assert len(peer.calls) == calls, "a spare talked to the control plane before its activation"
+            assert cpu_share(spare) in ("1", "2")  # made with the least CPU share, so it can't slow others down
 
             second, profile = await run_one(runtime, peer, spec(debian_base, tmp_path, 2))
             assert profile["how"] == "preloaded" and profile.get("note") == "from a pre-forked spare"
@@ -158,6 +184,7 @@ def test_a_spare_is_locked_down_ahead_runs_nothing_and_becomes_an_isolated_conta
                 assert seen_inside["task"] == TASK_ID
                 assert (seen_inside["seccomp"], seen_inside["nnp"]) == (first["seccomp"], first["nnp"]) == ("2", "1")
             assert second["random"] != third["random"]
+            assert second["cpu_share"] == third["cpu_share"] == first["cpu_share"] != ""  # its own, once activated
             await gone(spare, timeout=5)  # an activated spare's sandbox went with its container
         finally:
             templates = list(runtime.templates.values())
@@ -186,7 +213,7 @@ def test_a_spare_of_another_shape_is_dropped_and_the_last_goes_with_its_template
             await gone(spare)
             _, spare = await a_spare(runtime)  # one of the new shape
             assert spare.shape[1] == 300
-            assert spare.sandbox._cgroup.pids()
+            await settled(spare)
             await runtime.close()  # the template retires: its spare goes, and its sandbox with it
             await gone(spare)
             await template.closed(10.0)
@@ -211,7 +238,7 @@ def test_a_spare_dies_with_its_template_and_its_sandbox_is_released(
         try:
             await run_one(runtime, peer, spec(debian_base, tmp_path, 1))
             template, spare = await a_spare(runtime)
-            assert spare.sandbox._cgroup.pids()
+            await settled(spare)
             kill = getattr(template.process, "close", None)  # the template's sandbox: everything in it dies
             assert kill is not None
             await kill()

@@ -70,7 +70,7 @@ async def prepare_sandbox(spec: ContainerSpec, template: TemplateProcess, spare_
             cpu=float(cpu) if cpu else None, memory_mb=int(memory) if memory else None,
             block_network=spec.block_network, binds=binds,
             cpu_request=float(cpu_request) if cpu_request else None, disk_mb=int(disk) if disk else None,
-            state_dir=state_dir, cgroup_group=cgroup_group)
+            state_dir=state_dir, cgroup_group=cgroup_group, spare=spare_id is not None)
     except Exception as exc:
         raise TemplateUnavailable(f"the forked container's cgroups or network could not be set up: {exc}") from None
     if spare_id is not None and state_dir is not None:

@@ -296,6 +296,7 @@ class SnapshotRuntime:
             try:
                 if channel is None:
                     raise TemplateUnavailable("the spare has no socket")
+                spare.sandbox.activate()  # its own CPU share before it runs anything of the task's
                 child = template.activate(spare.spare_id, spare.pid, channel, spec.task_id, spec.env, spec.cwd,
                                           out_w, err_w)
             except TemplateUnavailable as exc:
