@@ -24,6 +24,7 @@ from typing import Any
 
 from .._context import current_input_id_var
 from ..exception import InvalidError
+from . import eager
 from .container_io import Caller
 from .user_code import Service, Target
 
@@ -115,38 +116,41 @@ class FinalSender:
 
     A response that ends in one message (the common case) rides with every other one that ended
     in the same turn of the event loop: under load the container sends one RPC for many requests.
-    Its handler goes on once the batch is written, not answered: nothing it would learn from the
-    answer matters after its last message, and the request's slot is free a round trip sooner.
-    The control plane reads one connection's requests in order, so the input's output (sent
-    after the handler returns) never overtakes its response."""
+    Its handler does not wait for that call at all: nothing it would learn from the answer matters
+    after its last message, so it ends in the same step (its task is not woken once more through
+    the app's whole await chain) and the request's slot is free at once. The batch is written by
+    a callback queued by the first response of the turn, or earlier: the input loop's outputs go
+    through `OrderedCaller`, which writes the pending batch before any `put_outputs`. The control
+    plane reads one connection's requests in order, so an output never overtakes its response."""
 
     def __init__(self, rpc: Caller) -> None:
         self.rpc = rpc
-        self._queue: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._queue: list[dict[str, Any]] = []
         self._scheduled = False
-        self._calls: set[asyncio.Task[None]] = set()
+        self._calls: set[asyncio.Task[Any]] = set()
 
-    def send(self, input_id: str, messages: list[dict[str, Any]]) -> asyncio.Future[None]:
-        """Resolves once the messages are on their way (written to the control plane's connection)."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._queue.append(({"input_id": input_id, "messages": messages}, future))
+    def send(self, input_id: str, messages: list[dict[str, Any]]) -> None:
+        """Queue the messages for this turn's batch."""
+        self._queue.append({"input_id": input_id, "messages": messages})
         if not self._scheduled:
             self._scheduled = True
-            loop.call_soon(self._flush)  # after every handler that runs in this turn of the loop
-        return future
+            asyncio.get_running_loop().call_soon(self._flush)  # after every handler that runs in this turn
+
+    def flush(self) -> None:
+        """Write the pending batch now (before an output of one of its inputs goes out)."""
+        if self._queue:
+            self._flush()
 
     def _flush(self) -> None:
         self._scheduled = False
         queue, self._queue = self._queue, []
         loop = asyncio.get_running_loop()
         for n in range(0, len(queue), MAX_FINAL_BATCH):
-            batch = queue[n:n + MAX_FINAL_BATCH]
-            # The call's task writes its request in its first step; the handlers are woken after
-            # it (callbacks run in order), so each one's output is written after its response.
-            self._calls.add(task := loop.create_task(self._call([item for item, _ in batch])))
-            task.add_done_callback(self._calls.discard)
-            loop.call_soon(_resolve, [future for _, future in batch])
+            # Started here, not as a task: the call writes its request before this returns.
+            task = eager.start(loop, self._call(queue[n:n + MAX_FINAL_BATCH]))
+            if task is not None:
+                self._calls.add(task)
+                task.add_done_callback(self._calls.discard)
 
     async def _call(self, items: list[dict[str, Any]]) -> None:
         try:
@@ -157,14 +161,29 @@ class FinalSender:
 
     async def wait(self) -> None:
         """Until every batch sent so far is answered (a container stopping waits for them)."""
+        if self._scheduled:
+            self._flush()
         while self._calls:
             await asyncio.gather(*list(self._calls), return_exceptions=True)
 
 
-def _resolve(futures: list[asyncio.Future[None]]) -> None:
-    for future in futures:
-        if not future.done():
-            future.set_result(None)
+class OrderedCaller:
+    """The input loop's connection in a container that serves web endpoints: a `put_outputs`
+    first writes the web responses queued for the current batch, so that an input's output is
+    never on the wire before its response (the control plane would answer 500, "the app returned
+    without sending a response")."""
+
+    def __init__(self, rpc: Caller, finals: FinalSender) -> None:
+        self._rpc = rpc
+        self._finals = finals
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Awaitable[Any]:
+        if method == "container.put_outputs":
+            self._finals.flush()
+        return self._rpc.call(method, params)
+
+    def __getattr__(self, name: str) -> Any:  # `connected`, and anything else the loop asks of it
+        return getattr(self._rpc, name)
 
 
 class Channel:
@@ -258,7 +277,7 @@ class Channel:
             return
         batch, self.pending = self.pending, []
         if final and self.finals is not None:
-            await self.finals.send(self.input_id, batch)
+            self.finals.send(self.input_id, batch)
             return
         reply = await self.rpc.call("container.web_send", {"input_id": self.input_id, "messages": batch})
         if reply.get("closed"):
@@ -304,6 +323,10 @@ class WebRuntime:
                     await channel.flush()
 
         return handle
+
+    def ordered(self, rpc: Caller) -> OrderedCaller:
+        """`rpc` for the input loop: its outputs go out after the responses queued before them."""
+        return OrderedCaller(rpc, self.finals)
 
     async def build(self, fn: Callable[..., Any], config: dict[str, Any]) -> tuple[ASGIApp, Lifespan | None]:
         kind = config.get("type")
