@@ -12,6 +12,7 @@ import pickle
 from typing import Any
 
 from conftest import deployed_web_app
+from skylift._protocol import web_request
 
 
 def _address(url: str) -> tuple[str, int, str]:
@@ -21,9 +22,10 @@ def _address(url: str) -> tuple[str, int, str]:
 
 
 def _request(inp: dict[str, Any]) -> dict[str, Any]:
+    """The input's request as a dict: {scope, body, more_body}."""
     (request,), _ = pickle.loads(inp["args"])
-    assert isinstance(request, dict)
-    return request
+    scope, body, more = web_request.unpack(request)
+    return {"scope": scope, "body": body, "more_body": more}
 
 
 async def _answer(container: Any, inputs: list[dict[str, Any]]) -> None:

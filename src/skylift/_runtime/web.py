@@ -6,7 +6,8 @@ At start (after `@enter`), each web endpoint of the definition becomes an ASGI a
 (`wsgi.py`), and `web_server` calls the function and proxies to the port it opened
 (`web_proxy.py`). ASGI lifespan startup runs here too; a failure is a failed container start.
 
-A web input's argument is `{scope, body, more_body}` (see `skylift.server.http.web_exchange`). The app
+A web input's argument is the request as `skylift._protocol.web_request` packs it: its ASGI scope, and
+the body when it is small. The app
 runs on the container's event loop with `receive`/`send` bound to the gateway: the response goes
 out with `container.web_send` (the start waits for the first body chunk so a plain response is one
 message), and a body that did not fit in the input is pulled with `container.web_receive`.
@@ -23,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .._context import current_input_id_var
+from .._protocol import web_request
 from ..exception import InvalidError
 from . import eager
 from .container_io import Caller
@@ -195,14 +197,14 @@ class Channel:
     __slots__ = ("_gone_event", "body", "finals", "first", "gone", "inbox", "input_id", "more", "pending", "rpc",
                  "websocket")
 
-    def __init__(self, rpc: Caller, input_id: str, request: dict[str, Any], websocket: bool,
+    def __init__(self, rpc: Caller, input_id: str, body: bytes, more: bool, websocket: bool,
                  finals: FinalSender | None = None) -> None:
         self.rpc = rpc
         self.finals = finals
         self.input_id = input_id
         self.websocket = websocket
-        self.body: bytes = request.get("body") or b""
-        self.more: bool = bool(request.get("more_body"))
+        self.body = body or b""
+        self.more = bool(more)
         self.first = True
         self.gone = False  # the client went away
         self._gone_event: asyncio.Event | None = None
@@ -284,17 +286,6 @@ class Channel:
             self.disconnect()
 
 
-def _scope(raw: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
-    """The ASGI scope from the input (unpickled for this request alone, so it is used in place):
-    headers arrive as (bytes, bytes) tuples; client and server become tuples as servers give them."""
-    for key in ("client", "server"):
-        value = raw.get(key)
-        if isinstance(value, list):
-            raw[key] = tuple(value)
-    raw["state"] = dict(state)
-    return raw
-
-
 class WebRuntime:
     """The container's web endpoints: their apps, lifespans and input handlers."""
 
@@ -303,10 +294,11 @@ class WebRuntime:
         self.finals = FinalSender(rpc)
         self.lifespans: list[Lifespan] = []
 
-    def handler(self, app: ASGIApp, lifespan: Lifespan | None) -> Callable[[dict[str, Any]], Awaitable[None]]:
-        async def handle(request: dict[str, Any]) -> None:
-            scope = _scope(request["scope"], lifespan.state if lifespan else {})
-            channel = Channel(self.rpc, current_input_id_var.get() or "", request, scope["type"] == "websocket",
+    def handler(self, app: ASGIApp, lifespan: Lifespan | None) -> Callable[[web_request.Request], Awaitable[None]]:
+        async def handle(request: web_request.Request) -> None:
+            scope, body, more = web_request.unpack(request)
+            scope["state"] = dict(lifespan.state) if lifespan else {}
+            channel = Channel(self.rpc, current_input_id_var.get() or "", body, more, scope["type"] == "websocket",
                               self.finals)
             try:
                 await app(scope, channel.receive, channel.send)

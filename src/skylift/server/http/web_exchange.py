@@ -22,7 +22,7 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..._protocol import api
+from ..._protocol import api, web_request
 from ..longpoll import Signal
 from . import websocket_frames as wsf
 
@@ -145,17 +145,18 @@ class Exchange:
     """Request state shared by the connection, the call and the container RPCs."""
 
     __slots__ = ("_done", "body_bytes", "body_done", "buffer", "call", "client_gone", "conn", "deadline", "detached",
-                 "finished", "gateway", "inbound", "inbound_bytes", "input_id", "output", "route", "scope", "sender",
-                 "signal", "websocket", "writer", "ws_accepted", "ws_closed")
+                 "finished", "gateway", "headers", "inbound", "inbound_bytes", "input_id", "output", "request", "route",
+                 "sender", "signal", "websocket", "writer", "ws_accepted", "ws_closed")
 
-    def __init__(self, gateway: Gateway, conn: Connection | None, route: Route, scope: dict[str, Any],
-                 writer: ResponseWriter | None) -> None:
+    def __init__(self, gateway: Gateway, conn: Connection | None, route: Route, request: web_request.Request,
+                 headers: list[tuple[bytes, bytes]], writer: ResponseWriter | None) -> None:
         self.gateway = gateway
         self.conn = conn
         self.route = route
-        self.scope = scope
+        self.request = request  # the input's argument, less its body (web_request.pack)
+        self.headers = headers
         self.writer = writer
-        self.websocket = scope["type"] == "websocket"
+        self.websocket: bool = request[0]
         self.call: Call | None = None
         self.input_id = ""
         self.sender = ""  # the task that answers; another one (a redelivery) is told to stop
@@ -253,7 +254,7 @@ class Exchange:
             if self.ws_accepted:
                 return
             self.ws_accepted = True
-            key = dict(self.scope["headers"]).get(b"sec-websocket-key", b"")
+            key = dict(self.headers).get(b"sec-websocket-key", b"")
             head = [b"HTTP/1.1 101 Switching Protocols\r\n", b"upgrade: websocket\r\n", b"connection: Upgrade\r\n",
                     b"sec-websocket-accept: %b\r\n" % wsf.accept_key(key)]
             if message.get("subprotocol"):
