@@ -132,8 +132,16 @@ class FinalSender:
         self._calls: set[asyncio.Task[Any]] = set()
 
     def send(self, input_id: str, messages: list[dict[str, Any]]) -> None:
-        """Queue the messages for this turn's batch."""
-        self._queue.append({"input_id": input_id, "messages": messages})
+        """Queue the messages (the last ones of a response) for this turn's batch."""
+        self._add({"input_id": input_id, "messages": messages})
+
+    def respond(self, input_id: str, status: Any, headers: list[list[bytes]], body: bytes) -> None:
+        """Queue a whole response (start and body in one go, the common case), in the short form
+        `r: [status, headers, body]` that costs both sides less than two ASGI messages."""
+        self._add({"input_id": input_id, "r": [status, headers, body]})
+
+    def _add(self, item: dict[str, Any]) -> None:
+        self._queue.append(item)
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)  # after every handler that runs in this turn
@@ -195,7 +203,7 @@ class Channel:
     streamed body exist only once something needs them."""
 
     __slots__ = ("_gone_event", "body", "finals", "first", "gone", "inbox", "input_id", "more", "pending", "rpc",
-                 "websocket")
+                 "start", "websocket")
 
     def __init__(self, rpc: Caller, input_id: str, body: bytes, more: bool, websocket: bool,
                  finals: FinalSender | None = None) -> None:
@@ -210,6 +218,7 @@ class Channel:
         self._gone_event: asyncio.Event | None = None
         self.inbox: deque[dict[str, Any]] | None = None
         self.pending: list[dict[str, Any]] = []
+        self.start: tuple[Any, list[list[bytes]]] | None = None  # a response start, held for its body
 
     def disconnect(self) -> None:
         self.gone = True
@@ -255,14 +264,23 @@ class Channel:
         kind = message.get("type")
         if kind == "http.response.body":  # the common two first, without the general loop
             more = bool(message.get("more_body"))
-            self.pending.append({"type": kind, "body": message.get("body", b""), "more_body": more})
+            body = message.get("body", b"")
+            if not more and self.start is not None and not self.pending and self.finals is not None:
+                # A whole response in one go: it travels as [status, headers, body].
+                status, headers = self.start
+                self.start = None
+                self.finals.respond(self.input_id, status, headers, body)
+                return
+            self._take_start()
+            self.pending.append({"type": kind, "body": body, "more_body": more})
             await self.flush(final=not more)
             return
         if kind == "http.response.start":
             # It goes out with the first body chunk: a plain response is one message.
-            self.pending.append({"type": kind, "status": message.get("status"),
-                                 "headers": [[bytes(k), bytes(v)] for k, v in message.get("headers") or ()]})
+            self._take_start()
+            self.start = (message.get("status"), [[bytes(k), bytes(v)] for k, v in message.get("headers") or ()])
             return
+        self._take_start()
         wire: dict[str, Any] = {"type": kind}
         for key, value in message.items():
             if key == "headers":
@@ -272,9 +290,16 @@ class Channel:
         self.pending.append(wire)
         await self.flush()
 
+    def _take_start(self) -> None:
+        if self.start is not None:
+            status, headers = self.start
+            self.start = None
+            self.pending.append({"type": "http.response.start", "status": status, "headers": headers})
+
     async def flush(self, final: bool = False) -> None:
         """Send what is pending. ASGI's `send` is awaited before the next one, so flushes never
         overlap; the pending list is taken before the first await all the same."""
+        self._take_start()
         if not self.pending:
             return
         batch, self.pending = self.pending, []
@@ -311,7 +336,7 @@ class WebRuntime:
                     sys.stderr.flush()
                 raise
             finally:
-                if channel.pending and not channel.gone:
+                if (channel.pending or channel.start is not None) and not channel.gone:
                     await channel.flush()
 
         return handle

@@ -222,6 +222,16 @@ class Exchange:
 
     # ---- response side ---------------------------------------------------------------------
 
+    def respond(self, status: Any, headers: Any, body: Any) -> None:
+        """A whole response (start and final body) in one go: the common case."""
+        writer = self.writer
+        if writer is not None and not writer.started and not self.websocket and not self.detached:
+            writer.start(int(status), headers or [])
+            writer.body(bytes(body or b""), False)
+            return
+        self.apply([{"type": "http.response.start", "status": status, "headers": headers},
+                    {"type": "http.response.body", "body": body, "more_body": False}])
+
     def apply(self, messages: list[dict[str, Any]]) -> None:
         if self.detached:
             self.buffer.extend(messages)
