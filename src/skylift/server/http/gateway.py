@@ -121,15 +121,19 @@ class Gateway:
         self._sweeper: asyncio.TimerHandle | None = None
         self._server_address = (self.config.host, self.config.port)  # the scope's "server"
         self._ids = RandomIds()
+        self._running: asyncio.AbstractEventLoop | None = None
+        self._delivering: list[Exchange] = []  # exchanges whose output came in this turn of the loop
 
     @property
     def _loop(self) -> asyncio.AbstractEventLoop:
-        return asyncio.get_running_loop()
+        # The loop `start` ran in: asking for the running loop is a system call (getpid) on
+        # Python 3.11, and the gateway needs it a few times per request.
+        return self._running or asyncio.get_running_loop()
 
     async def start(self, remember: Path | None = None) -> str:
         """Listen. With port 0, reuse the port remembered in `remember` if it is free, so URLs
         survive a restart of the control plane, and remember the one chosen."""
-        loop = asyncio.get_running_loop()
+        loop = self._running = asyncio.get_running_loop()
         ports = [self.config.port]
         if self.config.port == 0 and remember is not None:
             with contextlib.suppress(OSError, ValueError):
@@ -297,6 +301,21 @@ class Gateway:
         self.cp.calls.add(call)
         self.cp.dispatcher.enqueue(call, inputs)
 
+    def deliver_soon(self, exchange: Exchange) -> None:
+        """Finish `exchange` after the current step: one callback for every output that arrives
+        in this turn of the loop (a container's batch), not one each."""
+        self._delivering.append(exchange)
+        if len(self._delivering) == 1:
+            self._loop.call_soon(self._deliver_all)
+
+    def _deliver_all(self) -> None:
+        exchanges, self._delivering = self._delivering, []
+        for exchange in exchanges:
+            try:
+                self.delivered(exchange)
+            except Exception:  # one broken response must not keep the others of the batch waiting
+                log.exception("web gateway: could not finish the response of input %s", exchange.input_id)
+
     def delivered(self, exchange: Exchange) -> None:
         """The call of `exchange` has its output (or vanished): finish the response."""
         call = exchange.call
@@ -402,7 +421,7 @@ class _Delivery(Signal):
         if self._gateway is not None and self._exchange is not None:
             # Not from inside the dispatcher's delivery loop: finishing a response may start the
             # connection's next (pipelined) request, which enqueues another input.
-            asyncio.get_running_loop().call_soon(self._gateway.delivered, self._exchange)
+            self._gateway.deliver_soon(self._exchange)
 
     def release(self) -> None:
         """The output was handed over: drop the references that make a cycle (exchange -> call ->
