@@ -400,5 +400,6 @@ async def prepare(service: Service, rpc: Caller, definition: dict[str, Any]) -> 
         if fn is None:
             raise InvalidError(f"web endpoint {definition.get('tag')!r} has no function to serve")
         app, lifespan = await runtime.build(fn, config)
-        service._targets[method] = Target(runtime.handler(app, lifespan), is_async=True, is_generator=False)
+        service._targets[method] = Target(runtime.handler(app, lifespan), is_async=True, is_generator=False,
+                                          web=True)
     return runtime
