@@ -1,6 +1,6 @@
 """Web endpoints: wrk through skylift's gateway vs the same ASGI app on bare uvicorn, in one run.
 
-    .venv/bin/python bench/web.py [--duration 5] [--connections 32]
+    .venv/bin/python bench/web.py [--duration 5] [--connections 32] [--only raw|fastapi] [--profile DIR]
 
 Needs `wrk` (Debian package, installed by scripts/setup when run as root). Each app runs in one
 container with @modal.concurrent (one process, like one uvicorn worker); both sides use the
@@ -11,6 +11,10 @@ It also prints the CPU time each request costs (user + system, from /proc): the 
 the container and wrk through the gateway; uvicorn and wrk on the bare side. On a machine whose
 cores are all busy, requests/s follow the CPU a request costs, so the ratio of those totals
 ("CPU ratio") is the same comparison with less noise from what else the machine runs.
+
+`--profile DIR` records py-spy profiles (collapsed stacks, sampled only while the process holds
+the GIL: its Python work, not its waits or system calls) of the control plane and the container
+during the gateway's runs (py-spy: `.venv/bin/pip install py-spy`).
 """
 
 from __future__ import annotations
@@ -126,8 +130,8 @@ def profiles(folder: str | None, name: str, pids: dict[str, list[int]], duration
         return
     spy = shutil.which("py-spy") or str(ROOT / ".venv/bin/py-spy")
     Path(folder).mkdir(parents=True, exist_ok=True)
-    procs = [subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", "500", "--format", "raw", "--nonblocking", "--gil",
-                               "--duration", str(max(1, round(duration))), "--output",
+    procs = [subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", "500", "--format", "raw", "--nonblocking",
+                               "--gil", "--duration", str(max(1, round(duration))), "--output",
                                str(Path(folder) / f"{name.split()[0].lower()}-{group}-{pid}.txt")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for group, members in pids.items() for pid in members]

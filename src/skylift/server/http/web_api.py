@@ -3,6 +3,8 @@
 `container.web_send` carries ASGI messages (response start and body chunks, WebSocket accept,
 send and close) to the gateway, which writes them to the client at once; it answers only once
 the client's socket has taken them (backpressure), and says `closed` when the client is gone.
+Complete responses of many requests come batched (`items`), a response that ends in one go as
+`{input_id, r: [status, headers, body]}`, and are answered at once.
 `container.web_receive` long-polls for request-body chunks and WebSocket messages that did not
 fit in the input. Both address the request by its input id; only the container that first
 answered may continue (a redelivered input is told the client is gone).

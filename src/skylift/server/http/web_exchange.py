@@ -1,7 +1,8 @@
 """One web request on its way through the control plane: an input in, ASGI messages out.
 
 The gateway turns a request into an input of the endpoint's pool whose argument is the ASGI
-scope plus the request body when it is small (the common case: one input, nothing else to fetch).
+scope plus the request body when it is small (the common case: one input, nothing else to fetch),
+packed as `_protocol/web_request.py` says.
 The container runs the ASGI app and sends the response as ASGI messages with
 `container.web_send`; a large or streamed body is pulled with `container.web_receive`. The input's
 output only says how the app ended: a failure before any response becomes a 500, a container
