@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("skylift.server")
 
 _REASONS = {s.value: s.phrase.encode() for s in http.HTTPStatus}
+_STATUS_LINES = {code: b"HTTP/1.1 %d %b\r\n" % (code, reason) for code, reason in _REASONS.items()}
 # How much request body may wait in the control plane for the container before reading pauses.
 BODY_BUFFER = 4 * 1024 * 1024
 MAX_RECEIVE_BYTES = 4 * 1024 * 1024
@@ -69,14 +70,23 @@ class ResponseWriter:
         self.keep_alive = keep_alive
         self.http11 = http11
         self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.header_lines = b""  # the app's header fields, formatted
+        self.framed = False  # the app set Content-Length or Transfer-Encoding itself
         self.started = False  # head written
         self.finished = False
         self.chunked = False
 
     def start(self, status: int, headers: list[Any]) -> None:
+        """Take the status and header fields (formatted now: anything but bytes-like raises here)."""
+        lines = []
+        framed = False
+        for name, value in headers:
+            lines.append(b"%b: %b\r\n" % (name, value))
+            if not framed and len(name) in (14, 17):
+                framed = bytes(name).lower() in (b"content-length", b"transfer-encoding")
         self.status = status
-        self.headers = [(bytes(k), bytes(v)) for k, v in headers]  # raises on anything but bytes-like
+        self.header_lines = b"".join(lines)
+        self.framed = framed
 
     def body(self, data: bytes, more: bool) -> None:
         if self.finished:
@@ -98,14 +108,9 @@ class ResponseWriter:
     def _head(self, first: bytes, more: bool) -> bytes:
         self.started = True
         status = self.status or 500
-        head = [b"HTTP/1.1 %d %b\r\n" % (status, _REASONS.get(status, b""))]
-        framed = False  # the app set Content-Length or Transfer-Encoding itself
-        for name, value in self.headers:
-            head.append(name + b": " + value + b"\r\n")
-            if not framed and len(name) in (14, 17):
-                framed = name.lower() in (b"content-length", b"transfer-encoding")
+        head = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status, self.header_lines]
         bodiless = status < 200 or status in (204, 304)
-        if not framed and not bodiless:
+        if not self.framed and not bodiless:
             if not more:
                 head.append(b"content-length: %d\r\n" % len(first))
             elif self.http11:
