@@ -115,7 +115,8 @@ async def _serve(rpc: ReconnectingClient, preloaded: Preloaded | None = None) ->
         return 1
     await rpc.call("container.ready", {"profile": profile.wire()})
 
-    inputs = InputLoop(rpc, service, definition)
+    # With web endpoints, outputs wait for the web responses queued ahead of them (web.OrderedCaller).
+    inputs = InputLoop(endpoints.ordered(rpc) if endpoints is not None else rpc, service, definition)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, inputs.stop)

@@ -27,6 +27,9 @@ class Target:
     is_async: bool
     is_generator: bool
     batch: tuple[int, int] | None = None  # (max_batch_size, wait_ms)
+    # A web endpoint's request handler: its response went out over `container.web_send`, so its
+    # output says only how it ended (no pickled return value, no library versions).
+    web: bool = False
 
 
 @dataclass
