@@ -339,6 +339,38 @@ class Function:
                       DeprecationWarning, stacklevel=3)
         await self.update_autoscaler.aio(min_containers=warm_pool_size)
 
+    @classmethod
+    def from_id(cls, function_id: str, *, client: Client | None = None) -> Function:
+        """A handle to a function by its `fu-` id (looked up now)."""
+        from ._introspection import function_from_id
+
+        fn: Function = run_sync(function_from_id(cls, function_id))
+        return fn
+
+    @blocking
+    async def info(self, *, refresh: bool = False) -> Any:
+        """`modal.types.FunctionInfo`: this function's resources, timeouts, mounts and web endpoints."""
+        from ._introspection import function_info_of
+
+        return await function_info_of(self)
+
+    @property
+    def logs(self) -> Any:
+        """This function's log lines: `.fetch(since=...)`, `.tail(n)`, `.stream()` (`modal.types.LogEntry`)."""
+        from ._introspection import function_logs
+
+        return function_logs(self)
+
+    @blocking
+    async def experimental_spawn_map(self, *input_iterators: Iterable[Any], kwargs: dict[str, Any] | None = None
+                                     ) -> FunctionCall:
+        """Like `spawn_map`, returning the FunctionCall of the inputs (`.get()` is not for maps; use `.iter()`)."""
+        _invocation.check_not_generator(self._is_generator, self._name, "spawn_map")
+        target = await self._target()
+        call_id = await _invocation.spawn_map(Client.from_env(), target, zip(*input_iterators, strict=False),
+                                              kwargs or {})
+        return FunctionCall(call_id, self._name)
+
     @blocking
     async def get_current_stats(self) -> FunctionStats:
         """Backlog and runner counts of this function's pool."""
@@ -415,8 +447,26 @@ class FunctionCall:
     """A handle to a spawned call; its result is kept for 7 days."""
 
     def __init__(self, call_id: str, name: str = "function") -> None:
-        self.object_id = call_id
+        self._object_id = call_id
         self._name = name
+
+    @property
+    def object_id(self) -> str:
+        return self._object_id
+
+    @blocking
+    async def hydrate(self, client: Client | None = None) -> FunctionCall:
+        """Check that the call exists (NotFoundError if its results expired or it never did)."""
+        await Client.from_env().call("call.info", {"call_id": self.object_id})
+        return self
+
+    @iterating
+    async def iter(self, *, start: int = 0, end: int | None = None) -> AsyncIterator[Any]:
+        """The results of the call's inputs in index order (`experimental_spawn_map`), `[start, end)`."""
+        from ._introspection import iter_call
+
+        async for value in iter_call(self, start, end):
+            yield value
 
     def __repr__(self) -> str:
         return f"FunctionCall({self.object_id!r})"
@@ -437,8 +487,9 @@ class FunctionCall:
         got = await Client.from_env().call("call.info", {"call_id": self.object_id})
         return int(got["num_inputs"])
 
-    @classmethod
-    def from_id(cls, function_call_id: str, client: Client | None = None) -> FunctionCall:
+    @blocking_classmethod
+    async def from_id(cls: type[FunctionCall], function_call_id: str,  # type: ignore[misc]
+                      client: Client | None = None) -> FunctionCall:
         if not function_call_id.startswith("fc-"):
             raise InvalidError(f"{function_call_id!r} is not a function call id (they start with 'fc-')")
         return cls(function_call_id)

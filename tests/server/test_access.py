@@ -31,7 +31,7 @@ EXPECTED: dict[str, str] = {
     "function.create": "a", "function.get": "ac", "function.info": "ac", "function.stats": "ac", "function.update_autoscaler": "a",
     "call.start": "ac", "call.run": "ac", "call.put_inputs": "ac", "call.close_inputs": "ac",
     "call.get_outputs": "ac", "call.get_gen_items": "ac", "call.cancel": "ac", "call.info": "ac",
-    "object.get": "ac", "object.ephemeral": "ac", "object.list": "ac", "object.delete": "ac", "object.info": "ac",
+    "object.get": "ac", "object.ephemeral": "ac", "object.list": "ac", "object.delete": "ac", "object.info": "ac", "object.rename": "ac",
     "secret.create": "ac", "secret.update": "ac",
     **{f"dict.{m}": "ac" for m in ("put", "get", "contains", "pop", "len", "clear", "scan")},
     **{f"queue.{m}": "ac" for m in ("put", "get", "peek", "len", "clear")},

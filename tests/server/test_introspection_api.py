@@ -42,3 +42,24 @@ async def test_secret_update_merges_named_secrets_only(platform):
             await client.call("secret.update", {"secret_id": anon, "values": {"X": "2"}})
         with pytest.raises(RpcError, match="not a valid environment variable"):
             await client.call("secret.update", {"secret_id": sid, "values": {"1bad": "x"}})
+
+
+async def test_object_rename_keeps_id_and_contents(platform):
+    async with platform() as h:
+        client = await h.client()
+        got = await client.call("object.get", {"kind": "volume", "name": "v1", "environment": "main",
+                                               "create_if_missing": True})
+        await client.call("object.get", {"kind": "volume", "name": "taken", "environment": "main",
+                                         "create_if_missing": True})
+        renamed = await client.call("object.rename", {"kind": "volume", "name": "v1", "new_name": "v2",
+                                                      "environment": "main"})
+        assert renamed["object_id"] == got["object_id"]
+        again = await client.call("object.get", {"kind": "volume", "name": "v2", "environment": "main"})
+        assert again["object_id"] == got["object_id"]
+        with pytest.raises(RpcError) as err:
+            await client.call("object.get", {"kind": "volume", "name": "v1", "environment": "main"})
+        assert err.value.code == "not_found"
+        with pytest.raises(RpcError) as err:
+            await client.call("object.rename", {"kind": "volume", "name": "v2", "new_name": "taken",
+                                                "environment": "main"})
+        assert err.value.code == "conflict" and "'taken'" in err.value.message

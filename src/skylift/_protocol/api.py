@@ -118,6 +118,7 @@ object.ephemeral {kind, environment} -> {object_id}    anonymous; deleted when t
 object.list {kind, environment} -> {objects: [{object_id, name, created_at, size}]}  size: entries,
                                            items, files or keys; never a secret's values
 object.info {kind, object_id} -> {object_id, name, environment, created_at, ephemeral}
+object.rename {kind, name, new_name, environment} -> {object_id}   same id and contents; CONFLICT if taken
 object.delete {kind, name? | object_id?, environment, allow_missing?: bool} -> {}
 secret.create {name?, environment, values: {KEY: str}, overwrite?: bool} -> {object_id}
      values are sealed (AES-256-GCM, key in the server's home) before they are stored; without a

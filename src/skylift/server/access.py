@@ -443,6 +443,7 @@ RULES: dict[str, Rule] = {
     "object.list": workload("listing the workspace's objects"),
     "object.delete": workload("deleting the workspace's named objects, as Modal's containers may"),
     "object.info": workload("an object's metadata"),
+    "object.rename": workload("renaming the workspace's named objects, as Modal's containers may"),
     "secret.update": workload("Secret.update of the workspace's named secrets, as Modal's containers may"),
     "secret.create": workload("Secret.from_dict for a sandbox or function it runs"),
     "dict.put": workload("Dicts of the workspace"),
