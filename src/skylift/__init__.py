@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name loads on firs
     from .functions import Function, FunctionCall, FunctionStats
     from .image import Image
     from .partial_function import batched, concurrent, enter, exit, method
+    from .probe import Probe
     from .queue import Queue
     from .retries import Retries
     from .sandbox import Sandbox
@@ -59,6 +60,7 @@ _LAZY = {
     "Image": "image",
     "batched": "partial_function", "concurrent": "partial_function", "enter": "partial_function",
     "exit": "partial_function", "method": "partial_function",
+    "Probe": "probe",
     "Queue": "queue",
     "Retries": "retries",
     "Sandbox": "sandbox",
@@ -99,7 +101,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "App", "CloudBucketMount", "Cls", "Cron", "Dict", "Error", "FilePatternMatcher", "Function", "FunctionCall",
     "FunctionStats", "Image",
-    "LocalEntrypoint", "Obj", "Period", "Queue", "Retries", "Sandbox", "Secret", "Stub", "Volume", "asgi_app",
+    "LocalEntrypoint", "Obj", "Period", "Probe", "Queue", "Retries", "Sandbox", "Secret", "Stub", "Volume", "asgi_app",
     "batched",
     "concurrent", "current_function_call_id", "current_input_id", "enable_output", "enter", "exception", "exit",
     "fastapi_endpoint", "is_local", "method", "parameter", "web_endpoint", "web_server", "wsgi_app",

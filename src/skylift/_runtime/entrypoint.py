@@ -43,6 +43,8 @@ THREAD_GRACE_SECONDS = 30.0
 RECONNECT_SECONDS = 120.0
 # Set by the worker when the container has volumes (`_volume_mount.ENV_VOLUMES`): only then is that module loaded.
 ENV_VOLUMES = "SKYLIFT_VOLUMES"
+# The running input loop and its event loop: `modal.experimental.stop_fetching_inputs()` stops it.
+current_inputs: tuple[InputLoop, asyncio.AbstractEventLoop] | None = None
 
 
 def _log(message: str) -> None:
@@ -117,6 +119,8 @@ async def _serve(rpc: ReconnectingClient, preloaded: Preloaded | None = None) ->
 
     inputs = InputLoop(rpc, service, definition)
     loop = asyncio.get_running_loop()
+    global current_inputs
+    current_inputs = (inputs, loop)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, inputs.stop)
     await inputs.run()

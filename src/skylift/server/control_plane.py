@@ -29,9 +29,9 @@ from .._protocol.rpc import Address, RpcServer, Session
 from .access import WORKER, Principal, authorize
 from .access_facts import PlatformFacts
 from .api.app_api import AppApi
-from .api.introspection_api import IntrospectionApi
 from .api.call_api import CallApi
 from .api.container_api import ContainerApi
+from .api.introspection_api import IntrospectionApi
 from .api.logs import LogHub
 from .api.sandbox_api import SandboxApi
 from .api.task_api import TaskApi
