@@ -102,7 +102,7 @@ def parse_gpu(gpu: str | Sequence[str] | None) -> dict[str, Any] | None:
         >>> parse_gpu(["L40S", "a10g:2"])["fallbacks"]
         [{'type': 'A10G', 'count': 2}]
     """
-    if gpu is None:
+    if gpu is None or gpu is False:  # Modal accepts gpu=False for "no GPU"
         return None
     if isinstance(gpu, (list, tuple)):
         if not gpu:

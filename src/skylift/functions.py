@@ -181,6 +181,8 @@ class Function:
         self._check_no_web()
         if self._method is not None and self._cls is not None:
             self._is_generator = self._cls._method_names().get(self._method, self._is_generator)
+            if self._cls._user_cls is None and self._service is not None:
+                self._params = _with_declared_defaults(self._service._definition, self._params)
         self._checked_target = Target(self.object_id, self._name, self._params, self._method)
         return self._checked_target
 
@@ -500,6 +502,18 @@ class FunctionCall:
         client = Client.from_env()
         return list(await asyncio.gather(*(_invocation.get_output(client, fc.object_id, None, fc._name)
                                            for fc in function_calls)))
+
+
+def _with_declared_defaults(definition: dict[str, Any] | None, params: bytes | None) -> bytes | None:
+    """`Cls.from_name(...)(**some)`: the parameters not given take the class's `modal.parameter(default=...)`
+    values (known from its definition when every parameter has one), so `Cls.from_name(...)()` is the
+    same parameter set, and container pool, as `Cls()` where the class is defined."""
+    from ._serialization import decode_params, encode_params
+
+    defaults = (definition or {}).get("default_params")
+    if not defaults:
+        return params
+    return encode_params({**decode_params(defaults), **decode_params(params)})
 
 
 def merge_options(definition: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
