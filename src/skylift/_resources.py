@@ -90,7 +90,7 @@ def _parse_one_gpu(value: object, shown: str) -> dict[str, Any]:
     return {"type": gpu_type, "count": count}
 
 
-def parse_gpu(gpu: str | Sequence[str] | None) -> dict[str, Any] | None:
+def parse_gpu(gpu: str | Sequence[str] | bool | None) -> dict[str, Any] | None:
     """Parse `gpu=` into `{"type", "count", "fallbacks": [{"type", "count"}, ...]}`, or None.
 
     Names are case-insensitive; "A10G" is the same GPU as "A10". A list is an ordered set of choices:

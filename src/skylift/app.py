@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _options
-from ._aio import blocking
+from ._aio import blocking, blocking_classmethod
 from .cls import Cls, check_user_class, default_params, parameter_specs
 from .exception import InvalidError
 from .functions import Function
@@ -106,10 +106,12 @@ class App:
     def registered_entrypoints(self) -> dict[str, LocalEntrypoint]:
         return dict(self._entrypoints)
 
-    def set_tags(self, tags: dict[str, str], *, client: Any = None) -> None:
+    @blocking
+    async def set_tags(self, tags: dict[str, str], *, client: Any = None) -> None:
         self._tags.update(tags)
 
-    def get_tags(self, *, client: Any = None) -> dict[str, str]:
+    @blocking
+    async def get_tags(self, *, client: Any = None) -> dict[str, str]:
         return dict(self._tags)
 
     @property
@@ -273,21 +275,22 @@ class App:
 
         return AppRun(self, detach=detach, environment_name=environment_name, name=name)
 
-    def deploy(self, *, name: str | None = None, environment_name: str | None = None, tag: str = "",
-               client: Any = None) -> App:
+    @blocking
+    async def deploy(self, *, name: str | None = None, environment_name: str | None = None, tag: str = "",
+                     client: Any = None) -> App:
         """Deploy this app (like `skylift deploy`): functions stay available by name."""
-        from ._runner import deploy_app
+        from ._runner import deploy_app_async
 
-        deploy_app(self, name=name, environment_name=environment_name, tag=tag)
+        await deploy_app_async(self, name=name, environment_name=environment_name, tag=tag)
         return self
 
-    @classmethod
-    def lookup(cls, name: str, *, environment_name: str | None = None, create_if_missing: bool = False,
-               client: Any = None) -> App:
-        """A handle to a deployed app by name."""
-        from ._runner import lookup_app
+    @blocking_classmethod
+    async def lookup(cls: type[App], name: str, *, environment_name: str | None = None,  # type: ignore[misc]
+                     create_if_missing: bool = False, client: Any = None) -> App:
+        """A handle to a deployed app by name (`create_if_missing=True` makes an empty deployed app)."""
+        from ._runner import lookup_app_async
 
-        return lookup_app(name, environment_name=environment_name, create_if_missing=create_if_missing)
+        return await lookup_app_async(name, environment_name=environment_name, create_if_missing=create_if_missing)
 
 
 class Stub(App):
