@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name loads on firs
     from .queue import Queue
     from .retries import Retries
     from .sandbox import Sandbox
+    from .scheduler_placement import SchedulerPlacement
     from .schedule import Cron, Period
     from .secret import Secret
     from .volume import Volume
@@ -63,6 +64,7 @@ _LAZY = {
     "Probe": "probe",
     "Queue": "queue",
     "Retries": "retries",
+    "SchedulerPlacement": "scheduler_placement",
     "Sandbox": "sandbox",
     "Cron": "schedule", "Period": "schedule",
     "Secret": "secret",
@@ -101,7 +103,8 @@ def __dir__() -> list[str]:
 __all__ = [
     "App", "CloudBucketMount", "Cls", "Cron", "Dict", "Error", "FilePatternMatcher", "Function", "FunctionCall",
     "FunctionStats", "Image",
-    "LocalEntrypoint", "Obj", "Period", "Probe", "Queue", "Retries", "Sandbox", "Secret", "Stub", "Volume", "asgi_app",
+    "LocalEntrypoint", "Obj", "Period", "Probe", "Queue", "Retries", "Sandbox", "SchedulerPlacement", "Secret",
+    "Stub", "Volume", "asgi_app",
     "batched",
     "concurrent", "current_function_call_id", "current_input_id", "enable_output", "enter", "exception", "exit",
     "fastapi_endpoint", "is_local", "method", "parameter", "web_endpoint", "web_server", "wsgi_app",

@@ -154,6 +154,15 @@ def function_options(options: dict[str, Any], *, name: str, partial: PartialFunc
                                              "_experimental_scheduler_placement") if opts.get(k) is not None}
     if out["placement"].get("proxy") is not None:
         raise InvalidError(f"{name}: proxy= (static egress IPs) is not available on skylift")
+    for key in ("scheduler_placement", "_experimental_scheduler_placement"):
+        placement = out["placement"].pop(key, None)
+        if placement is None:
+            continue
+        from .scheduler_placement import SchedulerPlacement
+
+        if not isinstance(placement, SchedulerPlacement):
+            raise InvalidError(f"{name}: {key}= takes a modal.SchedulerPlacement, not {placement!r}")
+        out["placement"]["scheduler_placement"] = placement._to_wire()
     return out
 
 

@@ -277,10 +277,14 @@ class App:
 
     @blocking
     async def deploy(self, *, name: str | None = None, environment_name: str | None = None, tag: str = "",
-                     client: Any = None) -> App:
-        """Deploy this app (like `skylift deploy`): functions stay available by name."""
+                     client: Any = None, strategy: str = "rolling") -> App:
+        """Deploy this app (like `skylift deploy`): functions stay available by name. skylift's deploys
+        are Modal's "rolling" strategy: new inputs go to new containers while the old ones drain."""
         from ._runner import deploy_app_async
 
+        if strategy != "rolling":
+            raise InvalidError(f"App.deploy(strategy={strategy!r}): skylift deploys with the 'rolling' strategy "
+                               "only (old containers drain); 'recreate' is not available")
         await deploy_app_async(self, name=name, environment_name=environment_name, tag=tag)
         return self
 

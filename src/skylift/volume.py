@@ -87,6 +87,14 @@ class Volume(_Object):
 
     _read_only: bool = False
 
+    @classmethod
+    def ephemeral(cls, *, client: Any = None, environment_name: str | None = None,  # type: ignore[override]
+                  version: int | None = None) -> Any:
+        """An anonymous Volume for the `with` block. `version` (Modal's v1/v2) is accepted, as in from_name."""
+        if version not in (None, 1, 2):
+            raise InvalidError(f"Volume version must be 1 or 2, got {version!r}")
+        return super().ephemeral(environment_name=environment_name)
+
     @blocking_classmethod
     async def rename(cls, old_name: str, new_name: str, *, client: Any = None,  # type: ignore[misc]
                      environment_name: str | None = None) -> None:

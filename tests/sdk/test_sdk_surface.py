@@ -123,3 +123,20 @@ def test_run_module_without_dash_m_warns(capsys: pytest.CaptureFixture[str]) -> 
     assert "deprecated" in capsys.readouterr().err
     with pytest.raises(InvalidError, match="no such file"):
         import_ref("missing_app.py", is_module=False)
+
+
+def test_scheduler_placement_goes_into_the_definition() -> None:
+    app = modal.App("placed")
+    f = app.function(scheduler_placement=modal.SchedulerPlacement(region=["us-east", "us-west"], zone="z1"))(
+        lambda: None)
+    assert f._options["placement"]["scheduler_placement"] == {
+        "regions": ["us-east", "us-west"], "zones": ["z1"], "instance_types": [], "spot": None}
+    with pytest.raises(InvalidError, match="SchedulerPlacement"):
+        app.function(scheduler_placement={"region": "x"})(lambda: None)
+    with pytest.raises(InvalidError, match="spot"):
+        modal.SchedulerPlacement(spot="yes")  # type: ignore[arg-type]
+
+
+def test_deploy_strategy_is_rolling_only() -> None:
+    with pytest.raises(InvalidError, match="rolling"):
+        modal.App("s").deploy(strategy="recreate")
