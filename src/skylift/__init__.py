@@ -37,8 +37,8 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name loads on firs
     from .queue import Queue
     from .retries import Retries
     from .sandbox import Sandbox
-    from .scheduler_placement import SchedulerPlacement
     from .schedule import Cron, Period
+    from .scheduler_placement import SchedulerPlacement
     from .secret import Secret
     from .volume import Volume
     from .web import asgi_app, fastapi_endpoint, web_endpoint, web_server, wsgi_app
