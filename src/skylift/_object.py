@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 from . import _options, config
-from ._aio import blocking
+from ._aio import blocking, context_classmethod
 from ._client import Client, run_async, run_sync
 from .exception import InvalidError, NotFoundError
 
@@ -85,7 +85,7 @@ class _Object:
             raise InvalidError(f"{object_id!r} is not a {cls._title} id")
         return cls(name=None, environment_name=None, object_id=object_id)
 
-    @classmethod
+    @context_classmethod
     def ephemeral(cls: type[ObjT], *, client: Any = None, environment_name: str | None = None) -> _Ephemeral[ObjT]:
         """An anonymous object that lives for the `with` block (`with X.ephemeral() as x:`)."""
         return _Ephemeral(cls, environment_name)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _options
-from ._aio import blocking, blocking_classmethod
+from ._aio import blocking, blocking_classmethod, context_method
 from .cls import Cls, check_user_class, default_params, parameter_specs
 from .exception import InvalidError
 from .functions import Function
@@ -268,6 +268,7 @@ class App:
 
     # --- running ----------------------------------------------------------------------------
 
+    @context_method
     def run(self, *, client: Any = None, detach: bool = False, interactive: bool = False,
             environment_name: str | None = None, name: str | None = None, show_progress: Any = None) -> Any:
         """Context manager running this app ephemerally: `with app.run(): f.remote()`."""

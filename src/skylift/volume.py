@@ -30,9 +30,9 @@ from typing import IO, Any, BinaryIO, ClassVar
 
 from . import _volume_files as files
 from . import _volume_mount
-from ._aio import blocking, blocking_classmethod, iterating
+from ._aio import blocking, blocking_classmethod, context_classmethod, context_method, iterating
 from ._client import Client, run_async, run_sync
-from ._object import ObjectManager, _Object
+from ._object import ObjectManager, _Ephemeral, _Object
 from ._volume_manifest import BLOCK_SIZE, DIRECTORY, FILE, Entry, PathError, normalize_path
 from ._volume_transfer import BlockSource, download_blocks, upload_blocks
 from .exception import InvalidError
@@ -87,13 +87,13 @@ class Volume(_Object):
 
     _read_only: bool = False
 
-    @classmethod
-    def ephemeral(cls, *, client: Any = None, environment_name: str | None = None,  # type: ignore[override]
-                  version: int | None = None) -> Any:
+    @context_classmethod
+    def ephemeral(cls: type[Volume], *, client: Any = None,  # type: ignore[misc]
+                  environment_name: str | None = None, version: int | None = None) -> Any:
         """An anonymous Volume for the `with` block. `version` (Modal's v1/v2) is accepted, as in from_name."""
         if version not in (None, 1, 2):
             raise InvalidError(f"Volume version must be 1 or 2, got {version!r}")
-        return super().ephemeral(environment_name=environment_name)
+        return _Ephemeral(cls, environment_name)
 
     @blocking_classmethod
     async def rename(cls, old_name: str, new_name: str, *, client: Any = None,  # type: ignore[misc]
@@ -194,6 +194,7 @@ class Volume(_Object):
         await self._call("volume.copy", {"srcs": [_path(s) for s in src_paths], "recursive": recursive,
                                          "dst": os.fspath(dst_path)})
 
+    @context_method
     def batch_upload(self, force: bool = False) -> VolumeUpload:
         """Upload local files in one commit: `with vol.batch_upload() as b: b.put_file(...)`.
         Without `force`, overwriting an existing file is an error."""

@@ -70,3 +70,22 @@ def test_secret_update_and_volume_rename(platform: object) -> None:
     assert modal.Volume.from_name("e2e-after-rename").object_id == vid
     with pytest.raises(NotFoundError):
         modal.Volume.from_name("e2e-before-rename").hydrate()
+
+
+def test_context_managers_have_aio_forms(platform: object) -> None:
+    import asyncio
+
+    async def main() -> tuple[int, bytes]:
+        async with modal.Dict.ephemeral.aio() as d:
+            await d.put.aio("k", 1)
+            value = await d.get.aio("k")
+        async with modal.Volume.ephemeral.aio(version=2) as vol:
+            async with vol.batch_upload.aio() as batch:
+                batch.put_file(io.BytesIO(b"hi"), "/a.txt")
+            data = b"".join([chunk async for chunk in vol.read_file.aio("/a.txt")])
+        return value, data
+
+    assert asyncio.run(main()) == (1, b"hi")
+    with modal.Queue.ephemeral() as q:
+        q.put(3)
+        assert q.get() == 3
