@@ -27,7 +27,7 @@ def app_info(raw: dict[str, Any]) -> types.AppInfo:
     deployed = state is types.AppState.DEPLOYED
     lifecycle = types.AppLifecycle(
         state=state, version=raw.get("version") or None, created_at=_when(raw["created_at"]) or _when(0.0),  # type: ignore[arg-type]
-        created_by="", deployed_at=_when(raw["created_at"]) if deployed else None, deployed_by=None,
+        created_by="", deployed_at=_when(raw.get("deployed_at")) if deployed else None, deployed_by=None,
         stopped_at=_when(raw.get("stopped_at")), stopped_by=None)
     return types.AppInfo(app_id=raw["app_id"], description=raw.get("description") or "", lifecycle=lifecycle,
                          functions=dict(raw.get("function_ids") or {}), servers={})

@@ -5,6 +5,7 @@
     list_deployed_apps(env)       [AppInfo(app_id, name, containers)] of the environment's deployed apps
     stop_app(name)                stop a running app by name
     get_app_objects(app_name)     {name: Function | Cls} of a deployed app (handles from from_name)
+    get_app_lifecycle(app_id)     AppLifecycle(version, created_at, deployed_at, stopped_at, ...)
 
 Not here (they stay in docs/modal-api-report.md): clusters (`clustered`, `get_cluster_info`),
 changing a running container's input concurrency, image deletion, flash servers and streams.
@@ -12,6 +13,7 @@ changing a running container's input concurrency, image deletion, flash servers 
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,28 @@ class AppInfo:
     app_id: str
     name: str
     containers: int
+
+
+@dataclass
+class AppLifecycle:
+    """When an app was created, last deployed and stopped (`*_by`: skylift has one user, so "" / None)."""
+
+    version: int | None
+    created_at: datetime.datetime
+    created_by: str
+    deployed_at: datetime.datetime | None
+    deployed_by: str | None
+    stopped_at: datetime.datetime | None
+    stopped_by: str | None
+
+
+def get_app_lifecycle(app_id: str, *, client: Any = None) -> AppLifecycle:
+    """The lifecycle of the app with this id (`app.info`)."""
+    from ._introspection import app_info
+
+    life = app_info(run_sync(Client.from_env().call("app.info", {"app_id": app_id}))).lifecycle
+    return AppLifecycle(life.version, life.created_at, life.created_by, life.deployed_at, life.deployed_by,
+                        life.stopped_at, life.stopped_by)
 
 
 def stop_fetching_inputs() -> None:

@@ -43,6 +43,8 @@ def test_deployed_app_introspection(platform: object) -> None:
     objects = experimental.get_app_objects("e2e-introspection")
     assert isinstance(objects["square"], modal.Function) and isinstance(objects["Counter"], modal.Cls)
     assert any(a.name == "e2e-introspection" for a in experimental.list_deployed_apps())
+    life = experimental.get_app_lifecycle(app.app_id)
+    assert life.version and life.deployed_at and life.deployed_at >= life.created_at and life.stopped_at is None
 
     # stop_fetching_inputs: the container ends after this input; the next call gets another one.
     stopper = modal.Function.from_name("e2e-introspection", "stop_after_this")

@@ -17,7 +17,7 @@ async def test_app_and_function_info(platform):
         await client.call("app.publish", {"app_id": app_id, "state": "deployed", "function_ids": {"f": fid}})
         info = await client.call("app.info", {"app_id": app_id})
         assert info["name"] == "shop" and info["state"] == "deployed" and info["function_ids"] == {"f": fid}
-        assert info["version"] == 1 and info["stopped_at"] is None
+        assert info["version"] == 1 and info["stopped_at"] is None and info["deployed_at"] >= info["created_at"]
         got = await client.call("function.info", {"function_id": fid})
         assert (got["app_id"], got["app_name"], got["tag"]) == (app_id, "shop", "f")
         assert got["definition"]["timeout"] == 12

@@ -44,7 +44,7 @@ app.logs {app_id, after_seq: int, timeout: float, limit?: int}
      entries; done: the last of the app's lines (stopped, every container exited, its lines stored)
 
 app.info {app_id} -> {app_id, name, description, state, environment, created_at, stopped_at, version,
-          function_ids: {tag: fu-id}}       App.info(); a stopped app has no function_ids
+          deployed_at, function_ids: {tag: fu-id}}       App.info(); a stopped app has no function_ids
 function.info {function_id} -> {function_id, app_id, app_name, tag, definition, web_urls?}
                                               Function.from_id / Function.info
 function.create {app_id, definition: FunctionDefinition} -> {function_id, web_urls?: {key: url}}

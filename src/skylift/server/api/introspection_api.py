@@ -2,7 +2,7 @@
 `Function.info()` and `Secret.update` read or change (docs/modal-compatibility.md).
 
     app.info {app_id} -> {app_id, name, description, state, environment, created_at, stopped_at,
-                          version, function_ids: {tag: fu-id}}
+                          version, deployed_at (the latest version's, or None), function_ids: {tag: fu-id}}
     function.info {function_id} -> {function_id, app_id, app_name, tag, definition, web_urls?}
     secret.update {secret_id, values: {KEY: str}} -> {object_id}     merges into a named secret
 
@@ -32,7 +32,8 @@ class IntrospectionApi:
         p = Params("app.info", raw)
         app = await self.cp.catalog.app(p.text("app_id"))
         tags = dict(app.function_ids) or {f.tag: f.function_id for f in self.cp.catalog.functions_of(app.app_id)}
-        return {"app_id": app.app_id, "name": app.name, "description": app.description or app.name or "",
+        versions = await self.cp.db.run(self.cp.db.store.list_versions, app.app_id) if app.version else []
+        return {"deployed_at": versions[-1].deployed_at if versions else None,"app_id": app.app_id, "name": app.name, "description": app.description or app.name or "",
                 "state": app.state.value, "environment": app.environment, "created_at": app.created_at,
                 "stopped_at": app.stopped_at, "version": app.version,
                 "function_ids": tags if app.running else {}}
