@@ -33,9 +33,10 @@ class IntrospectionApi:
         app = await self.cp.catalog.app(p.text("app_id"))
         tags = dict(app.function_ids) or {f.tag: f.function_id for f in self.cp.catalog.functions_of(app.app_id)}
         versions = await self.cp.db.run(self.cp.db.store.list_versions, app.app_id) if app.version else []
-        return {"deployed_at": versions[-1].deployed_at if versions else None,"app_id": app.app_id, "name": app.name, "description": app.description or app.name or "",
+        return {"app_id": app.app_id, "name": app.name, "description": app.description or app.name or "",
                 "state": app.state.value, "environment": app.environment, "created_at": app.created_at,
                 "stopped_at": app.stopped_at, "version": app.version,
+                "deployed_at": versions[-1].deployed_at if versions else None,
                 "function_ids": tags if app.running else {}}
 
     async def function_info(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
