@@ -381,15 +381,11 @@ class Function:
         return FunctionStats(**{k: int(got.get(k, 0)) for k in
                                 ("backlog", "num_total_runners", "num_running_inputs", "input_headroom")})
 
-    def get_web_url(self) -> str | None:
-        """The URL of a web endpoint function (None for other functions).
-
-        Known once the app runs (or, for `Function.from_name`, after the first lookup)."""
-        owner = self._service or self
-        key = self._method or ""
-        if key not in owner._web_urls and owner._from_name is not None and owner._object_id is None:
-            owner.hydrate()
-        return owner._web_urls.get(key)
+    @property
+    def get_web_url(self) -> _GetWebUrl:
+        """The URL of a web endpoint function (None for other functions): `f.get_web_url()`, or
+        `await f.get_web_url.aio()`. Known once the app runs (for `Function.from_name`, after a lookup)."""
+        return _GetWebUrl(self)
 
     @property
     def web_url(self) -> str | None:
@@ -416,6 +412,30 @@ class _Remote:
 
     async def aio(self, *args: Any, **kwargs: Any) -> Any:
         return await run_async(self._fn._remote(*args, **kwargs))
+
+
+class _GetWebUrl:
+    __slots__ = ("_fn",)
+
+    def __init__(self, fn: Function) -> None:
+        self._fn = fn
+
+    def _needs_lookup(self) -> tuple[Function, str, bool]:
+        owner = self._fn._service or self._fn
+        key = self._fn._method or ""
+        return owner, key, key not in owner._web_urls and owner._from_name is not None and owner._object_id is None
+
+    def __call__(self) -> str | None:
+        owner, key, lookup = self._needs_lookup()
+        if lookup:
+            owner.hydrate()
+        return owner._web_urls.get(key)
+
+    async def aio(self) -> str | None:
+        owner, key, lookup = self._needs_lookup()
+        if lookup:
+            await owner.hydrate.aio()
+        return owner._web_urls.get(key)
 
 
 class FunctionStats:

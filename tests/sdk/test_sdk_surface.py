@@ -140,3 +140,11 @@ def test_scheduler_placement_goes_into_the_definition() -> None:
 def test_deploy_strategy_is_rolling_only() -> None:
     with pytest.raises(InvalidError, match="rolling"):
         modal.App("s").deploy(strategy="recreate")
+
+
+def test_get_web_url_has_an_aio_form() -> None:
+    import asyncio
+
+    app = modal.App("urls")
+    f = app.function()(lambda: None)
+    assert f.get_web_url() is None and asyncio.run(f.get_web_url.aio()) is None and f.web_url is None
