@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _options
-from ._aio import blocking, blocking_classmethod, context_method
+from ._aio import blocking, blocking_classmethod, context_method, local_method
 from .cls import Cls, check_user_class, default_params, parameter_specs
 from .exception import InvalidError
 from .functions import Function
@@ -106,12 +106,12 @@ class App:
     def registered_entrypoints(self) -> dict[str, LocalEntrypoint]:
         return dict(self._entrypoints)
 
-    @blocking
-    async def set_tags(self, tags: dict[str, str], *, client: Any = None) -> None:
+    @local_method
+    def set_tags(self, tags: dict[str, str], *, client: Any = None) -> None:
         self._tags.update(tags)
 
-    @blocking
-    async def get_tags(self, *, client: Any = None) -> dict[str, str]:
+    @local_method
+    def get_tags(self, *, client: Any = None) -> dict[str, str]:
         return dict(self._tags)
 
     @property

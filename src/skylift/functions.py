@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sized
 from typing import TYPE_CHECKING, Any
 
 from . import _invocation, _output, config
-from ._aio import blocking, blocking_classmethod, iterating, iterating_batches
+from ._aio import blocking, blocking_classmethod, iterating, iterating_batches, local_classmethod
 from ._client import Client, on_loop_thread, run_async, run_sync
 from ._invocation import Target
 from .exception import ExecutionError, InvalidError
@@ -509,9 +509,9 @@ class FunctionCall:
         got = await Client.from_env().call("call.info", {"call_id": self.object_id})
         return int(got["num_inputs"])
 
-    @blocking_classmethod
-    async def from_id(cls: type[FunctionCall], function_call_id: str,  # type: ignore[misc]
-                      client: Client | None = None) -> FunctionCall:
+    @local_classmethod
+    def from_id(cls: type[FunctionCall], function_call_id: str,  # type: ignore[misc]
+                client: Client | None = None) -> FunctionCall:
         if not function_call_id.startswith("fc-"):
             raise InvalidError(f"{function_call_id!r} is not a function call id (they start with 'fc-')")
         return cls(function_call_id)

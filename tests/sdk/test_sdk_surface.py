@@ -148,3 +148,16 @@ def test_get_web_url_has_an_aio_form() -> None:
     app = modal.App("urls")
     f = app.function()(lambda: None)
     assert f.get_web_url() is None and asyncio.run(f.get_web_url.aio()) is None and f.web_url is None
+
+
+def test_local_methods_work_on_any_loop() -> None:
+    import asyncio
+
+    app = modal.App("tags", tags={"a": "1"})
+
+    async def main() -> tuple[dict[str, str], str]:
+        await app.set_tags.aio({"b": "2"})
+        call = await modal.FunctionCall.from_id.aio("fc-2")
+        return app.get_tags(), call.object_id  # plain calls too: no hop to the SDK's loop
+
+    assert asyncio.run(main()) == ({"a": "1", "b": "2"}, "fc-2")
