@@ -33,10 +33,12 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name loads on firs
     from .functions import Function, FunctionCall, FunctionStats
     from .image import Image
     from .partial_function import batched, concurrent, enter, exit, method
+    from .probe import Probe
     from .queue import Queue
     from .retries import Retries
     from .sandbox import Sandbox
     from .schedule import Cron, Period
+    from .scheduler_placement import SchedulerPlacement
     from .secret import Secret
     from .volume import Volume
     from .web import asgi_app, fastapi_endpoint, web_endpoint, web_server, wsgi_app
@@ -59,8 +61,10 @@ _LAZY = {
     "Image": "image",
     "batched": "partial_function", "concurrent": "partial_function", "enter": "partial_function",
     "exit": "partial_function", "method": "partial_function",
+    "Probe": "probe",
     "Queue": "queue",
     "Retries": "retries",
+    "SchedulerPlacement": "scheduler_placement",
     "Sandbox": "sandbox",
     "Cron": "schedule", "Period": "schedule",
     "Secret": "secret",
@@ -99,7 +103,8 @@ def __dir__() -> list[str]:
 __all__ = [
     "App", "CloudBucketMount", "Cls", "Cron", "Dict", "Error", "FilePatternMatcher", "Function", "FunctionCall",
     "FunctionStats", "Image",
-    "LocalEntrypoint", "Obj", "Period", "Queue", "Retries", "Sandbox", "Secret", "Stub", "Volume", "asgi_app",
+    "LocalEntrypoint", "Obj", "Period", "Probe", "Queue", "Retries", "Sandbox", "SchedulerPlacement", "Secret",
+    "Stub", "Volume", "asgi_app",
     "batched",
     "concurrent", "current_function_call_id", "current_input_id", "enable_output", "enter", "exception", "exit",
     "fastapi_endpoint", "is_local", "method", "parameter", "web_endpoint", "web_server", "wsgi_app",

@@ -22,6 +22,7 @@ import inspect
 from typing import TYPE_CHECKING, Any
 
 from . import _serialization
+from ._aio import blocking
 from .exception import InvalidError, NotFoundError
 from .functions import Function
 from .partial_function import Flag, PartialFunction, collect_hooks
@@ -175,8 +176,10 @@ class Cls:
         return Cls(self._user_cls, self._tag,
                    self._service.with_batching(max_batch_size=max_batch_size, wait_ms=wait_ms), self._app)
 
-    def hydrate(self) -> Cls:
-        self._service.hydrate()
+    @blocking
+    async def hydrate(self, client: Any = None) -> Cls:
+        """Look the class up now (normally done on first use)."""
+        await self._service._hydrate()
         return self
 
     def _local_instance(self, params: dict[str, Any]) -> Any:

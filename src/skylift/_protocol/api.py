@@ -43,6 +43,10 @@ app.logs {app_id, after_seq: int, timeout: float, limit?: int}
      -> {entries: [LogEntry], next_seq: int, app_state: str, done: bool}   long-polls up to timeout for new
      entries; done: the last of the app's lines (stopped, every container exited, its lines stored)
 
+app.info {app_id} -> {app_id, name, description, state, environment, created_at, stopped_at, version,
+          deployed_at, function_ids: {tag: fu-id}}       App.info(); a stopped app has no function_ids
+function.info {function_id} -> {function_id, app_id, app_name, tag, definition, web_urls?}
+                                              Function.from_id / Function.info
 function.create {app_id, definition: FunctionDefinition} -> {function_id, web_urls?: {key: url}}
      For deployed apps the server reuses the id of the function with the same tag (stable from_name).
      web_urls: the gateway URL of each web endpoint (key "" for a function, the method name for a
@@ -114,10 +118,12 @@ object.ephemeral {kind, environment} -> {object_id}    anonymous; deleted when t
 object.list {kind, environment} -> {objects: [{object_id, name, created_at, size}]}  size: entries,
                                            items, files or keys; never a secret's values
 object.info {kind, object_id} -> {object_id, name, environment, created_at, ephemeral}
+object.rename {kind, name, new_name, environment} -> {object_id}   same id and contents; CONFLICT if taken
 object.delete {kind, name? | object_id?, environment, allow_missing?: bool} -> {}
 secret.create {name?, environment, values: {KEY: str}, overwrite?: bool} -> {object_id}
      values are sealed (AES-256-GCM, key in the server's home) before they are stored; without a
      name the secret is anonymous and identical values give the same id. CONFLICT if the name exists.
+secret.update {secret_id, values: {KEY: str}} -> {object_id}     Secret.update: merges into a named secret
 dict.put {dict_id, items: [[key: bytes, value: bytes]], skip_if_exists?: bool} -> {written: int}
 dict.get | dict.pop {dict_id, key: bytes} -> {found: bool, value?: bytes}
 dict.contains {dict_id, key} -> {found}    dict.len {dict_id} -> {len}    dict.clear {dict_id} -> {}

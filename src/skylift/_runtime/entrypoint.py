@@ -43,6 +43,8 @@ THREAD_GRACE_SECONDS = 30.0
 RECONNECT_SECONDS = 120.0
 # Set by the worker when the container has volumes (`_volume_mount.ENV_VOLUMES`): only then is that module loaded.
 ENV_VOLUMES = "SKYLIFT_VOLUMES"
+# The running input loop and its event loop: `modal.experimental.stop_fetching_inputs()` stops it.
+current_inputs: tuple[InputLoop, asyncio.AbstractEventLoop] | None = None
 
 
 def _log(message: str) -> None:
@@ -118,6 +120,8 @@ async def _serve(rpc: ReconnectingClient, preloaded: Preloaded | None = None) ->
     # With web endpoints, outputs wait for the web responses queued ahead of them (web.OrderedCaller).
     inputs = InputLoop(endpoints.ordered(rpc) if endpoints is not None else rpc, service, definition)
     loop = asyncio.get_running_loop()
+    global current_inputs
+    current_inputs = (inputs, loop)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, inputs.stop)
     await inputs.run()

@@ -31,6 +31,7 @@ from .access_facts import PlatformFacts
 from .api.app_api import AppApi
 from .api.call_api import CallApi
 from .api.container_api import ContainerApi
+from .api.introspection_api import IntrospectionApi
 from .api.logs import LogHub
 from .api.sandbox_api import SandboxApi
 from .api.task_api import TaskApi
@@ -111,6 +112,7 @@ class ControlPlane:
         self.app_api = AppApi(self)
         self.task_api = TaskApi(self)
         self.sandbox_api = SandboxApi(self)
+        self.introspection_api = IntrospectionApi(self)
         self.sweeper = Sweeper(self)
         self.storage = Storage(self.home, self.db, self.blobs)
         # Web endpoints and schedules (docs/web.md): their own small store in the same state.db.
@@ -129,7 +131,7 @@ class ControlPlane:
     def routes(self) -> Routes:
         routes: Routes = {}
         for part in (self.call_api, self.container_api, self.worker_api, self.app_api, self.task_api, self.logs,
-                     self.images, BlobApi(self.blobs), self.storage, self.sandbox_api):
+                     self.images, BlobApi(self.blobs), self.storage, self.sandbox_api, self.introspection_api):
             routes.update(part.routes())
         for web_part in (WebApi(self.gateway), self.proxy_tokens, self.scheduler):
             routes.update(web_part.routes())
