@@ -45,15 +45,17 @@ async def serve(args: argparse.Namespace) -> int:
         log.error("another skylift control plane is running with home %s", home)
         return 1
     cp = ControlPlane(home, host=args.host, port=args.port)
+    # Before start(): server.json appears during it, and a SIGTERM sent by whoever saw that file
+    # must stop the server cleanly rather than kill it.
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, cp.shutdown_requested.set)
     try:
         await cp.start()
     except OSError as exc:
         log.error("can't listen on %s:%s: %s", args.host, args.port, exc)
         await cp.stop()
         return 1
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, cp.shutdown_requested.set)
     supervisor = None
     if not args.no_worker:
         worker_id = ids.new_id("worker")
