@@ -20,7 +20,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..._protocol import api, ids
-from ..._protocol.rpc import ErrorCode, RpcError, Session
+from ..._protocol.rpc import ErrorCode, RpcError
+from ..._protocol.rpc_server import Session
 from ..auth import Routes
 from ..execution.calls import INVOCATIONS, KINDS, Call
 from ..execution.catalog import AppState, FunctionEntry

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from ..._protocol.rpc import ErrorCode, RpcError, Session
+from ..._protocol.rpc import ErrorCode, RpcError
+from ..._protocol.rpc_server import Session
 from ..auth import Routes
 from ..execution.dispatch import STATUSES
 from ..execution.queues import Input, InputState
