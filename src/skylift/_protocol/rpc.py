@@ -21,6 +21,7 @@ import asyncio
 import itertools
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -88,36 +89,50 @@ class Address:
         return f"tcp://{self.host}:{self.port}"
 
 
-async def open_stream(address: Address) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    limit = framing.MAX_FRAME_BYTES + 1024
-    if address.scheme == "unix":
-        return await asyncio.open_unix_connection(address.path, limit=limit)
-    reader, writer = await asyncio.open_connection(address.host, address.port, limit=limit)
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return reader, writer
+Answer = Callable[[Any, BaseException | None], None]  # (result, error): one of them is set
 
 
-class RpcClient:
-    """One connection, many concurrent requests. Create with `await RpcClient.connect(...)`."""
+class RpcClient(asyncio.Protocol):
+    """One connection, many concurrent requests. Create with `await RpcClient.connect(...)`.
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
+    An `asyncio.Protocol`: answers are parsed and matched to their requests in `data_received`,
+    so an awaiting `call` resumes one event-loop pass after the bytes arrive (a stream-reader
+    task would wake first and then wake the caller: two passes). `send` takes a callback that runs
+    right there, with no pass at all (the container's outputs and next input ride on that).
+    """
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
         self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._pending: dict[int, asyncio.Future[Any] | Answer] = {}
         self._closed: BaseException | None = None
-        self._read_task = asyncio.get_running_loop().create_task(self._read_loop())
+        self._lost: asyncio.Future[None] = self._loop.create_future()
+        self._writable = asyncio.Event()
+        self._writable.set()
         self.hello: dict[str, Any] = {}
+
+    @classmethod
+    async def open(cls, address: Address | str) -> RpcClient:
+        """Connect without saying `hello` (the caller sends it: `connect` does)."""
+        if isinstance(address, str):
+            address = Address.parse(address)
+        loop = asyncio.get_running_loop()
+        client: RpcClient
+        if address.scheme == "unix":
+            _, client = await loop.create_unix_connection(cls, address.path)
+        else:
+            transport, client = await loop.create_connection(cls, address.host, address.port)
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return client
 
     @classmethod
     async def connect(cls, address: Address | str, hello: dict[str, Any]) -> RpcClient:
         """Connect and authenticate; `hello` holds token, role and version (see `api.HELLO`)."""
-        if isinstance(address, str):
-            address = Address.parse(address)
-        reader, writer = await open_stream(address)
-        client = cls(reader, writer)
+        client = await cls.open(address)
         try:
             client.hello = await client.call("hello", hello)
         except BaseException:
@@ -129,56 +144,129 @@ class RpcClient:
     def closed(self) -> bool:
         return self._closed is not None
 
-    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        if self._closed is not None:
+    # -- requests ---------------------------------------------------------------------------------
+
+    def _write(self, method: str, params: dict[str, Any] | None, pending: asyncio.Future[Any] | Answer) -> int:
+        if self._closed is not None or self._transport is None:
             raise ConnectionLost(f"connection closed: {self._closed}")
         request_id = next(self._ids)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
+        data = framing.encode({"i": request_id, "m": method, "p": params or {}})
+        self._pending[request_id] = pending
+        self._transport.write(data)
+        return request_id
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        future: asyncio.Future[Any] = self._loop.create_future()
+        request_id = self._write(method, params, future)
         try:
-            self._writer.write(framing.encode({"i": request_id, "m": method, "p": params or {}}))
-            if self._writer.transport.get_write_buffer_size() > 1 << 20:
-                await self._writer.drain()
+            if not self._writable.is_set():
+                await self._writable.wait()  # the peer reads slowly: don't pile up requests in memory
             return await future
         finally:
             self._pending.pop(request_id, None)
 
-    async def _read_loop(self) -> None:
-        reason: BaseException = ConnectionLost("server closed the connection")
+    def send(self, method: str, params: dict[str, Any] | None, answer: Answer) -> None:
+        """Write a request now; `answer(result, error)` runs as soon as its answer is parsed (or
+        with `ConnectionLost` when the connection goes first). Raises `ConnectionLost` if it is down."""
+        self._write(method, params, answer)
+
+    @property
+    def congested(self) -> bool:
+        """The peer reads slowly (over 1 MiB waits to be written): callers of `send` should hold back."""
+        return not self._writable.is_set()
+
+    # -- transport callbacks ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        transport.set_write_buffer_limits(high=1 << 20)
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        header = framing._HEADER.size
+        pos = 0
         try:
-            while True:
-                message = await framing.read_frame(self._reader)
-                if message is None:
+            while len(buffer) - pos >= header:
+                (length,) = framing._HEADER.unpack_from(buffer, pos)
+                if length > framing.MAX_FRAME_BYTES:
+                    raise framing.FrameError(f"peer announced a {length}-byte frame; "
+                                             f"the limit is {framing.MAX_FRAME_BYTES}")
+                end = pos + header + length
+                if len(buffer) < end:
                     break
-                future = self._pending.get(message.get("i", -1))
-                if future is None or future.done():
-                    continue
-                if "e" in message:
-                    err = message["e"]
-                    future.set_exception(RpcError(err.get("code", ErrorCode.INTERNAL), err.get("message", "")))
-                else:
-                    future.set_result(message.get("r"))
-        except (OSError, framing.FrameError) as exc:
-            reason = ConnectionLost(str(exc))
-        except asyncio.CancelledError:
-            reason = ConnectionLost("connection closed by this side")
+                message = framing.decode(bytes(buffer[pos + header:end]))
+                pos = end
+                self._answer(message)
+        except framing.FrameError as exc:
+            self._fail(ConnectionLost(str(exc)))
         finally:
+            if pos:
+                del buffer[:pos]
+
+    def _answer(self, message: dict[str, Any]) -> None:
+        pending = self._pending.pop(message.get("i", -1), None)
+        if pending is None:
+            return
+        error: BaseException | None = None
+        if "e" in message:
+            err = message["e"]
+            error = RpcError(err.get("code", ErrorCode.INTERNAL), err.get("message", ""))
+        if isinstance(pending, asyncio.Future):
+            if pending.done():
+                return
+            if error is not None:
+                pending.set_exception(error)
+            else:
+                pending.set_result(message.get("r"))
+            return
+        try:
+            pending(message.get("r"), error)
+        except Exception:  # a callback's bug must not take the connection down
+            log.exception("handling the answer to an RPC failed")
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport: connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._closed is None:
+            self._closed = ConnectionLost(str(exc) if exc is not None else "server closed the connection")
+        self._writable.set()
+        pending, self._pending = self._pending, {}
+        for entry in pending.values():
+            if isinstance(entry, asyncio.Future):
+                if not entry.done():
+                    entry.set_exception(ConnectionLost(str(self._closed)))
+            else:
+                try:
+                    entry(None, ConnectionLost(str(self._closed)))
+                except Exception:
+                    log.exception("handling a lost RPC failed")
+        if not self._lost.done():
+            self._lost.set_result(None)
+
+    def _fail(self, reason: BaseException) -> None:
+        if self._closed is None:
             self._closed = reason
-            for future in self._pending.values():
-                if not future.done():
-                    future.set_exception(ConnectionLost(str(reason)))
-            self._writer.close()
+        if self._transport is not None:
+            self._transport.abort()
 
     async def close(self) -> None:
-        self._read_task.cancel()
-        try:
-            await self._read_task
-        except (asyncio.CancelledError, Exception):
-            pass
-        try:
-            await self._writer.wait_closed()
-        except Exception:
-            pass
+        if self._closed is None:
+            self._closed = ConnectionLost("connection closed by this side")
+        if self._transport is not None:
+            self._transport.close()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._lost), 5)
+            except (asyncio.TimeoutError, Exception):
+                pass
 
 
 # --------------------------------------------------------------------------------------------

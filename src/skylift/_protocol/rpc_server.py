@@ -13,7 +13,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from . import framing
 from .rpc import Address, ErrorCode, RpcError
@@ -55,6 +55,21 @@ class Ready:
     def __await__(self) -> Generator[Any, None, Any]:
         return self.value
         yield  # a generator that never suspends: awaiting it gives the value
+
+
+H = TypeVar("H", bound=Callable[..., Any])
+
+
+def eager(handler: H) -> H:
+    """Mark a hot coroutine handler to be started inside `data_received`, as Python 3.12's eager
+    tasks would: its first step (parsing, queueing an input, settling outputs) runs in the same
+    loop pass as the bytes that asked for it, and only its remainder, if it suspends, becomes a
+    task. Only for handlers that need no `asyncio.current_task()` until their first suspension
+    (no `asyncio.timeout` there, which needs it on 3.11) and set no context variables."""
+    handler._rpc_eager = True  # type: ignore[attr-defined]
+    return handler
+
+
 Authenticate = Callable[[Session, dict[str, Any]], Awaitable[dict[str, Any]]]
 # Called before every handler; raises RpcError(AUTH) to refuse the request.
 Authorize = Callable[[Session, str, dict[str, Any]], None]
@@ -333,7 +348,54 @@ class _Connection(asyncio.Protocol):
         if isinstance(answer, Ready):
             self._send({"i": request_id, "r": answer.value})
             return
+        if getattr(handler, "_rpc_eager", False) and isinstance(answer, Coroutine):
+            self._start_eagerly(request_id, answer)
+            return
         self._spawn(self._run(request_id, answer))
+
+    def _start_eagerly(self, request_id: Any, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run an `eager` handler's first step now; a task drives the rest if it suspends."""
+        try:
+            waiting = coro.send(None)
+        except StopIteration as stop:
+            self._send({"i": request_id, "r": stop.value})
+            return
+        except asyncio.CancelledError:
+            return
+        except Exception as exc:
+            self._send_error(request_id, exc)
+            return
+        self._spawn(self._resume(request_id, coro, waiting))
+
+    async def _resume(self, request_id: Any, coro: Coroutine[Any, Any, Any], waiting: Any) -> None:
+        """Drive a coroutine started by `_start_eagerly`, as a task would: wait for the future it
+        yielded, then step it again (it reads the future's outcome itself)."""
+        while True:
+            error: BaseException | None = None
+            try:
+                if waiting is None:
+                    await asyncio.sleep(0)  # a bare yield: asyncio.sleep(0)
+                else:
+                    waiting._asyncio_future_blocking = False  # taken over, as Task.__step does
+                    await waiting
+            except asyncio.CancelledError as exc:
+                # This task was cancelled: the future was cancelled with it (then the coroutine
+                # sees that itself), unless it had finished already.
+                if waiting is None or not waiting.cancelled():
+                    error = exc
+            except Exception:
+                pass  # the future's own error: the coroutine reads it from the future
+            try:
+                waiting = coro.send(None) if error is None else coro.throw(error)
+            except StopIteration as stop:
+                self._answer(request_id, stop.value)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._send_error(request_id, exc, at_once=True)
+                break
+        await self._backpressure()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = self._loop.create_task(coro)
@@ -375,29 +437,35 @@ class _Connection(asyncio.Protocol):
     async def _run(self, request_id: Any, answer: Awaitable[Any]) -> None:
         try:
             result = await answer
-            self._send({"i": request_id, "r": result})
+            self._answer(request_id, result)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._send_error(request_id, exc)
+            self._send_error(request_id, exc, at_once=True)
+        await self._backpressure()
+
+    def _answer(self, request_id: Any, result: Any) -> None:
+        self._send({"i": request_id, "r": result}, at_once=True)
+
+    async def _backpressure(self) -> None:
         transport = self._transport
         if transport is not None and transport.get_write_buffer_size() > 1 << 20:
             await self._writable.wait()  # a slow reader: don't pile up its answers in memory
 
-    def _send_error(self, request_id: Any, exc: Exception) -> None:
+    def _send_error(self, request_id: Any, exc: Exception, *, at_once: bool = False) -> None:
         if isinstance(exc, RpcError):
-            self._send(_error(request_id, exc.code, exc.message))
+            self._send(_error(request_id, exc.code, exc.message), at_once=at_once)
         elif isinstance(exc, TypeError):
-            self._send(_error(request_id, ErrorCode.INVALID, f"bad parameters: {exc}"))
+            self._send(_error(request_id, ErrorCode.INVALID, f"bad parameters: {exc}"), at_once=at_once)
         else:  # a handler bug must not take the connection down
             import traceback
 
             traceback.print_exception(exc)
-            self._send(_error(request_id, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"))
+            self._send(_error(request_id, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"), at_once=at_once)
 
     # -- output ---------------------------------------------------------------------------------
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def _send(self, message: dict[str, Any], *, at_once: bool = False) -> None:
         transport = self._transport
         if transport is None or transport.is_closing():
             return
@@ -405,6 +473,12 @@ class _Connection(asyncio.Protocol):
             data = framing.encode(message)
         except framing.FrameError as exc:
             data = framing.encode(_error(message.get("i"), ErrorCode.INTERNAL, str(exc)))
+        # The answer of a task that was the connection's only request in flight (a `.remote()`'s
+        # call.run, a container's riding poll) is written now: deferring it to the end of the
+        # loop turn would cost the caller a loop pass for nothing to batch with.
+        if at_once and self._outgoing is None and len(self._inflight) <= 1:
+            transport.write(data)
+            return
         # The answers a connection gets in one turn of the loop (a container's web responses,
         # outputs and next inputs) go out in one write: a send syscall per answer was a tenth of
         # the control plane's time under web load.

@@ -423,7 +423,12 @@ class InputLoop:
                     break
                 except InputCancellation:
                     continue  # delivered just before _detach cleared it; it was for this input
-        self._post(batch, outputs)
+        if target.is_generator:
+            # In order behind its stream and items (call_soon_threadsafe keeps order), never in a
+            # burst whose wake-up was scheduled before them.
+            self.loop.call_soon_threadsafe(self._complete_all, batch, outputs)
+        else:
+            self._post(batch, outputs)
 
     def _call_sync(self, target: Target, batch: list[Input]) -> list[dict[str, Any]]:
         try:
@@ -467,12 +472,17 @@ class InputLoop:
                 return  # the loop is already due to take them
         self.loop.call_soon_threadsafe(self._complete_finished)
 
+    def _complete_all(self, batch: list[Input], outputs: list[dict[str, Any]]) -> None:
+        for inp, output in zip(batch, outputs, strict=True):
+            self._complete(inp, output)
+
     def _complete_finished(self) -> None:
         with self._lock:
             finished, self._finished = self._finished, []
-        for batch, outputs in finished:
-            for inp, output in zip(batch, outputs, strict=True):
-                self._complete(inp, output)
+        with self.sender.holding():  # one put_outputs for the burst
+            for batch, outputs in finished:
+                for inp, output in zip(batch, outputs, strict=True):
+                    self._complete(inp, output)
 
     def _complete(self, inp: Input, output: dict[str, Any]) -> None:
         if inp.done:
