@@ -18,8 +18,9 @@ from typing import Any, Protocol
 from .._protocol.rpc import ConnectionLost
 
 # One put_outputs carries at most this many outputs or (about) this many payload bytes, so a
-# burst of large results never builds a frame near the framing limit.
-MAX_OUTPUTS_PER_BATCH = 100
+# burst of large results never builds a frame near the framing limit. (The count matches the
+# deepest prefetch: a burst of quick inputs goes back in one message.)
+MAX_OUTPUTS_PER_BATCH = 1000
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 
 

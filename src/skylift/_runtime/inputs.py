@@ -36,8 +36,10 @@ POLL_SECONDS = api.MAX_POLL_SECONDS - 5
 # that an idle container could run now.
 # The quicker the inputs, the deeper the prefetch: for a no-op function the round trip and the
 # per-input overhead dominate, so leasing many at once is what gets .map to tens of thousands of
-# inputs a second; each step keeps the prefetched work to at most ~50 ms.
-PREFETCH_BY_SPEED = ((0.0005, 64), (0.002, 16), (0.05, 4))
+# inputs a second; each step keeps the prefetched work to at most ~50 ms. Below 100 µs an input
+# the per-round-trip cost (a socket write wakes a process: tens of µs on a small VM, on each side)
+# is the cost, so a round trip carries up to 256 (25 ms of work at most).
+PREFETCH_BY_SPEED = ((0.0001, 256), (0.0005, 64), (0.002, 16), (0.05, 4))
 FAST_INPUT_SECONDS = 0.05
 CANCEL_GRACE_SECONDS = 1.0
 
