@@ -53,7 +53,7 @@ class Input:
     """One leased input and its progress."""
 
     __slots__ = ("args", "attempt", "call_id", "cancelled", "done", "injected", "input_id", "job_size",
-                 "method", "started", "stream", "task", "thread_ident")
+                 "method", "ran", "started", "stream", "task", "thread_ident")
 
     def __init__(self, raw: dict[str, Any]) -> None:
         self.input_id: str = raw["input_id"]
@@ -65,6 +65,7 @@ class Input:
         self.thread_ident: int | None = None
         self.stream: GenStream | None = None
         self.started = 0.0
+        self.ran = 0.0  # how long a sync input ran, measured in its thread
         self.job_size = 1
         self.cancelled = False
         self.injected = False
@@ -414,6 +415,7 @@ class InputLoop:
         outputs: list[dict[str, Any]]
         try:
             outputs = self._call_sync(target, batch)
+            first.ran = time.monotonic() - first.started
         except BaseException as exc:  # a cancellation that landed in this function's own code
             outputs = [_failure(exc) for _ in batch]
         finally:
@@ -495,7 +497,9 @@ class InputLoop:
         output["input_id"] = inp.input_id
         output["attempt"] = inp.attempt
         if inp.started and inp.job_size == 1:
-            took = time.monotonic() - inp.started
+            # A sync input's own run time: measured here it would include its wait for this loop
+            # (behind the rest of its burst), and a no-op would look slow enough to prefetch less.
+            took = inp.ran or time.monotonic() - inp.started
             self._ewma = took if self._ewma is None else 0.8 * self._ewma + 0.2 * took
         if inp.stream is not None:
             task = self.loop.create_task(self._after_stream(inp, inp.stream, output))
