@@ -341,6 +341,14 @@ class BlockingRpcClient:
         del self._buffer[:header + length]
         return framing.decode(body)
 
+    def shutdown(self) -> None:
+        """From another thread: end a call blocked on this connection (it raises ConnectionLost)."""
+        self.closed = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def close(self) -> None:
         self.closed = True
         try:

@@ -26,6 +26,7 @@ from .._protocol import api
 from .._serialization import deserialize, failure_output, serialize, success_output
 from ..exception import InputCancellation, InvalidError
 from .container_io import Caller, GenStream, OutputSender
+from .direct import DirectLink
 from .disk_full import annotate
 from .user_code import Service, Target
 
@@ -150,6 +151,11 @@ class SyncPool:
         self._queued = 0  # jobs no thread has taken yet
         self._lock = threading.Lock()
 
+    @property
+    def idle(self) -> bool:
+        """No job waits for a thread (the caller's thread is the only one busy)."""
+        return self._queued == 0
+
     def submit(self, target: Target, batch: list[Input]) -> None:
         self.submit_run([(target, batch)])
 
@@ -211,6 +217,12 @@ class InputLoop:
         self._accepted = 0
         self._polling = False  # a get_inputs, or a put_outputs carrying the next poll, is in flight
         self._finished: list[tuple[list[Input], list[dict[str, Any]]]] = []  # from worker threads
+        # A single-slot container of sync functions sends a lone input's output from the worker
+        # thread, and runs the next input there (direct.py); web containers and tests' fakes don't.
+        url, hello = getattr(rpc, "url", None), getattr(rpc, "hello_params", None)
+        direct = (self.max_inputs == 1 and self.batch_size == 1 and not self.single_use
+                  and not _serves_web(definition) and isinstance(url, str) and isinstance(hello, dict))
+        self._direct = DirectLink(url, hello, POLL_SECONDS) if direct else None  # type: ignore[arg-type]
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -232,6 +244,8 @@ class InputLoop:
             fatal.cancel()
         finally:
             heartbeat.cancel()
+            if self._direct is not None:
+                self._direct.interrupt()
         await self.sender.flush()
 
     def stop(self) -> None:
@@ -243,6 +257,8 @@ class InputLoop:
             self._fetch_task.cancel()
         if getattr(self.rpc, "connected", True):  # else the outputs may not have gone out yet
             self.sender.abandon_poll()
+        if self._direct is not None:
+            self._direct.interrupt()  # a direct long-poll ends; its output goes the loop's way
         self._room.set()
 
     def _capacity(self) -> int:
@@ -261,11 +277,13 @@ class InputLoop:
     async def _fetch_loop(self) -> None:
         while not self.stopping:
             room = self._capacity() - len(self.held)
-            if room <= 0 or self._polling or self._rides():
+            with self._lock:  # the worker thread may claim the poll too (`_direct_step`)
+                wait = room <= 0 or self._polling or self._rides()
+                self._polling = True if not wait else self._polling
+            if wait:
                 self._room.clear()
                 await self._room.wait()
                 continue
-            self._polling = True
             try:
                 response = await self.rpc.call("container.get_inputs", {"max": room, "timeout": POLL_SECONDS})
             finally:
@@ -286,7 +304,10 @@ class InputLoop:
         room = self._capacity() - len(self.held)
         if room <= 0:
             return None
-        self._polling = True
+        with self._lock:
+            if self._polling:
+                return None
+            self._polling = True
         # Nothing left to run here: wait for the next input as get_inputs would. Otherwise take
         # only what is queued now, so the outputs' acknowledgement isn't held back.
         return {"max": room, "timeout": 0 if self.held else POLL_SECONDS}
@@ -400,14 +421,19 @@ class InputLoop:
                 stream.add(serialize(item, what="generator item"))
 
     def _run_sync(self, target: Target, batch: list[Input]) -> None:
-        """Runs in a worker thread."""
+        """Runs in a worker thread: the job, then any the direct link hands this thread."""
+        job: Job | None = (target, batch)
+        while job is not None:
+            job = self._run_job(*job)
+
+    def _run_job(self, target: Target, batch: list[Input]) -> Job | None:
         with self._lock:
             batch = [inp for inp in batch if not inp.cancelled and not inp.done]
             ident = threading.get_ident()
             for inp in batch:
                 inp.thread_ident = ident
         if not batch:
-            return
+            return None
         first = batch[0]
         first.started = time.monotonic()
         current_input_id_var.set(first.input_id)
@@ -431,8 +457,71 @@ class InputLoop:
             # In order behind its stream and items (call_soon_threadsafe keeps order), never in a
             # burst whose wake-up was scheduled before them.
             self.loop.call_soon_threadsafe(self._complete_all, batch, outputs)
-        else:
-            self._post(batch, outputs)
+            return None
+        if self._direct is not None and len(batch) == 1:
+            return self._direct_step(batch[0], outputs[0])
+        self._post(batch, outputs)
+        return None
+
+    def _direct_step(self, inp: Input, output: dict[str, Any]) -> Job | None:
+        """Worker thread: if `inp` is all this container holds, send its output with the next poll
+        over the direct link and return the next input's job to run here (see direct.py)."""
+        link = self._direct
+        assert link is not None
+        with self._lock:
+            claim = (not link.closed and not self.stopping and not self._polling and not inp.cancelled
+                     and not inp.done and len(self.held) == 1 and self._pool is not None and self._pool.idle)
+            if claim:
+                self._polling = True
+        if not claim:
+            self._post([inp], [output])
+            return None
+        output["input_id"] = inp.input_id
+        output["attempt"] = inp.attempt
+        room = max(1, self._capacity() - len(self.held) + 1)  # `inp` is about to leave
+        try:
+            answer = link.call("container.put_outputs", {"outputs": [output],
+                                                         "next": {"max": room, "timeout": POLL_SECONDS}})
+        except Exception:
+            with self._lock:
+                self._polling = False
+            self._post([inp], [output])  # the loop's sender re-sends it (idempotent) and polls
+            return None
+        raws = answer.get("inputs") or [] if isinstance(answer, dict) else []
+        job: Job | None = None
+        with self._lock:
+            self._polling = False
+            mine = not inp.done  # (else a cancellation completed it meanwhile)
+            inp.done = True
+            try:
+                if raws and not self.stopping and raws[0]["input_id"] not in self.held:
+                    # The first input runs here; a burst's others go to the loop (and this thread
+                    # takes them from its queue next, the loop's way, as a burst should go).
+                    nxt = Input(raws[0])
+                    target = self.service.target(nxt.method) if _known(self.service, nxt.method) else None
+                    if target is not None and not (target.is_async or target.is_generator or target.batch):
+                        self.held[nxt.input_id] = nxt  # before `inp` is released: held never looks empty
+                        self._accepted += 1
+                        job = (target, [nxt])
+                        raws = raws[1:]
+            except Exception:  # a malformed answer: the loop's `_accept` takes (and reports) it
+                job = None
+        stop = isinstance(answer, dict) and bool(answer.get("stop"))
+        self.loop.call_soon_threadsafe(self._directly_done, inp if mine else None, raws, stop)
+        return job
+
+    def _directly_done(self, inp: Input | None, raws: list[dict[str, Any]], stop: bool) -> None:
+        """Loop: the bookkeeping of an output the worker thread sent itself, and what it left."""
+        if inp is not None:
+            if inp.ran:
+                self._ewma = inp.ran if self._ewma is None else 0.8 * self._ewma + 0.2 * inp.ran
+            self._release(inp)
+        if raws and not self.stopping:
+            self._accept(raws)
+        if stop:
+            self.stop()
+        elif not self._rides():
+            self._room.set()
 
     def _call_sync(self, target: Target, batch: list[Input]) -> list[dict[str, Any]]:
         try:
@@ -553,6 +642,20 @@ class InputLoop:
         self.exit_code = 1
         self.stopping = True
         self._fatal.set()
+
+
+def _known(service: Service, method: str | None) -> bool:
+    try:
+        service.target(method)
+    except Exception:
+        return False  # the loop's `_accept` reports it
+    return True
+
+
+def _serves_web(definition: dict[str, Any]) -> bool:
+    methods = definition.get("methods") or {}
+    return bool(definition.get("web")) or (isinstance(methods, dict) and any(
+        isinstance(m, dict) and m.get("web") for m in methods.values()))
 
 
 async def _await(awaitable: Any) -> Any:
