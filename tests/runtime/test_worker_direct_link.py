@@ -14,6 +14,7 @@ from runtime_peer import Peer, definition
 from test_runtime import drive, stop_and_wait, value
 
 from skylift._protocol import api
+from skylift._protocol.rpc import RpcError
 from skylift._protocol.rpc_server import Session
 
 # Functions below travel by value, as with serialized=True: the container can't import this file.
@@ -112,3 +113,36 @@ def test_sigterm_during_a_direct_long_poll_exits_at_once(tmp_path, sessions):
     # The output went on the worker thread's connection; cut from its poll, it is sent again the
     # loop's way (outputs are idempotent), with no poll now that the container stops.
     assert sessions["_put_outputs"][0] != main
+
+
+def test_a_failed_direct_send_goes_the_loops_way_and_the_next_input_dials_again(tmp_path, monkeypatch):
+    original = Peer._put_outputs
+    seen: list[int] = []
+    main: list[int] = []
+    original_init = Peer._init
+
+    async def init(self: Peer, session: Session, params: dict[str, Any]) -> dict[str, Any]:
+        main.append(id(session))
+        result: dict[str, Any] = await original_init(self, session, params)
+        return result
+
+    async def put_outputs(self: Peer, session: Session, params: dict[str, Any]) -> dict[str, Any]:
+        seen.append(id(session))
+        if id(session) not in main and len(seen) == 1:
+            raise RpcError("unavailable", "the control plane is restarting")  # the first direct send fails
+        result: dict[str, Any] = await original(self, session, params)
+        return result
+
+    monkeypatch.setattr(Peer, "_init", init)
+    monkeypatch.setattr(Peer, "_put_outputs", put_outputs)
+
+    async def scenario(peer: Peer) -> None:
+        await peer.ready.wait()
+        for n in range(4):
+            [out] = await peer.wait_outputs([peer.add_input(n)])
+            assert value(out) == n * n
+        assert await stop_and_wait(peer) == 0
+
+    drive(tmp_path, definition(square), scenario)
+    assert seen[0] not in main and seen[1] in main  # refused on the link, re-sent the loop's way
+    assert any(s not in main and s != seen[0] for s in seen[2:])  # later outputs on a new link

@@ -24,8 +24,8 @@ CONNECT_TIMEOUT = 10.0
 
 
 class DirectLink:
-    """A blocking connection for the worker thread, opened on first use; `interrupt` (from the
-    loop) ends a long-poll in progress and retires the link for good."""
+    """A blocking connection for the worker thread, opened when needed; `interrupt` (from the
+    loop, when the container stops) ends a long-poll in progress and retires the link."""
 
     def __init__(self, url: str, hello: dict[str, Any], poll_seconds: float) -> None:
         self._url = url
@@ -36,7 +36,8 @@ class DirectLink:
         self.closed = False
 
     def call(self, method: str, params: dict[str, Any]) -> Any:
-        """Runs in the worker thread. Raises ConnectionLost (and retires the link) on any failure."""
+        """Runs in the worker thread. Raises ConnectionLost on any failure (the connection is
+        dropped; the next call dials again, so a control-plane restart costs one fallback)."""
         with self._lock:
             if self.closed:
                 raise ConnectionLost("the direct link was closed")
@@ -51,7 +52,11 @@ class DirectLink:
                     self._rpc = rpc
             return rpc.call(method, params)
         except Exception as exc:
-            self.interrupt()
+            with self._lock:
+                if self._rpc is rpc:
+                    self._rpc = None
+            if rpc is not None:
+                rpc.close()
             raise ConnectionLost(f"direct link: {exc!r}") from None
 
     def interrupt(self) -> None:

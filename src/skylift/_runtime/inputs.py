@@ -223,6 +223,7 @@ class InputLoop:
         direct = (self.max_inputs == 1 and self.batch_size == 1 and not self.single_use
                   and not _serves_web(definition) and isinstance(url, str) and isinstance(hello, dict))
         self._direct = DirectLink(url, hello, POLL_SECONDS) if direct else None  # type: ignore[arg-type]
+        self._unreleased = 0  # inputs the worker thread finished that the loop hasn't released yet
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -469,8 +470,9 @@ class InputLoop:
         link = self._direct
         assert link is not None
         with self._lock:
+            held = len(self.held) - self._unreleased  # (the loop may not have released the last one yet)
             claim = (not link.closed and not self.stopping and not self._polling and not inp.cancelled
-                     and not inp.done and len(self.held) == 1 and self._pool is not None and self._pool.idle)
+                     and not inp.done and held == 1 and self._pool is not None and self._pool.idle)
             if claim:
                 self._polling = True
         if not claim:
@@ -478,7 +480,7 @@ class InputLoop:
             return None
         output["input_id"] = inp.input_id
         output["attempt"] = inp.attempt
-        room = max(1, self._capacity() - len(self.held) + 1)  # `inp` is about to leave
+        room = max(1, self._capacity() - held + 1)  # `inp` is about to leave
         try:
             answer = link.call("container.put_outputs", {"outputs": [output],
                                                          "next": {"max": room, "timeout": POLL_SECONDS}})
@@ -506,6 +508,8 @@ class InputLoop:
                         raws = raws[1:]
             except Exception:  # a malformed answer: the loop's `_accept` takes (and reports) it
                 job = None
+            if mine:
+                self._unreleased += 1
         stop = isinstance(answer, dict) and bool(answer.get("stop"))
         self.loop.call_soon_threadsafe(self._directly_done, inp if mine else None, raws, stop)
         return job
@@ -515,7 +519,9 @@ class InputLoop:
         if inp is not None:
             if inp.ran:
                 self._ewma = inp.ran if self._ewma is None else 0.8 * self._ewma + 0.2 * inp.ran
-            self._release(inp)
+            with self._lock:
+                self._release(inp)
+                self._unreleased -= 1
         if raws and not self.stopping:
             self._accept(raws)
         if stop:
