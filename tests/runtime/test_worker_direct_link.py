@@ -146,3 +146,20 @@ def test_a_failed_direct_send_goes_the_loops_way_and_the_next_input_dials_again(
     drive(tmp_path, definition(square), scenario)
     assert seen[0] not in main and seen[1] in main  # refused on the link, re-sent the loop's way
     assert any(s not in main and s != seen[0] for s in seen[2:])  # later outputs on a new link
+
+
+def test_a_burst_is_not_left_behind_a_direct_long_poll(tmp_path):
+    """The worker thread must not long-poll (holding the only thread) while inputs it handed to
+    the loop wait to be queued: they would wait for the poll's 50 s."""
+
+    async def scenario(peer: Peer) -> None:
+        await peer.ready.wait()
+        for round_ in range(5):
+            [first] = await peer.wait_outputs([peer.add_input(1)])
+            assert value(first) == 1
+            ids = [peer.add_input(n) for n in range(1, 9)]  # all quick: the first is done at once
+            outputs = await peer.wait_outputs(ids, timeout=20)  # (under the poll's 50 s)
+            assert [value(o) for o in outputs] == [n * n for n in range(1, 9)], round_
+        assert await stop_and_wait(peer) == 0
+
+    drive(tmp_path, definition(square), scenario)

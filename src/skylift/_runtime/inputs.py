@@ -224,6 +224,7 @@ class InputLoop:
                   and not _serves_web(definition) and isinstance(url, str) and isinstance(hello, dict))
         self._direct = DirectLink(url, hello, POLL_SECONDS) if direct else None  # type: ignore[arg-type]
         self._unreleased = 0  # inputs the worker thread finished that the loop hasn't released yet
+        self._handed = 0  # inputs the worker thread handed to the loop that it hasn't accepted yet
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -287,9 +288,12 @@ class InputLoop:
                 continue
             try:
                 response = await self.rpc.call("container.get_inputs", {"max": room, "timeout": POLL_SECONDS})
-            finally:
+            except BaseException:
                 self._polling = False
-            if self._take(response):
+                raise
+            stop = self._take(response)
+            self._polling = False  # after its inputs are held and queued (the worker thread looks)
+            if stop:
                 self.stopping = True
 
     def _take(self, response: dict[str, Any]) -> bool:
@@ -314,10 +318,12 @@ class InputLoop:
         return {"max": room, "timeout": 0 if self.held else POLL_SECONDS}
 
     def polled(self, answer: Any) -> None:
-        self._polling = False
         # A container told to stop (or stopping on SIGTERM) takes no new input: what was leased
         # on this answer is requeued when it exits.
-        if isinstance(answer, dict) and "inputs" in answer and not self.stopping and self._take(answer):
+        stop = isinstance(answer, dict) and "inputs" in answer and not self.stopping and self._take(answer)
+        # Cleared once its inputs are held and queued: the worker thread's direct poll looks at both.
+        self._polling = False
+        if stop:
             self.stop()
         # Wake the fetch loop only if it may poll now: with every slot busy it would only wait again,
         # and that loop pass would come before the worker thread gets the GIL to run the new input.
@@ -471,8 +477,10 @@ class InputLoop:
         assert link is not None
         with self._lock:
             held = len(self.held) - self._unreleased  # (the loop may not have released the last one yet)
+            # Only when nothing else is here or on its way (a long-poll would hold the only thread).
             claim = (not link.closed and not self.stopping and not self._polling and not inp.cancelled
-                     and not inp.done and held == 1 and self._pool is not None and self._pool.idle)
+                     and not inp.done and held == 1 and not self._handed and self._pool is not None
+                     and self._pool.idle)
             if claim:
                 self._polling = True
         if not claim:
@@ -510,6 +518,7 @@ class InputLoop:
                 job = None
             if mine:
                 self._unreleased += 1
+            self._handed += len(raws)
         stop = isinstance(answer, dict) and bool(answer.get("stop"))
         self.loop.call_soon_threadsafe(self._directly_done, inp if mine else None, raws, stop)
         return job
@@ -522,8 +531,12 @@ class InputLoop:
             with self._lock:
                 self._release(inp)
                 self._unreleased -= 1
-        if raws and not self.stopping:
-            self._accept(raws)
+        try:
+            if raws and not self.stopping:
+                self._accept(raws)
+        finally:
+            with self._lock:
+                self._handed -= len(raws)
         if stop:
             self.stop()
         elif not self._rides():
