@@ -9,9 +9,11 @@ before the call, so `.remote()` waits for a new container. Measured for
   `@enter(snap=True)`; the plain variant runs the same in `@enter()`), and
 * a trivial function (nothing to import but skylift),
 
-each with `enable_memory_snapshot=True` (forked from a template) and without (a new process, or on
-the process runtime — and on the container runtime with `--preload all` — a fork of the pool's
-preloaded interpreter after its first container; `--preload 0` measures new processes only).
+each with `enable_memory_snapshot=True` (forked from a template) and without (by default a fork of the
+pool's preloaded interpreter after its first container, on either runtime; `--preload process` keeps the
+container runtime's containers new bubblewrap sandboxes, `--preload 0` measures new processes only). On the
+container runtime a fork is usually of a pre-forked spare (docs/cold-starts.md): the bench's true cold starts
+come after the previous container has gone, when the spare made after its fork is ready.
 The first snapshot call also starts the template; it is reported on its own. Prints a table and
 the per-phase profile the control plane recorded, and writes bench/results/cold_start.json.
 Runs the process runtime unless `--runtime container` (root; each forked container then gets its own
@@ -132,7 +134,7 @@ def run(samples: int, runtime: str) -> None:
     speedups = {"numpy + 250 ms enter": rows[1][1] / rows[0][1], "trivial": rows[3][1] / rows[2][1]}
     results["speedup"] = speedups
     print()
-    print(f"skylift cold starts, {runtime} runtime (SKYLIFT_PRELOAD={os.environ.get('SKYLIFT_PRELOAD', 'process')}), "
+    print(f"skylift cold starts, {runtime} runtime (SKYLIFT_PRELOAD={os.environ.get('SKYLIFT_PRELOAD', 'all')}), "
           f"{samples} samples each, Python {sys.version.split()[0]}, {os.cpu_count()} cores")
     width = max(len(r[0]) for r in rows)
     print(f"{'what'.ljust(width)}  {'median':>10}  {'p90':>10}  {'server':>10}")

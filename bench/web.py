@@ -1,6 +1,6 @@
 """Web endpoints: wrk through skylift's gateway vs the same ASGI app on bare uvicorn, in one run.
 
-    .venv/bin/python bench/web.py [--duration 5] [--connections 32]
+    .venv/bin/python bench/web.py [--duration 5] [--connections 32] [--only raw|fastapi] [--profile DIR]
 
 Needs `wrk` (Debian package, installed by scripts/setup when run as root). Each app runs in one
 container with @modal.concurrent (one process, like one uvicorn worker); both sides use the
@@ -11,11 +11,16 @@ It also prints the CPU time each request costs (user + system, from /proc): the 
 the container and wrk through the gateway; uvicorn and wrk on the bare side. On a machine whose
 cores are all busy, requests/s follow the CPU a request costs, so the ratio of those totals
 ("CPU ratio") is the same comparison with less noise from what else the machine runs.
+
+`--profile DIR` records py-spy profiles (collapsed stacks, sampled only while the process holds
+the GIL: its Python work, not its waits or system calls) of the control plane and the container
+during the gateway's runs (py-spy: `.venv/bin/pip install py-spy`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -26,6 +31,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -116,6 +122,26 @@ def wrk(url: str, duration: float, connections: int, pids: dict[str, list[int]] 
     return result
 
 
+@contextlib.contextmanager
+def profiles(folder: str | None, name: str, pids: dict[str, list[int]], duration: float) -> Iterator[None]:
+    """py-spy records each process of `pids` while the body runs (collapsed stacks, one file each)."""
+    if not folder:
+        yield
+        return
+    spy = shutil.which("py-spy") or str(ROOT / ".venv/bin/py-spy")
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    procs = [subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", "500", "--format", "raw", "--nonblocking",
+                               "--gil", "--duration", str(max(1, round(duration))), "--output",
+                               str(Path(folder) / f"{name.split()[0].lower()}-{group}-{pid}.txt")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for group, members in pids.items() for pid in members]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.wait()
+
+
 def bare_uvicorn(target: str, duration: float, connections: int) -> dict[str, float]:
     port = free_port()
     proc = subprocess.Popen([str(ROOT / ".venv/bin/uvicorn"), target, "--port", str(port), "--log-level", "warning",
@@ -136,6 +162,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--only", choices=("raw", "fastapi"), help="measure one of the two apps")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="record py-spy profiles (collapsed stacks) of the control plane and the container "
+                             "during the gateway's runs into DIR (needs py-spy: .venv/bin/pip install py-spy)")
     opts = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("bench/web.py needs wrk: apt-get install wrk (scripts/setup does it as root)")
@@ -150,11 +180,14 @@ def main() -> None:
                 wait_ok((fn.get_web_url() or "") + "/")
             for name, fn, bare in (("raw ASGI", web_app.raw, "web_app:raw_app"),
                                    ("FastAPI", web_app.fast, "web_app:make_fastapi_app")):
+                if opts.only and opts.only != ("raw" if fn is web_app.raw else "fastapi"):
+                    continue
                 url = (fn.get_web_url() or "") + "/"
                 wait_ok(url)
                 wrk(url, 1, opts.connections)  # warm up
                 pids = {"control_plane": [platform.pid], "container": containers(platform.pid)}
-                results[f"{name} via gateway"] = wrk(url, opts.duration, opts.connections, pids)
+                with profiles(opts.profile, name, pids, opts.duration):
+                    results[f"{name} via gateway"] = wrk(url, opts.duration, opts.connections, pids)
                 results[f"{name} bare uvicorn"] = bare_uvicorn(bare, opts.duration, opts.connections)
     print(f"\nwrk -t1 -c{opts.connections} -d{opts.duration:g}s on {os.cpu_count()} CPUs\n")
     print(f"{'':28}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}   CPU µs/request")
@@ -163,6 +196,8 @@ def main() -> None:
         print(f"{what:28}{r['rps']:>10,.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['errors']:>8.0f}   "
               f"{r['cpu_us']:.0f} ({parts})")
     for name in ("raw ASGI", "FastAPI"):
+        if f"{name} via gateway" not in results:
+            continue
         gateway, bare = results[f"{name} via gateway"], results[f"{name} bare uvicorn"]
         ratio = gateway["rps"] / bare["rps"]
         cpu_ratio = bare["cpu_us"] / gateway["cpu_us"]

@@ -28,15 +28,20 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name loads on firs
     from .cloud_bucket_mount import CloudBucketMount
     from .cls import Cls, Obj, parameter
     from .dict import Dict
+    from .exception import Error
+    from .file_pattern_matcher import FilePatternMatcher
     from .functions import Function, FunctionCall, FunctionStats
     from .image import Image
     from .partial_function import batched, concurrent, enter, exit, method
+    from .probe import Probe
     from .queue import Queue
     from .retries import Retries
+    from .sandbox import Sandbox
     from .schedule import Cron, Period
+    from .scheduler_placement import SchedulerPlacement
     from .secret import Secret
     from .volume import Volume
-    from .web import asgi_app, fastapi_endpoint, web_server, wsgi_app
+    from .web import asgi_app, fastapi_endpoint, web_endpoint, web_server, wsgi_app
 
     __version__: str
 
@@ -50,16 +55,21 @@ _LAZY = {
     "CloudBucketMount": "cloud_bucket_mount",
     "Cls": "cls", "Obj": "cls", "parameter": "cls",
     "Dict": "dict",
+    "Error": "exception",
+    "FilePatternMatcher": "file_pattern_matcher",
     "Function": "functions", "FunctionCall": "functions", "FunctionStats": "functions",
     "Image": "image",
     "batched": "partial_function", "concurrent": "partial_function", "enter": "partial_function",
     "exit": "partial_function", "method": "partial_function",
+    "Probe": "probe",
     "Queue": "queue",
     "Retries": "retries",
+    "SchedulerPlacement": "scheduler_placement",
+    "Sandbox": "sandbox",
     "Cron": "schedule", "Period": "schedule",
     "Secret": "secret",
     "Volume": "volume",
-    "asgi_app": "web", "fastapi_endpoint": "web", "web_server": "web", "wsgi_app": "web",
+    "asgi_app": "web", "fastapi_endpoint": "web", "web_endpoint": "web", "web_server": "web", "wsgi_app": "web",
 }
 
 
@@ -71,8 +81,6 @@ def __getattr__(name: str) -> Any:
         from .config import version
 
         value = version()
-    elif name == "web_endpoint":
-        raise exception.DeprecationError("modal.web_endpoint was renamed to modal.fastapi_endpoint")
     elif not name.startswith("__"):
         # A submodule nobody imported yet (`skylift.functions` after a bare `import skylift`), as
         # before the names above were loaded lazily.
@@ -93,8 +101,11 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "App", "CloudBucketMount", "Cls", "Cron", "Dict", "Function", "FunctionCall", "FunctionStats", "Image",
-    "LocalEntrypoint", "Obj", "Period", "Queue", "Retries", "Secret", "Stub", "Volume", "asgi_app", "batched",
+    "App", "CloudBucketMount", "Cls", "Cron", "Dict", "Error", "FilePatternMatcher", "Function", "FunctionCall",
+    "FunctionStats", "Image",
+    "LocalEntrypoint", "Obj", "Period", "Probe", "Queue", "Retries", "Sandbox", "SchedulerPlacement", "Secret",
+    "Stub", "Volume", "asgi_app",
+    "batched",
     "concurrent", "current_function_call_id", "current_input_id", "enable_output", "enter", "exception", "exit",
-    "fastapi_endpoint", "is_local", "method", "parameter", "web_server", "wsgi_app",
+    "fastapi_endpoint", "is_local", "method", "parameter", "web_endpoint", "web_server", "wsgi_app",
 ]

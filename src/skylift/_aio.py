@@ -105,3 +105,70 @@ class blocking_classmethod(Generic[R]):
 
     def __get__(self, obj: Any, objtype: type | None = None) -> _BoundBlocking[R]:
         return _BoundBlocking(self._fn, objtype)
+
+
+class _BoundContext(Generic[R]):
+    __slots__ = ("_fn", "_obj")
+
+    def __init__(self, fn: Callable[..., R], obj: Any) -> None:
+        self._fn = fn
+        self._obj = obj
+
+    def __call__(self, *args: Any, **kwargs: Any) -> R:
+        return self._fn(self._obj, *args, **kwargs)
+
+    def aio(self, *args: Any, **kwargs: Any) -> R:
+        """The same context manager, for `async with` (it supports both forms)."""
+        return self._fn(self._obj, *args, **kwargs)
+
+
+class context_method(Generic[R]):
+    """A method returning a context manager usable with `with` and `async with`: `x.m()` and
+    `x.m.aio()` (Modal's spelling for the async form) give the same object."""
+
+    def __init__(self, fn: Callable[..., R]) -> None:
+        self._fn = fn
+        self.__doc__ = fn.__doc__
+        self.__name__ = fn.__name__
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> _BoundContext[R]:
+        return _BoundContext(self._fn, obj)
+
+
+class context_classmethod(context_method[R]):
+    """`context_method` for class methods (`Dict.ephemeral()` / `Dict.ephemeral.aio()`)."""
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> _BoundContext[R]:
+        return _BoundContext(self._fn, objtype)
+
+
+class _BoundSync(Generic[R]):
+    __slots__ = ("_fn", "_obj")
+
+    def __init__(self, fn: Callable[..., R], obj: Any) -> None:
+        self._fn = fn
+        self._obj = obj
+
+    def __call__(self, *args: Any, **kwargs: Any) -> R:
+        return self._fn(self._obj, *args, **kwargs)
+
+    async def aio(self, *args: Any, **kwargs: Any) -> R:
+        return self._fn(self._obj, *args, **kwargs)
+
+
+class local_method(Generic[R]):
+    """A method that does no I/O, with Modal's `.aio` form too: both run it directly (no hop to
+    the SDK's loop, so it works anywhere, on that loop included)."""
+
+    def __init__(self, fn: Callable[..., R]) -> None:
+        self._fn = fn
+        self.__doc__ = fn.__doc__
+        self.__name__ = fn.__name__
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> _BoundSync[R]:
+        return _BoundSync(self._fn, obj)
+
+
+class local_classmethod(local_method[R]):
+    def __get__(self, obj: Any, objtype: type | None = None) -> _BoundSync[R]:
+        return _BoundSync(self._fn, objtype)

@@ -78,6 +78,7 @@ async def resolve_objects(secrets: list[Any], volumes: dict[str, Any]) -> dict[s
 
     secret_ids = [await s._hydrate() for s in secrets]
     volume_ids: dict[str, str] = {}
+    read_only: list[str] = []
     buckets: list[dict[str, Any]] = []
     for path, volume in volumes.items():
         if isinstance(volume, CloudBucketMount):
@@ -85,7 +86,12 @@ async def resolve_objects(secrets: list[Any], volumes: dict[str, Any]) -> dict[s
             buckets.append(volume._to_wire(path, secret_id))
         else:
             volume_ids[path] = await volume._hydrate()
-    return {"secret_ids": secret_ids, "volume_ids": volume_ids, "cloud_bucket_mounts": buckets}
+            if getattr(volume, "_read_only", False):
+                read_only.append(path)
+    out = {"secret_ids": secret_ids, "volume_ids": volume_ids, "cloud_bucket_mounts": buckets}
+    if read_only:  # only when used: definitions without read-only mounts stay as they were
+        out["volume_read_only"] = sorted(read_only)
+    return out
 
 
 def overrides(options: dict[str, Any], owner: str) -> dict[str, Any]:
@@ -101,5 +107,6 @@ def overrides(options: dict[str, Any], owner: str) -> dict[str, Any]:
         fields["secret_ids"] = resolved["secret_ids"]
     if "volumes" in options:
         fields["volume_ids"] = resolved["volume_ids"]
+        fields["volume_read_only"] = resolved.get("volume_read_only", [])
         fields["cloud_bucket_mounts"] = resolved["cloud_bucket_mounts"]
     return fields

@@ -32,11 +32,12 @@ from .exception import (
     ConnectionError,
     ControlPlaneUnavailableError,
     Error,
-    ExecutionError,
     InvalidError,
     NotFoundError,
     ResourceExhaustedError,
     TimeoutError,
+    _PlatformInternalError,
+    _RequestCancelledError,
 )
 
 T = TypeVar("T")
@@ -49,8 +50,8 @@ _ERRORS: dict[str, type[Error]] = {
     ErrorCode.TIMEOUT: TimeoutError,
     ErrorCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
     ErrorCode.UNAVAILABLE: ConnectionError,
-    ErrorCode.CANCELLED: ExecutionError,
-    ErrorCode.INTERNAL: ExecutionError,
+    ErrorCode.CANCELLED: _RequestCancelledError,  # Modal's ServiceError, and ExecutionError as before
+    ErrorCode.INTERNAL: _PlatformInternalError,  # Modal's InternalError, and ExecutionError as before
 }
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 from . import _options, config
-from ._aio import blocking
+from ._aio import blocking, context_classmethod
 from ._client import Client, run_async, run_sync
 from .exception import InvalidError, NotFoundError
 
@@ -75,14 +75,18 @@ class _Object:
         return cls(name=name, environment_name=environment_name, loader=load, create_if_missing=create_if_missing)
 
     @classmethod
-    def from_id(cls: type[ObjT], object_id: str) -> ObjT:
+    def from_id(cls: type[ObjT], object_id: str, client: Any = None) -> ObjT:
         """A handle to an object by its id (e.g. one passed along from another program)."""
+        return cls._from_id(object_id)
+
+    @classmethod
+    def _from_id(cls: type[ObjT], object_id: str) -> ObjT:
         if not isinstance(object_id, str) or not object_id.startswith(_ID_PREFIX[cls._kind] + "-"):
             raise InvalidError(f"{object_id!r} is not a {cls._title} id")
         return cls(name=None, environment_name=None, object_id=object_id)
 
-    @classmethod
-    def ephemeral(cls: type[ObjT], *, environment_name: str | None = None) -> _Ephemeral[ObjT]:
+    @context_classmethod
+    def ephemeral(cls: type[ObjT], *, client: Any = None, environment_name: str | None = None) -> _Ephemeral[ObjT]:
         """An anonymous object that lives for the `with` block (`with X.ephemeral() as x:`)."""
         return _Ephemeral(cls, environment_name)
 

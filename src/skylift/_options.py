@@ -104,10 +104,7 @@ def function_options(options: dict[str, Any], *, name: str, partial: PartialFunc
     out["secrets"], out["volumes"] = check_secrets_and_volumes(opts.get("secrets"), volumes, owner=name)
     if opts.get("network_file_systems"):
         raise InvalidError(f"{name}: network_file_systems= is deprecated in Modal and not supported; use volumes=")
-    env = opts.get("env") or {}
-    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
-        raise InvalidError(f"{name}: env= must be a dict of str to str")
-    out["env"] = dict(env)
+    out["env"] = check_env(opts.get("env"), name)
     try:
         out["resources"] = _resources.validate_resources(cpu=opts.get("cpu"), memory=opts.get("memory"),
                                                          gpu=opts.get("gpu"),
@@ -157,12 +154,30 @@ def function_options(options: dict[str, Any], *, name: str, partial: PartialFunc
                                              "_experimental_scheduler_placement") if opts.get(k) is not None}
     if out["placement"].get("proxy") is not None:
         raise InvalidError(f"{name}: proxy= (static egress IPs) is not available on skylift")
+    for key in ("scheduler_placement", "_experimental_scheduler_placement"):
+        placement = out["placement"].pop(key, None)
+        if placement is None:
+            continue
+        from .scheduler_placement import SchedulerPlacement
+
+        if not isinstance(placement, SchedulerPlacement):
+            raise InvalidError(f"{name}: {key}= takes a modal.SchedulerPlacement, not {placement!r}")
+        out["placement"]["scheduler_placement"] = placement._to_wire()
     return out
 
 
 _OVERRIDABLE = {"cpu", "memory", "gpu", "env", "secrets", "volumes", "retries", "max_containers",
                 "buffer_containers", "scaledown_window", "min_containers", "timeout", "region", "cloud",
                 "concurrency", "batching", "routing_region", "ephemeral_disk"}
+
+
+def check_env(env: Any, name: str) -> dict[str, str]:
+    """`env=`: str to str; keys set to None are left out (Modal's `Secret.from_dict` rule)."""
+    env = env or {}
+    if not isinstance(env, dict) or not all(isinstance(k, str) and (v is None or isinstance(v, str))
+                                            for k, v in env.items()):
+        raise InvalidError(f"{name}: env= must be a dict of str to str (or None, to leave a key out)")
+    return {k: v for k, v in env.items() if v is not None}
 
 
 def validate_overrides(options: dict[str, Any], *, name: str) -> dict[str, Any]:
@@ -186,13 +201,16 @@ def validate_overrides(options: dict[str, Any], *, name: str) -> dict[str, Any]:
             buffer_containers=options.get("buffer_containers"), scaledown_window=options.get("scaledown_window"),
             partial=True)
         out.update(scaler)
-        if "timeout" in options:
+        # None leaves the function's own setting (Modal's with_options(timeout=None)).
+        if options.get("timeout") is not None:
             out["timeout"] = _resources.validate_timeout(options["timeout"])
-        if "retries" in options:
+        if options.get("retries") is not None:
             out["retries"] = parse_retries(options["retries"])
     except InvalidError as exc:
         raise InvalidError(f"{name}.with_options: {exc}") from None
-    for key in ("env", "region", "cloud", "concurrency", "batching"):
+    if options.get("env") is not None:
+        out["env"] = check_env(options["env"], f"{name}.with_options")
+    for key in ("region", "cloud", "concurrency", "batching"):
         if key in options:
             out[key] = options[key]
     return out

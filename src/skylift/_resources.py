@@ -90,7 +90,7 @@ def _parse_one_gpu(value: object, shown: str) -> dict[str, Any]:
     return {"type": gpu_type, "count": count}
 
 
-def parse_gpu(gpu: str | Sequence[str] | None) -> dict[str, Any] | None:
+def parse_gpu(gpu: str | Sequence[str] | bool | None) -> dict[str, Any] | None:
     """Parse `gpu=` into `{"type", "count", "fallbacks": [{"type", "count"}, ...]}`, or None.
 
     Names are case-insensitive; "A10G" is the same GPU as "A10". A list is an ordered set of choices:
@@ -102,7 +102,7 @@ def parse_gpu(gpu: str | Sequence[str] | None) -> dict[str, Any] | None:
         >>> parse_gpu(["L40S", "a10g:2"])["fallbacks"]
         [{'type': 'A10G', 'count': 2}]
     """
-    if gpu is None:
+    if gpu is None or gpu is False:  # Modal accepts gpu=False for "no GPU"
         return None
     if isinstance(gpu, (list, tuple)):
         if not gpu:

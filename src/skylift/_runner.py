@@ -243,26 +243,28 @@ async def _deploy(app: App, name: str, environment: str, tag: str) -> int:
 
 
 def deploy_app(app: App, *, name: str | None = None, environment_name: str | None = None, tag: str = "") -> int:
+    return run_sync(deploy_app_async(app, name=name, environment_name=environment_name, tag=tag))
+
+
+async def deploy_app_async(app: App, *, name: str | None = None, environment_name: str | None = None,
+                           tag: str = "") -> int:
     name = name or app.name
     if not name:
         raise InvalidError("a deployed app needs a name: App('my-app'), or `skylift deploy --name my-app`")
-    return run_sync(_deploy(app, name, config.environment_name(environment_name), tag))
+    return await _deploy(app, name, config.environment_name(environment_name), tag)
 
 
-def lookup_app(name: str, *, environment_name: str | None, create_if_missing: bool) -> App:
+async def lookup_app_async(name: str, *, environment_name: str | None, create_if_missing: bool) -> App:
     from .app import App
 
-    async def _lookup() -> str:
-        client = Client.from_env()
-        env = config.environment_name(environment_name)
-        if create_if_missing:
-            got = await client.call("app.deploy_begin", {"name": name, "environment": env})
-        else:
-            got = await client.call("app.lookup", {"name": name, "environment": env})
-        return str(got["app_id"])
-
+    client = Client.from_env()
+    env = config.environment_name(environment_name)
+    if create_if_missing:
+        got = await client.call("app.deploy_begin", {"name": name, "environment": env})
+    else:
+        got = await client.call("app.lookup", {"name": name, "environment": env})
     app = App(name)
-    app._app_id = run_sync(_lookup())
+    app._app_id = str(got["app_id"])
     return app
 
 
@@ -277,4 +279,5 @@ def _git_commit() -> str:
         return ""
 
 
-__all__ = ["AppRun", "build_image", "create_objects", "deploy_app", "lookup_app", "spawn_background"]
+__all__ = ["AppRun", "build_image", "create_objects", "deploy_app", "deploy_app_async", "lookup_app_async",
+           "spawn_background"]

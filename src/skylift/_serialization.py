@@ -20,11 +20,11 @@ from .exception import (
     DeserializationError,
     ExecutionError,
     FunctionTimeoutError,
-    InputCancellation,
     InternalFailure,
     RemoteError,
     RequestSizeError,
     SerializationError,
+    _CallCancelledError,
 )
 
 PICKLE_PROTOCOL = 4
@@ -135,7 +135,7 @@ def exception_from_output(output: dict[str, Any], *, function_name: str) -> Base
     if status == api.STATUS_TIMEOUT:
         return FunctionTimeoutError(message or f"{function_name} timed out")
     if status == api.STATUS_TERMINATED:
-        return InputCancellation(message or f"the input to {function_name} was cancelled")
+        return _CallCancelledError(message or f"the input to {function_name} was cancelled")
     if status == api.STATUS_INTERNAL_FAILURE:
         return InternalFailure(message or f"{function_name} failed inside the platform")
     if status == api.STATUS_INIT_FAILURE:

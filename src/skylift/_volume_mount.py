@@ -53,6 +53,7 @@ class MountedVolume:
     base: dict[str, Base] = field(default_factory=dict)
     loaded: bool = False
     lock: asyncio.Lock | None = None
+    read_only: bool = False  # Volume.read_only(): bound read-only, never committed
 
     def load(self) -> None:
         if not self.loaded:
@@ -82,7 +83,8 @@ def mounted() -> list[MountedVolume]:
     if _mounts is None:
         raw = os.environ.get(ENV_VOLUMES)
         specs = json.loads(raw) if raw else []
-        _mounts = [MountedVolume(s["mount_path"], s["volume_id"], _resolve_dir(s), Path(s["base"])) for s in specs]
+        _mounts = [MountedVolume(s["mount_path"], s["volume_id"], _resolve_dir(s), Path(s["base"]),
+                                 read_only=bool(s.get("read_only"))) for s in specs]
     return _mounts
 
 
@@ -105,6 +107,9 @@ async def _locked(mount: MountedVolume) -> asyncio.Lock:
 
 async def commit(client: Any, mount: MountedVolume) -> int:
     """Publish this container's changes; returns the number of paths sent."""
+    if mount.read_only:
+        raise InvalidError(f"the volume at {mount.mount_path} is mounted read-only (Volume.read_only()); "
+                           "mount it without .read_only() to commit changes")
     async with await _locked(mount):
         mount.load()
         started = time.time_ns()
@@ -161,6 +166,10 @@ def _hash_all(root: Path, paths: list[str]) -> dict[str, tuple[list[str], int, l
 
 async def reload(client: Any, mount: MountedVolume) -> None:
     """Bring in the latest committed state (keeping uncommitted local changes)."""
+    if mount.read_only:
+        raise InvalidError(f"the volume at {mount.mount_path} is mounted read-only: it shows the state committed "
+                           "when the container started, and reload() can't change it; mount it without "
+                           ".read_only() to reload")
     async with await _locked(mount):
         busy = files.open_files_under(mount.dir)
         if busy:
@@ -229,6 +238,8 @@ async def write_entries(client: Any, root: Path, entries: list[Entry], base: dic
 async def commit_all_at_exit(client: Any) -> None:
     """The automatic commit of a container that exits normally."""
     for mount in mounted():
+        if mount.read_only:
+            continue
         try:
             await commit(client, mount)
         except Exception as exc:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _options
+from ._aio import blocking, blocking_classmethod, context_method, local_method
 from .cls import Cls, check_user_class, default_params, parameter_specs
 from .exception import InvalidError
 from .functions import Function
@@ -105,11 +106,58 @@ class App:
     def registered_entrypoints(self) -> dict[str, LocalEntrypoint]:
         return dict(self._entrypoints)
 
-    def set_tags(self, tags: dict[str, str]) -> None:
+    @local_method
+    def set_tags(self, tags: dict[str, str], *, client: Any = None) -> None:
         self._tags.update(tags)
 
-    def get_tags(self) -> dict[str, str]:
+    @local_method
+    def get_tags(self, *, client: Any = None) -> dict[str, str]:
         return dict(self._tags)
+
+    @property
+    def registered_web_endpoints(self) -> list[str]:
+        """Tags of this app's web endpoints as defined here (`Cls.method` for web methods of classes)."""
+        names = [tag for tag, fn in self._functions.items() if fn._options.get("web")]
+        for tag, c in self._classes.items():
+            methods = c._service._options.get("methods") or {}
+            names += [f"{tag}.{m}" for m, meta in methods.items() if meta.get("web")]
+        return names
+
+    # --- introspection of a running or deployed app (docs/modal-compatibility.md) -----------
+
+    def _require_app_id(self, what: str) -> str:
+        if self._app_id is None:
+            raise InvalidError(f"{self!r}.{what}() needs a running or deployed app: call it inside "
+                               f"`with app.run():`, after `app.deploy()`, or on `App.lookup(name)`")
+        return self._app_id
+
+    @blocking
+    async def stop(self, *, client: Any = None) -> None:
+        """Stop the app: its containers end, pending inputs fail and its functions can't be called."""
+        from ._client import Client
+
+        await Client.from_env().call("app.stop", {"app_id": self._require_app_id("stop")})
+
+    @blocking
+    async def info(self, refresh: bool = False) -> Any:
+        """`modal.types.AppInfo`: the app's id, description, lifecycle and functions (name -> id)."""
+        from ._client import Client
+        from ._introspection import app_info
+
+        got = await Client.from_env().call("app.info", {"app_id": self._require_app_id("info")})
+        return app_info(got)
+
+    @property
+    def logs(self) -> Any:
+        """The app's log: `app.logs.fetch(since=...)`, `app.logs.tail(n)`, `app.logs.stream()` (each
+        yields `modal.types.LogEntry`; `.aio` forms too)."""
+        from ._introspection import LogsManager, Target
+
+        async def target() -> Target:
+            app_id = self._require_app_id("logs")
+            return app_id, app_id, None
+
+        return LogsManager(target)
 
     # --- registration ----------------------------------------------------------------------
 
@@ -220,6 +268,7 @@ class App:
 
     # --- running ----------------------------------------------------------------------------
 
+    @context_method
     def run(self, *, client: Any = None, detach: bool = False, interactive: bool = False,
             environment_name: str | None = None, name: str | None = None, show_progress: Any = None) -> Any:
         """Context manager running this app ephemerally: `with app.run(): f.remote()`."""
@@ -227,21 +276,26 @@ class App:
 
         return AppRun(self, detach=detach, environment_name=environment_name, name=name)
 
-    def deploy(self, *, name: str | None = None, environment_name: str | None = None, tag: str = "",
-               client: Any = None) -> App:
-        """Deploy this app (like `skylift deploy`): functions stay available by name."""
-        from ._runner import deploy_app
+    @blocking
+    async def deploy(self, *, name: str | None = None, environment_name: str | None = None, tag: str = "",
+                     client: Any = None, strategy: str = "rolling") -> App:
+        """Deploy this app (like `skylift deploy`): functions stay available by name. skylift's deploys
+        are Modal's "rolling" strategy: new inputs go to new containers while the old ones drain."""
+        from ._runner import deploy_app_async
 
-        deploy_app(self, name=name, environment_name=environment_name, tag=tag)
+        if strategy != "rolling":
+            raise InvalidError(f"App.deploy(strategy={strategy!r}): skylift deploys with the 'rolling' strategy "
+                               "only (old containers drain); 'recreate' is not available")
+        await deploy_app_async(self, name=name, environment_name=environment_name, tag=tag)
         return self
 
-    @classmethod
-    def lookup(cls, name: str, *, environment_name: str | None = None, create_if_missing: bool = False,
-               client: Any = None) -> App:
-        """A handle to a deployed app by name."""
-        from ._runner import lookup_app
+    @blocking_classmethod
+    async def lookup(cls: type[App], name: str, *, environment_name: str | None = None,  # type: ignore[misc]
+                     create_if_missing: bool = False, client: Any = None) -> App:
+        """A handle to a deployed app by name (`create_if_missing=True` makes an empty deployed app)."""
+        from ._runner import lookup_app_async
 
-        return lookup_app(name, environment_name=environment_name, create_if_missing=create_if_missing)
+        return await lookup_app_async(name, environment_name=environment_name, create_if_missing=create_if_missing)
 
 
 class Stub(App):

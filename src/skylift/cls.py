@@ -22,6 +22,7 @@ import inspect
 from typing import TYPE_CHECKING, Any
 
 from . import _serialization
+from ._aio import blocking
 from .exception import InvalidError, NotFoundError
 from .functions import Function
 from .partial_function import Flag, PartialFunction, collect_hooks
@@ -39,6 +40,11 @@ class _Parameter:
 
     def __repr__(self) -> str:
         return f"modal.parameter(default={self.default!r})" if self.default is not _MISSING else "modal.parameter()"
+
+
+def is_parameter(p: Any) -> bool:
+    """Whether `p` is a `modal.parameter()` that is set through the constructor (`init=True`)."""
+    return isinstance(p, _Parameter) and p.init
 
 
 def parameter(*, default: Any = _MISSING, init: bool = True) -> Any:
@@ -170,8 +176,10 @@ class Cls:
         return Cls(self._user_cls, self._tag,
                    self._service.with_batching(max_batch_size=max_batch_size, wait_ms=wait_ms), self._app)
 
-    def hydrate(self) -> Cls:
-        self._service.hydrate()
+    @blocking
+    async def hydrate(self, client: Any = None) -> Cls:
+        """Look the class up now (normally done on first use)."""
+        await self._service._hydrate()
         return self
 
     def _local_instance(self, params: dict[str, Any]) -> Any:

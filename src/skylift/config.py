@@ -44,3 +44,12 @@ def version() -> str:
     from ._version import __version__
 
     return __version__
+
+
+def __getattr__(name: str) -> object:
+    # `modal.config.config` / `modal.config.Config` (Modal's settings object), loaded on first use.
+    if name in ("config", "Config"):
+        from . import _config_object
+
+        return getattr(_config_object, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -45,6 +45,11 @@ class Dict(_Object):
     objects: ClassVar[ObjectManager]
 
     @classmethod
+    def from_id(cls, dict_id: str, client: Any = None) -> Dict:  # type: ignore[override]
+        """A handle to a Dict by its id (e.g. one passed along from another program)."""
+        return cls._from_id(dict_id)
+
+    @classmethod
     def from_name(cls, name: str, *, environment_name: str | None = None, create_if_missing: bool = False,
                   client: Any = None) -> Dict:
         """A handle to the named Dict (looked up on first use)."""

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sized
 from typing import TYPE_CHECKING, Any
 
 from . import _invocation, _output, config
-from ._aio import blocking, blocking_classmethod, iterating, iterating_batches
+from ._aio import blocking, blocking_classmethod, iterating, iterating_batches, local_classmethod
 from ._client import Client, on_loop_thread, run_async, run_sync
 from ._invocation import Target
 from .exception import ExecutionError, InvalidError
@@ -181,6 +181,8 @@ class Function:
         self._check_no_web()
         if self._method is not None and self._cls is not None:
             self._is_generator = self._cls._method_names().get(self._method, self._is_generator)
+            if self._cls._user_cls is None and self._service is not None:
+                self._params = _with_declared_defaults(self._service._definition, self._params)
         self._checked_target = Target(self.object_id, self._name, self._params, self._method)
         return self._checked_target
 
@@ -339,6 +341,38 @@ class Function:
                       DeprecationWarning, stacklevel=3)
         await self.update_autoscaler.aio(min_containers=warm_pool_size)
 
+    @classmethod
+    def from_id(cls, function_id: str, *, client: Client | None = None) -> Function:
+        """A handle to a function by its `fu-` id (looked up now)."""
+        from ._introspection import function_from_id
+
+        fn: Function = run_sync(function_from_id(cls, function_id))
+        return fn
+
+    @blocking
+    async def info(self, *, refresh: bool = False) -> Any:
+        """`modal.types.FunctionInfo`: this function's resources, timeouts, mounts and web endpoints."""
+        from ._introspection import function_info_of
+
+        return await function_info_of(self)
+
+    @property
+    def logs(self) -> Any:
+        """This function's log lines: `.fetch(since=...)`, `.tail(n)`, `.stream()` (`modal.types.LogEntry`)."""
+        from ._introspection import function_logs
+
+        return function_logs(self)
+
+    @blocking
+    async def experimental_spawn_map(self, *input_iterators: Iterable[Any], kwargs: dict[str, Any] | None = None
+                                     ) -> FunctionCall:
+        """Like `spawn_map`, returning the FunctionCall of the inputs (`.get()` is not for maps; use `.iter()`)."""
+        _invocation.check_not_generator(self._is_generator, self._name, "spawn_map")
+        target = await self._target()
+        call_id = await _invocation.spawn_map(Client.from_env(), target, zip(*input_iterators, strict=False),
+                                              kwargs or {})
+        return FunctionCall(call_id, self._name)
+
     @blocking
     async def get_current_stats(self) -> FunctionStats:
         """Backlog and runner counts of this function's pool."""
@@ -347,15 +381,11 @@ class Function:
         return FunctionStats(**{k: int(got.get(k, 0)) for k in
                                 ("backlog", "num_total_runners", "num_running_inputs", "input_headroom")})
 
-    def get_web_url(self) -> str | None:
-        """The URL of a web endpoint function (None for other functions).
-
-        Known once the app runs (or, for `Function.from_name`, after the first lookup)."""
-        owner = self._service or self
-        key = self._method or ""
-        if key not in owner._web_urls and owner._from_name is not None and owner._object_id is None:
-            owner.hydrate()
-        return owner._web_urls.get(key)
+    @property
+    def get_web_url(self) -> _GetWebUrl:
+        """The URL of a web endpoint function (None for other functions): `f.get_web_url()`, or
+        `await f.get_web_url.aio()`. Known once the app runs (for `Function.from_name`, after a lookup)."""
+        return _GetWebUrl(self)
 
     @property
     def web_url(self) -> str | None:
@@ -382,6 +412,30 @@ class _Remote:
 
     async def aio(self, *args: Any, **kwargs: Any) -> Any:
         return await run_async(self._fn._remote(*args, **kwargs))
+
+
+class _GetWebUrl:
+    __slots__ = ("_fn",)
+
+    def __init__(self, fn: Function) -> None:
+        self._fn = fn
+
+    def _needs_lookup(self) -> tuple[Function, str, bool]:
+        owner = self._fn._service or self._fn
+        key = self._fn._method or ""
+        return owner, key, key not in owner._web_urls and owner._from_name is not None and owner._object_id is None
+
+    def __call__(self) -> str | None:
+        owner, key, lookup = self._needs_lookup()
+        if lookup:
+            owner.hydrate()
+        return owner._web_urls.get(key)
+
+    async def aio(self) -> str | None:
+        owner, key, lookup = self._needs_lookup()
+        if lookup:
+            await owner.hydrate.aio()
+        return owner._web_urls.get(key)
 
 
 class FunctionStats:
@@ -415,8 +469,26 @@ class FunctionCall:
     """A handle to a spawned call; its result is kept for 7 days."""
 
     def __init__(self, call_id: str, name: str = "function") -> None:
-        self.object_id = call_id
+        self._object_id = call_id
         self._name = name
+
+    @property
+    def object_id(self) -> str:
+        return self._object_id
+
+    @blocking
+    async def hydrate(self, client: Client | None = None) -> FunctionCall:
+        """Check that the call exists (NotFoundError if its results expired or it never did)."""
+        await Client.from_env().call("call.info", {"call_id": self.object_id})
+        return self
+
+    @iterating
+    async def iter(self, *, start: int = 0, end: int | None = None) -> AsyncIterator[Any]:
+        """The results of the call's inputs in index order (`experimental_spawn_map`), `[start, end)`."""
+        from ._introspection import iter_call
+
+        async for value in iter_call(self, start, end):
+            yield value
 
     def __repr__(self) -> str:
         return f"FunctionCall({self.object_id!r})"
@@ -437,8 +509,9 @@ class FunctionCall:
         got = await Client.from_env().call("call.info", {"call_id": self.object_id})
         return int(got["num_inputs"])
 
-    @classmethod
-    def from_id(cls, function_call_id: str, client: Client | None = None) -> FunctionCall:
+    @local_classmethod
+    def from_id(cls: type[FunctionCall], function_call_id: str,  # type: ignore[misc]
+                client: Client | None = None) -> FunctionCall:
         if not function_call_id.startswith("fc-"):
             raise InvalidError(f"{function_call_id!r} is not a function call id (they start with 'fc-')")
         return cls(function_call_id)
@@ -449,6 +522,18 @@ class FunctionCall:
         client = Client.from_env()
         return list(await asyncio.gather(*(_invocation.get_output(client, fc.object_id, None, fc._name)
                                            for fc in function_calls)))
+
+
+def _with_declared_defaults(definition: dict[str, Any] | None, params: bytes | None) -> bytes | None:
+    """`Cls.from_name(...)(**some)`: the parameters not given take the class's `modal.parameter(default=...)`
+    values (known from its definition when every parameter has one), so `Cls.from_name(...)()` is the
+    same parameter set, and container pool, as `Cls()` where the class is defined."""
+    from ._serialization import decode_params, encode_params
+
+    defaults = (definition or {}).get("default_params")
+    if not defaults:
+        return params
+    return encode_params({**decode_params(defaults), **decode_params(params)})
 
 
 def merge_options(definition: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

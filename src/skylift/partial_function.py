@@ -157,3 +157,16 @@ def collect_hooks(user_cls: type) -> ClassHooks:
             if attr.flags & (Flag.METHOD | Flag.BATCHED | Flag.WEB):
                 hooks.methods[name] = attr
     return hooks
+
+
+_WEB_DECORATORS = ("asgi_app", "fastapi_endpoint", "web_endpoint", "web_server", "wsgi_app")
+
+
+def __getattr__(name: str) -> Any:
+    # Modal's web decorators live in `modal.partial_function` too; here they are `skylift.web`'s (loaded on
+    # first use: web.py imports this module).
+    if name in _WEB_DECORATORS:
+        from . import web
+
+        return getattr(web, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -78,6 +78,11 @@ class Queue(_Object):
     objects: ClassVar[ObjectManager]
 
     @classmethod
+    def from_id(cls, queue_id: str, client: Any = None) -> Queue:  # type: ignore[override]
+        """A handle to a Queue by its id (e.g. one passed along from another program)."""
+        return cls._from_id(queue_id)
+
+    @classmethod
     def from_name(cls, name: str, *, environment_name: str | None = None, create_if_missing: bool = False,
                   client: Any = None) -> Queue:
         """A handle to the named Queue (looked up on first use)."""

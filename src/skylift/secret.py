@@ -72,9 +72,18 @@ class Secret(_Object):
 
     @classmethod
     def from_name(cls, name: str, *, environment_name: str | None = None, required_keys: Sequence[str] = (),
-                  namespace: Any = None) -> Secret:
+                  namespace: Any = None, client: Any = None) -> Secret:
         """The named secret (`skylift secret create NAME ...`), checked for `required_keys` on first use."""
         return cls._by_name(name, environment_name, False, {"required_keys": list(required_keys)})
+
+    @blocking
+    async def update(self, env_dict: dict[str, str]) -> None:
+        """Set or replace these keys of this named secret, keeping the others; containers started
+        from now on see the new values."""
+        if not isinstance(env_dict, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                     for k, v in env_dict.items()):
+            raise InvalidError(f"{self!r}.update() takes a dict of str to str")
+        await self._call("secret.update", {"values": dict(env_dict)})
 
     @classmethod
     def _anonymous(cls, values: dict[str, str], label: str) -> Secret:
@@ -112,7 +121,8 @@ class Secret(_Object):
         return cls._anonymous({k: os.environ[k] for k in env_keys}, f"from_local_environ({list(env_keys)})")
 
     @classmethod
-    def from_dotenv(cls, path: str | os.PathLike[str] | None = None, *, filename: str = ".env") -> Secret:
+    def from_dotenv(cls, path: str | os.PathLike[str] | None = None, *, filename: str = ".env",
+                    client: Any = None) -> Secret:
         """The variables of a .env file: `path` (a file or its directory), else the nearest
         `filename` in the working directory or its parents. Read when the app is created."""
         secret = cls(name=None, environment_name=None)

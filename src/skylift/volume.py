@@ -30,9 +30,9 @@ from typing import IO, Any, BinaryIO, ClassVar
 
 from . import _volume_files as files
 from . import _volume_mount
-from ._aio import blocking, iterating
+from ._aio import blocking, blocking_classmethod, context_classmethod, context_method, iterating
 from ._client import Client, run_async, run_sync
-from ._object import ObjectManager, _Object
+from ._object import ObjectManager, _Ephemeral, _Object
 from ._volume_manifest import BLOCK_SIZE, DIRECTORY, FILE, Entry, PathError, normalize_path
 from ._volume_transfer import BlockSource, download_blocks, upload_blocks
 from .exception import InvalidError
@@ -72,6 +72,11 @@ class Volume(_Object):
     objects: ClassVar[ObjectManager]
 
     @classmethod
+    def from_id(cls, volume_id: str, client: Any = None) -> Volume:  # type: ignore[override]
+        """A handle to a Volume by its id (e.g. one passed along from another program)."""
+        return cls._from_id(volume_id)
+
+    @classmethod
     def from_name(cls, name: str, *, environment_name: str | None = None, create_if_missing: bool = False,
                   version: int | None = None, client: Any = None) -> Volume:
         """A handle to the named Volume (looked up on first use). `version` (Modal's v1/v2) is
@@ -79,6 +84,44 @@ class Volume(_Object):
         if version not in (None, 1, 2):
             raise InvalidError(f"Volume version must be 1 or 2, got {version!r}")
         return cls._by_name(name, environment_name, create_if_missing)
+
+    _read_only: bool = False
+
+    @context_classmethod
+    def ephemeral(cls: type[Volume], *, client: Any = None,  # type: ignore[misc]
+                  environment_name: str | None = None, version: int | None = None) -> Any:
+        """An anonymous Volume for the `with` block. `version` (Modal's v1/v2) is accepted, as in from_name."""
+        if version not in (None, 1, 2):
+            raise InvalidError(f"Volume version must be 1 or 2, got {version!r}")
+        return _Ephemeral(cls, environment_name)
+
+    @blocking_classmethod
+    async def rename(cls, old_name: str, new_name: str, *, client: Any = None,  # type: ignore[misc]
+                     environment_name: str | None = None) -> None:
+        """Rename a named Volume: same id and files under the new name (handles by the old name stop resolving)."""
+        from . import _options, config
+
+        _options.check_object_name(new_name, "Volume")
+        await Client.from_env().call("object.rename", {"kind": "volume", "name": old_name, "new_name": new_name,
+                                                       "environment": config.environment_name(environment_name)})
+
+    def read_only(self) -> Volume:
+        """This volume, mounted read-only where a function uses it: writes fail (EROFS), and neither
+        `commit()` nor the automatic commit at exit sends anything."""
+        return self.with_mount_options(read_only=True)
+
+    def with_mount_options(self, *, read_only: bool | None = None, sub_path: str | PurePosixPath | None = None
+                           ) -> Volume:
+        """A handle to the same volume with other mount options. `read_only` is supported; `sub_path`
+        (mounting one directory of the volume) is not available on skylift and raises."""
+        if sub_path is not None:
+            raise InvalidError(f"{self!r}.with_mount_options(sub_path=...): mounting part of a volume is not "
+                               "available on skylift; mount the whole volume and use the subdirectory's path")
+        copy = Volume(name=self._name, environment_name=self._environment_name, object_id=self._object_id,
+                      loader=self._loader, create_if_missing=self._create_if_missing)
+        copy._hydrated_for = self._hydrated_for
+        copy._read_only = self._read_only if read_only is None else bool(read_only)
+        return copy
 
     # ---- inside a container ------------------------------------------------------------------
 
@@ -151,6 +194,7 @@ class Volume(_Object):
         await self._call("volume.copy", {"srcs": [_path(s) for s in src_paths], "recursive": recursive,
                                          "dst": os.fspath(dst_path)})
 
+    @context_method
     def batch_upload(self, force: bool = False) -> VolumeUpload:
         """Upload local files in one commit: `with vol.batch_upload() as b: b.put_file(...)`.
         Without `force`, overwriting an existing file is an error."""

@@ -100,6 +100,8 @@ def fastapi_endpoint(_warn_parentheses_missing: Any = None, *, method: str = "GE
 
 
 def web_endpoint(*args: Any, **kwargs: Any) -> Any:
+    """Renamed: `@modal.fastapi_endpoint`. The name exists, as in Modal, so a program that imports it loads;
+    using it raises DeprecationError."""
     from .exception import DeprecationError
 
     raise DeprecationError("modal.web_endpoint was renamed to modal.fastapi_endpoint")

@@ -40,7 +40,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from skylift._protocol import api
+from skylift._protocol import api, web_request
 from skylift._protocol.rpc import RpcClient
 
 LONG = os.environ.get("SKYLIFT_CHAOS_LONG", "") not in ("", "0")
@@ -132,12 +132,13 @@ class Backend:
                 self.spawn(self._answer(rpc, inp))
 
     async def _answer(self, rpc: RpcClient, inp: dict[str, Any]) -> None:
-        (request,), _ = pickle.loads(inp["args"])
+        (packed,), _ = pickle.loads(inp["args"])
+        scope, body, more_body = web_request.unpack(packed)
         input_id = inp["input_id"]
-        if request["scope"]["type"] == "websocket":
+        if scope["type"] == "websocket":
             messages: list[dict[str, Any]] = [{"type": "websocket.close", "code": 1000}]
         else:
-            size, more = len(request["body"]), request["more_body"]
+            size, more = len(body), more_body
             while more:
                 got = await rpc.call("container.web_receive", {"input_id": input_id, "timeout": 10.0})
                 for message in got["messages"]:

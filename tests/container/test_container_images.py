@@ -138,15 +138,17 @@ def test_run_function_runs_the_pickled_function_in_the_image(shared: Builder, tm
     def bake(path: str, text: str) -> None:
         import sys
 
+        import modal  # an unchanged Modal build function: skylift answers (docs/modal-compatibility.md)
+
         with open(path, "w") as f:
-            f.write(f"{text} by {sys.executable}")
+            f.write(f"{text} by {sys.executable} with {modal.__name__}")
 
     payload = shared.blobs.add(cloudpickle.dumps((bake, ("/baked.txt", "baked"), {})))
     image = shared.build(BASE, layer("run_function", files=[{"path": "function.pkl", "sha256": payload, "mode": 0o644}],
                                      function_name="bake", cache_key="k1"))
     code, out, err = run_in(image, tmp_path, "print(open('/baked.txt').read())")
     assert code == 0, err
-    assert out.strip() == "baked by /opt/skylift-venv/bin/python"
+    assert out.strip() == "baked by /opt/skylift-venv/bin/python with skylift"
 
 
 def test_a_failed_step_names_the_command_its_output_and_code_and_leaves_nothing(shared: Builder) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from container_fixture import container_platform_fixture  # noqa: F401 - the container_platform fixture
-from pool_helpers import containers, stop_all
+from pool_helpers import call, containers, stop_all
 
 from skylift.cli.main import cli
 from skylift.worker.container import userns
@@ -156,3 +156,29 @@ def test_a_forked_containers_writable_layer_and_tmp_are_bounded(snaps: Any) -> N
         seen = snaps.fill.remote(path)
         assert seen["errno"] == 28 and seen["written"] <= 64 << 20, (path, seen)  # ENOSPC, no OOM kill
     assert {t["start"] for t in containers("fill")} == {"fork"}
+
+
+def test_a_container_from_a_pre_forked_spare_is_locked_down_like_any_fork(snaps: Any) -> None:
+    """After a fork the worker prepares the template's next container ahead (worker/spares.py); the pool's
+    next cold start is that spare, activated: the same lock-down, namespaces and user namespace, its own task."""
+    stop_all("Snapped")
+    model = snaps.Snapped(tag=uuid.uuid4().hex[:8])  # a template of its own; its first fork is made on request
+    first = model.probe.remote()
+    deadline = time.monotonic() + 60
+    while True:
+        stop_all("Snapped")
+        seen = model.probe.remote()  # a true cold start: from the spare made after the last fork
+        [task] = containers("Snapped")
+        note = (call("task.get", {"task_id": task["task_id"]})["task"]["profile"].get("worker") or {}).get("note")
+        if note == "from a pre-forked spare":
+            break
+        assert time.monotonic() < deadline, f"no container came from a spare (last: {note!r})"
+    assert seen["task_id"] == task["task_id"] != first["task_id"]
+    assert seen["snapshot_file"] == first["snapshot_file"] and seen["weights"] == list(range(10))
+    assert seen["pid"] == 2 and seen["processes"] == ["1", "2"] and seen["hostname"] == "skylift"
+    assert int(seen["cap_bnd"], 16) == int(seen["cap_eff"], 16) == 0x4FB
+    assert seen["no_new_privs"] == "1" and seen["seccomp"] == "2"
+    assert seen["attempts"] == {"unshare_user": EPERM, "unshare_mount": EPERM, "mount_tmpfs": EPERM}
+    assert seen["core_pattern"].startswith("OSError")
+    assert seen["uid_map"] == ["0", str(userns.BASE), str(userns.SIZE)] and seen["uid"] == 0
+    assert seen["seen"] == {"/root/written": None, "/tmp/written": None, "/dev/shm/written": None}

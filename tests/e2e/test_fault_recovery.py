@@ -30,7 +30,15 @@ BOOTING = ("starting", "running")  # not ready yet: @enter still runs
 
 
 def _runtime_pids(task_ids: set[str]) -> dict[str, int]:
-    """The container runtime process (`python -m skylift._runtime`) of each task, as the host sees it."""
+    """The container process of each task, as the host sees it.
+
+    A new interpreter (`python -m skylift._runtime`) carries its task id in its environment. A container
+    forked from a template (a preloaded interpreter, the default on both runtimes, or a memory snapshot)
+    has the template's environment and command line, so it is found by the pid the worker reported for
+    it: the template's child, numbered in the template's pid namespace (a sandboxed template's own).
+    """
+    forked = {int(t["pid"]): t["task_id"] for t in call("task.list", {"environment": "main"})["tasks"]
+              if t["task_id"] in task_ids and t.get("start") in ("fork", "preloaded") and t.get("pid")}
     found: dict[str, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -42,12 +50,45 @@ def _runtime_pids(task_ids: set[str]) -> dict[str, int]:
             continue
         if b"skylift._runtime" not in cmdline:
             continue
+        if b"--template" in cmdline:
+            task_id = _forked_task(int(entry.name), forked)
+            if task_id is not None:
+                found[task_id] = int(entry.name)
+            continue
         for item in environ:
             if item.startswith(b"SKYLIFT_TASK_ID="):
                 task_id = item.split(b"=", 1)[1].decode()
                 if task_id in task_ids:
                     found[task_id] = int(entry.name)
     return found
+
+
+def _forked_task(pid: int, forked: dict[int, str]) -> str | None:
+    """The task whose container `pid` is: a child of a template, in the template's pid namespace, whose pid
+    there is the one the worker reported (a container's own init and runtime are in a namespace below)."""
+    status = _status(pid)
+    parent = int(status.get("PPid", "0"))
+    nspids = status.get("NSpid", "").split()
+    if not nspids or b"--template" not in _cmdline(parent):
+        return None
+    if len(_status(parent).get("NSpid", "").split()) != len(nspids):  # not the template's own namespace
+        return None
+    return forked.get(int(nspids[-1]))
+
+
+def _status(pid: int) -> dict[str, str]:
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _booting_pids(tag: str, timeout: float = 60.0) -> dict[str, int]:

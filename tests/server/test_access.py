@@ -27,12 +27,14 @@ EXPECTED: dict[str, str] = {
     "schedule.pause": "a", "schedule.resume": "a", "schedule.list": "ac", "web.list": "ac",
     "app.create": "acs", "app.deploy_begin": "ac", "app.publish": "a", "app.heartbeat": "a",
     "app.disconnect": "a", "app.stop": "a", "app.list": "ac", "app.history": "ac", "app.lookup": "ac",
-    "app.logs": "a",
-    "function.create": "a", "function.get": "ac", "function.stats": "ac", "function.update_autoscaler": "a",
+    "app.info": "ac", "app.logs": "a",
+    "function.create": "a", "function.get": "ac", "function.info": "ac", "function.stats": "ac",
+    "function.update_autoscaler": "a",
     "call.start": "ac", "call.run": "ac", "call.put_inputs": "ac", "call.close_inputs": "ac",
     "call.get_outputs": "ac", "call.get_gen_items": "ac", "call.cancel": "ac", "call.info": "ac",
     "object.get": "ac", "object.ephemeral": "ac", "object.list": "ac", "object.delete": "ac", "object.info": "ac",
-    "secret.create": "ac",
+    "object.rename": "ac",
+    "secret.create": "ac", "secret.update": "ac",
     **{f"dict.{m}": "ac" for m in ("put", "get", "contains", "pop", "len", "clear", "scan")},
     **{f"queue.{m}": "ac" for m in ("put", "get", "peek", "len", "clear")},
     **{f"volume.{m}": "ac" for m in ("commit", "copy", "file", "listdir", "remove")},
@@ -46,6 +48,10 @@ EXPECTED: dict[str, str] = {
     "container.web_send": "", "container.web_receive": "",
     "worker.register": "w", "worker.poll": "w", "worker.report": "", "worker.logs": "",
     "worker.exec_result": "", "worker.image_progress": "",
+    # sandboxes: only of the container's own app (or apps it created); the relay only for a sandbox's container
+    "sandbox.create": "a", "sandbox.list": "a", "sandbox.from_name": "a",
+    **{f"sandbox.{m}": "a" for m in ("get", "set_tags", "wait", "read", "write_stdin", "exec", "terminate")},
+    "sandbox.container_poll": "", "sandbox.put_output": "", "sandbox.process_exit": "",
 }
 
 
@@ -62,6 +68,7 @@ class Side:
     worker: FakeWorker
     exec_id: str = ""
     image_id: str = ""
+    sandbox_id: str = ""
 
 
 async def _worker(h: Harness, token: str, memory_mb: int) -> FakeWorker:
@@ -127,11 +134,23 @@ async def two_apps(h: Harness) -> Any:
     assert h.cp.tasks.get(b.container.task_id).worker_id == w2.worker_id  # type: ignore[union-attr]
     assert h.cp.images.builder(a.image_id) == w1.worker_id and h.cp.images.builder(b.image_id) == w2.worker_id
     execs = [await _exec(admin, a), await _exec(admin, b)]
+    a.sandbox_id, b.sandbox_id = _sandbox_record(h, a.app_id), _sandbox_record(h, b.app_id)
     try:
         yield admin, a, b
     finally:
         for pending in execs:
             pending.cancel()
+
+
+def _sandbox_record(h: Harness, app_id: str) -> str:
+    """A sandbox of `app_id` as the control plane records it (no container: only its rules are tested)."""
+    from skylift._protocol import ids
+    from skylift.server.execution.sandboxes import Process, Sandbox
+
+    sandbox_id = ids.new_id("sandbox")
+    h.cp.sandbox_api.sandboxes.add(Sandbox(sandbox_id, app_id, "main", "sb", {}, 0.0, 0.0, 300.0, None,
+                                           Process(sandbox_id, {})))
+    return sandbox_id
 
 
 def foreign(other: Side, volume_id: str) -> dict[str, Any]:
@@ -149,7 +168,7 @@ def foreign(other: Side, volume_id: str) -> dict[str, Any]:
         "events": [{"task_id": other.container.task_id, "state": "exited", "exit_code": 0}],
         "entries": [{"task_id": other.container.task_id, "stream": "stdout", "text": "forged"}],
         "exec_id": other.exec_id, "image_id": other.image_id, "volume_id": volume_id,
-        "kind": "dict", "timeout": 0,
+        "kind": "dict", "timeout": 0, "sandbox_id": other.sandbox_id,
     }
 
 
@@ -191,6 +210,35 @@ async def test_every_principal_is_refused_outside_its_scope(platform):
         # Nothing got through: app B still runs and its input is still leased to its own container.
         assert h.cp.catalog.apps[b.app_id].running
         assert h.cp.calls.inputs[b.input["input_id"]].task is h.cp.tasks.get(b.container.task_id)
+
+
+async def test_sandboxes_are_reached_only_from_their_app_and_their_container_reaches_nothing_else(platform):
+    async with platform() as h, two_apps(h) as (_admin, a, b):
+        own = {"sandbox_id": a.sandbox_id, "app_id": a.app_id, "app_name": a.app_name, "environment": "main"}
+        container = _container(a, strict=False)
+        for method in ("sandbox.create", "sandbox.list", "sandbox.from_name", "sandbox.get", "sandbox.exec",
+                       "sandbox.read", "sandbox.write_stdin", "sandbox.wait", "sandbox.terminate"):
+            access.authorize(container, method, own, h.cp.facts)  # its own app's sandboxes
+        # A sandbox's own container: strict, and only its relay, its start and its volumes.
+        inside = access.Principal(access.CONTAINER, environment="main", task_id=a.container.task_id,
+                                  app_id=a.app_id, strict=True, sandbox=True)
+        for method in ("sandbox.container_poll", "sandbox.put_output", "sandbox.process_exit", "container.init"):
+            access.authorize(inside, method, own, h.cp.facts)
+        for method in ("sandbox.get", "sandbox.exec", "sandbox.create", "sandbox.list", "call.start",
+                       "function.get", "app.create", "object.get", "secret.create", "dict.get"):
+            with pytest.raises(RpcError) as err:
+                access.authorize(inside, method, own, h.cp.facts)
+            assert "sandbox" in err.value.message
+        strict = _container(b, strict=True)  # strict: its sandboxes get only its function's secrets
+        theirs = {"sandbox_id": b.sandbox_id, "app_id": b.app_id, "environment": "main"}
+        access.authorize(strict, "sandbox.exec", theirs, h.cp.facts)
+        for method, extra in (("sandbox.exec", {"secret_ids": ["st-someone-elses"]}),
+                              ("sandbox.create", {"definition": definition("sb", secret_ids=["st-someone-elses"])})):
+            with pytest.raises(RpcError, match="st-someone-elses"):
+                access.authorize(strict, method, {**theirs, **extra}, h.cp.facts)
+        for method in ("sandbox.container_poll", "sandbox.put_output"):  # ordinary containers relay nothing
+            with pytest.raises(RpcError):
+                access.authorize(container, method, own, h.cp.facts)
 
 
 def _container(side: Side, *, strict: bool) -> access.Principal:

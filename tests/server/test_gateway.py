@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from conftest import definition
-from skylift._protocol import api
+from skylift._protocol import api, web_request
 from skylift._protocol.rpc import RpcError
 from skylift.server.execution.catalog import AppEntry, AppState
 from skylift.server.http.web_routes import endpoint_label, shorten, slugify
@@ -83,8 +83,8 @@ async def test_slow_request_redirects_to_a_result_url(platform: Any) -> None:
         request = asyncio.get_running_loop().create_task(get(url + "/path?q=1"))
         container = await h.started_container(worker)
         [inp] = await container.next_inputs()
-        (web_request,), _ = pickle.loads(inp["args"])
-        scope = web_request["scope"]
+        (packed,), _ = pickle.loads(inp["args"])
+        scope, _, _ = web_request.unpack(packed)
         assert (scope["method"], scope["path"], scope["root_path"], scope["query_string"]) == (
             "GET", "/main-slow-web/path", "/main-slow-web", b"q=1")
         status, _, headers = await request

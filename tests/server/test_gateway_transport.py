@@ -11,7 +11,11 @@ import asyncio
 import pickle
 from typing import Any
 
+import pytest
+
 from conftest import deployed_web_app
+from skylift._protocol import web_request
+from skylift._protocol.rpc import RpcError
 
 
 def _address(url: str) -> tuple[str, int, str]:
@@ -21,9 +25,10 @@ def _address(url: str) -> tuple[str, int, str]:
 
 
 def _request(inp: dict[str, Any]) -> dict[str, Any]:
+    """The input's request as a dict: {scope, body, more_body}."""
     (request,), _ = pickle.loads(inp["args"])
-    assert isinstance(request, dict)
-    return request
+    scope, body, more = web_request.unpack(request)
+    return {"scope": scope, "body": body, "more_body": more}
 
 
 async def _answer(container: Any, inputs: list[dict[str, Any]]) -> None:
@@ -171,4 +176,40 @@ async def test_a_malformed_response_in_a_batch_fails_its_own_request_only(platfo
         await container.put_many([{"input_id": inp["input_id"], "attempt": inp["attempt"], "status": "success"}
                                   for inp in inputs])
         for _, writer in (first, second):
+            writer.close()
+
+
+async def test_whole_responses_in_the_short_form_of_a_batch(platform: Any) -> None:
+    """`{input_id, r: [status, headers, body]}` (what the runtime sends for a response that ends in
+    one go) answers like start + body; a malformed one fails its own request only."""
+    async with platform() as h:
+        url = await deployed_web_app(await h.client(), "short")
+        worker = await h.worker()
+        host, port, path = _address(url)
+        clients = []
+        for name in ("a-bad", "b-good", "c-head"):
+            clients.append(await asyncio.open_connection(host, port))
+            method = "HEAD" if name == "c-head" else "GET"
+            clients[-1][1].write(f"{method} {path}/{name} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        container = await h.started_container(worker)
+        inputs: list[dict[str, Any]] = []
+        while len(inputs) < 3:
+            inputs += await container.next_inputs()
+        bad, good, head = sorted(inputs, key=lambda inp: _request(inp)["scope"]["path"])
+        reply = await container.rpc.call("container.web_send", {"items": [
+            {"input_id": bad["input_id"], "r": [200, [["x-text", "not bytes"]], b"never"]},
+            {"input_id": good["input_id"], "r": [201, [[b"x-app", b"yes"]], b"fine"]},
+            {"input_id": head["input_id"], "r": [200, [], b"no body for HEAD"]}]})
+        assert reply == {"closed": [bad["input_id"]]}
+        answer, body = await _read_response(clients[0][0])
+        assert answer.startswith(b"HTTP/1.1 500") and b"never" not in body
+        answer, body = await _read_response(clients[1][0])
+        assert answer.startswith(b"HTTP/1.1 201") and b"x-app: yes" in answer and body == b"fine"
+        answer = await asyncio.wait_for(clients[2][0].readuntil(b"\r\n\r\n"), 30)
+        assert answer.startswith(b"HTTP/1.1 200") and b"content-length: 16" in answer  # no body: a HEAD
+        with pytest.raises(RpcError, match="needs 'input_id'"):
+            await container.rpc.call("container.web_send", {"items": [{"input_id": bad["input_id"], "r": [200]}]})
+        await container.put_many([{"input_id": inp["input_id"], "attempt": inp["attempt"], "status": "success"}
+                                  for inp in inputs])
+        for _, writer in clients:
             writer.close()

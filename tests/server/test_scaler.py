@@ -246,3 +246,18 @@ async def test_a_container_that_ignores_its_stop_is_killed_after_the_grace(platf
         await worker.no_command("stop_task", within=0.1)
         h.advance(h.cp.settings.stop_grace + 1)
         assert await worker.next("stop_task") == {"op": "stop_task", "task_id": container.task_id, "kill": True}
+
+
+async def test_a_sandbox_is_never_evicted_as_idle(platform):
+    async with platform() as h:
+        client = await h.client()
+        worker = await h.worker(cpu=0.125)  # room for one default container
+        app_id, ids = await h.app(client, definition("b"))
+        await client.call("sandbox.create", {"app_id": app_id, "definition": definition("sb"), "cmd": [],
+                                             "timeout": 300})
+        sandbox = await h.started_container(worker)  # ready, no inputs: it looks idle, but its command runs
+        await client.call("call.start", {"function_id": ids["b"], "invocation": "async", "kind": "unary",
+                                         "inputs": [{"args": b"y"}]})
+        await worker.no_command("stop_task", within=0.3)
+        task = h.cp.tasks.get(sandbox.task_id)
+        assert task is not None and task.alive and not task.stop_requested, task.stop_reason if task else None

@@ -17,7 +17,7 @@ Who may call each method is server/access.py's RULES, checked before any handler
 Before hello a connection may send one frame of at most 64 KiB, within 10 s.
 
 Object ids are prefixed like Modal's: ap- app, fu- function, fc- function call, in- input,
-ta- task (container), im- image, wo- worker, en- environment.
+ta- task (container), im- image, wo- worker, en- environment, sb- sandbox, sp- sandbox process.
 
 -----------------------------------------------------------------------------------------------
 hello {token, role, version, task_id?, worker_id?} -> {server_version, server_id}
@@ -43,6 +43,10 @@ app.logs {app_id, after_seq: int, timeout: float, limit?: int}
      -> {entries: [LogEntry], next_seq: int, app_state: str, done: bool}   long-polls up to timeout for new
      entries; done: the last of the app's lines (stopped, every container exited, its lines stored)
 
+app.info {app_id} -> {app_id, name, description, state, environment, created_at, stopped_at, version,
+          deployed_at, function_ids: {tag: fu-id}}       App.info(); a stopped app has no function_ids
+function.info {function_id} -> {function_id, app_id, app_name, tag, definition, web_urls?}
+                                              Function.from_id / Function.info
 function.create {app_id, definition: FunctionDefinition} -> {function_id, web_urls?: {key: url}}
      For deployed apps the server reuses the id of the function with the same tag (stable from_name).
      web_urls: the gateway URL of each web endpoint (key "" for a function, the method name for a
@@ -114,10 +118,12 @@ object.ephemeral {kind, environment} -> {object_id}    anonymous; deleted when t
 object.list {kind, environment} -> {objects: [{object_id, name, created_at, size}]}  size: entries,
                                            items, files or keys; never a secret's values
 object.info {kind, object_id} -> {object_id, name, environment, created_at, ephemeral}
+object.rename {kind, name, new_name, environment} -> {object_id}   same id and contents; CONFLICT if taken
 object.delete {kind, name? | object_id?, environment, allow_missing?: bool} -> {}
 secret.create {name?, environment, values: {KEY: str}, overwrite?: bool} -> {object_id}
      values are sealed (AES-256-GCM, key in the server's home) before they are stored; without a
      name the secret is anonymous and identical values give the same id. CONFLICT if the name exists.
+secret.update {secret_id, values: {KEY: str}} -> {object_id}     Secret.update: merges into a named secret
 dict.put {dict_id, items: [[key: bytes, value: bytes]], skip_if_exists?: bool} -> {written: int}
 dict.get | dict.pop {dict_id, key: bytes} -> {found: bool, value?: bytes}
 dict.contains {dict_id, key} -> {found}    dict.len {dict_id} -> {len}    dict.clear {dict_id} -> {}
@@ -159,6 +165,37 @@ task.logs {task_id, after_seq: int, timeout: float, limit?: int}
 task.exec {task_id, argv: [str], timeout?: float} -> {exit_code, output: str, truncated: bool}
      (admin) relayed to the container's worker (exec_task); runs with the container's env and cwd
 task.stop {task_id, kill?: bool} -> {}    (admin) drain and stop (or kill) one container
+
+== sandboxes (docs/sandboxes.md) ===============================================================
+Clients, and containers for their own app or apps they created. A sandbox (sb-) is one container
+whose runtime runs `cmd` and the processes `exec` starts (sp-); the main process's id is the
+sandbox's. Output and stdin carry byte offsets: a re-sent call adds nothing, a gap is INVALID.
+sandbox.create {app_id, definition: FunctionDefinition (image_id, mounts, resources, env, secret_ids,
+                volume_ids, cloud_bucket_mounts, block_network), cmd: [str], name?, tags?: {k: v},
+                timeout: int (1..86400), idle_timeout?: int, workdir?} -> {sandbox_id, task_id}
+     The app must be running; a name is unique among the app's running sandboxes (CONFLICT).
+sandbox.get {sandbox_id} -> SandboxInfo         running or ended (kept an hour, the last 1,000)
+sandbox.list {environment, app_id?, tags?: {k: v}} -> {sandboxes: [SandboxInfo]}   running, newest first
+sandbox.from_name {app_name, name, environment} -> SandboxInfo                     running only
+sandbox.set_tags {sandbox_id, tags} -> {}
+sandbox.wait {sandbox_id, process_id?, timeout} -> {status, returncode}   long-polls while "running"
+sandbox.read {sandbox_id, process_id?, stream: "stdout"|"stderr", offset, timeout}
+     -> {data: bytes, offset, next_offset, eof}    long-polls until data or EOF; reading at X frees
+     what is before X (a reader that lost an answer reads again from its offset)
+sandbox.write_stdin {sandbox_id, process_id?, offset, data: bytes, eof: bool, timeout?} -> {next_offset}
+     waits (up to timeout) while 16 MiB are unacknowledged by the container; RESOURCE_EXHAUSTED after
+sandbox.exec {sandbox_id, argv, workdir?, env?, secret_ids?, timeout?, stdout/stderr: "pipe"|"devnull"}
+     -> {process_id}
+sandbox.terminate {sandbox_id} -> {status, returncode}
+-- the sandbox's own container (its token is good for nothing else: access.SANDBOX_METHODS) --
+sandbox.container_poll {acks: {process_id: stdin offset received}, timeout}
+     -> {stdin: [{process_id, offset, data, eof}], execs: [{process_id, argv, workdir, env, timeout,
+         stdout, stderr}], stop: bool}     long-poll; only processes named in acks get stdin
+sandbox.put_output {process_id, stream, offset, data, eof, timeout} -> {accepted: bool}
+     accepted=False: 16 MiB wait unread; send the same chunk again (the pipe waits meanwhile)
+sandbox.process_exit {process_id, exit_code, timed_out?: bool} -> {}
+SandboxInfo      {sandbox_id, app_id, name, tags, status, returncode, created_at, task_id}
+  status: "running" | "exited" (returncode: the command's) | "timeout" (124) | "terminated" (137)
 
 == container methods ===========================================================================
 container.init {} -> {task_id, function_id, app_id, app_name, environment, definition,

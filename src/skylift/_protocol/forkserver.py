@@ -13,12 +13,24 @@ template -> worker
     {op: "forked", task_id, pid, fork_ms}              answer to a fork request
     {op: "fork_failed", task_id, error}
     {op: "exited", pid, code}                          a forked container ended (128 + N: signal N)
+    {op: "spared", spare_id, pid} + fds [the socket the spare waits on]     answer to a spare request
+    {op: "spare_failed", spare_id, error}
+    {op: "spare_exited", spare_id, pid, code}          a spare ended before the template heard it was activated
 worker -> template
     {op: "fork", task_id, env: {k: v}, cwd, requested_at, binds?: [[host, path, read_only]],
      cgroup_procs?: [path], container?: {…}}
          + fds [stdout, stderr]: the write ends of the container's output pipes, then on the
            container runtime the fds `container.fds` names (_runtime/fork_container.py)
-    {op: "retire"}                                     fork no more; exit once every child has
+    {op: "spare", spare_id, container: {…}} + the fds `container.fds` names
+         a pre-forked spare (container runtime): forked and set up as a container as far as it can be
+         without a task (namespaces, cgroups, network, root filesystem, lock-down), then it waits
+    {op: "activated", spare_id, task_id}               the worker activated the spare: a child like any other
+    {op: "drop_spare", spare_id}                       the spare is killed without running anything (the
+                                                       worker closed the socket it waits on, too)
+worker -> a spare (on the socket from "spared", then closed; the template keeps no end of it)
+    {op: "activate", task_id, env, cwd, requested_at} + fds [stdout, stderr]
+         the spare becomes that task's container; EOF instead: it was dropped, and exits
+    {op: "retire"}                                     fork no more; exit once every child (and spare) has
 
 EOF on the socket means "retire" too: a template outlives its worker only as long as the
 containers it forked do.

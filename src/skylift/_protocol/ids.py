@@ -7,6 +7,7 @@ import secrets
 PREFIXES = {
     "app": "ap", "function": "fu", "call": "fc", "input": "in", "task": "ta", "image": "im",
     "worker": "wo", "environment": "en", "secret": "st", "volume": "vo", "dict": "di", "queue": "qu",
+    "sandbox": "sb", "process": "sp",
 }
 
 

@@ -43,6 +43,8 @@ THREAD_GRACE_SECONDS = 30.0
 RECONNECT_SECONDS = 120.0
 # Set by the worker when the container has volumes (`_volume_mount.ENV_VOLUMES`): only then is that module loaded.
 ENV_VOLUMES = "SKYLIFT_VOLUMES"
+# The running input loop and its event loop: `modal.experimental.stop_fetching_inputs()` stops it.
+current_inputs: tuple[InputLoop, asyncio.AbstractEventLoop] | None = None
 
 
 def _log(message: str) -> None:
@@ -83,6 +85,10 @@ async def _serve(rpc: ReconnectingClient, preloaded: Preloaded | None = None) ->
     with profile.phase("connect_ms"):
         init: dict[str, Any] = await rpc.call("container.init")
     definition: dict[str, Any] = init["definition"]
+    if definition.get("sandbox"):  # a sandbox's container runs commands, not a function (docs/sandboxes.md)
+        from . import sandbox_main
+
+        return await sandbox_main.serve(rpc, definition)
     try:
         if preloaded is None:
             with profile.phase("import_ms"):
@@ -111,8 +117,11 @@ async def _serve(rpc: ReconnectingClient, preloaded: Preloaded | None = None) ->
         return 1
     await rpc.call("container.ready", {"profile": profile.wire()})
 
-    inputs = InputLoop(rpc, service, definition)
+    # With web endpoints, outputs wait for the web responses queued ahead of them (web.OrderedCaller).
+    inputs = InputLoop(endpoints.ordered(rpc) if endpoints is not None else rpc, service, definition)
     loop = asyncio.get_running_loop()
+    global current_inputs
+    current_inputs = (inputs, loop)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, inputs.stop)
     await inputs.run()

@@ -20,6 +20,10 @@ loaded:
 
 It never returns: the process ends with `os._exit`, after the user's atexit handlers on a clean
 exit, so the template's stack below it never runs again.
+
+A pre-forked spare (`become_spare`, the container runtime) does the same in two steps: everything up
+to the lock-down and the runtime's fork before any task exists, then, once the worker activates it,
+what is the task's own (environment, stdio, working directory, fresh randomness) and the run.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import ctypes
 import os
 import random
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -38,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from .. import _client, _container_layout
+from .._protocol import forkserver
 from . import entrypoint, fork_container, user_code
 from .profile import StartProfile
 
@@ -63,7 +69,58 @@ class Inheritance:
 def become(inherited: Inheritance) -> NoReturn:
     code = 1
     try:
-        _isolate(inherited)
+        _detach(inherited)
+        _adopt(inherited)
+        code = _run(inherited)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        with contextlib.suppress(Exception):
+            traceback.print_exc()
+        code = 1
+    finally:
+        _flush()
+        os._exit(code)
+
+
+def become_spare(inherited: Inheritance, channel: int) -> NoReturn:
+    """A pre-forked spare (container runtime): become a container now, wait for a task, then run as `become`.
+
+    Everything `fork_container.enter` does (cgroups, network, namespaces, root filesystem, lock-down,
+    the runtime's fork) happens before any task exists; the template's `activate` then sends, on
+    `channel`, what is the task's own: its environment (id, token), working directory, stdout and
+    stderr. Until then nothing of the user's runs here (no hook, no input); EOF on `channel` means
+    the spare was dropped, and it exits.
+    """
+    code = 1
+    try:
+        inherited.fds = [-1, -1, *inherited.fds]  # (fork_container numbers a request's fds from 2)
+        _detach(inherited, spare_channel=channel)
+        _reset_signals()
+        with socket.socket(fileno=channel) as waiting:  # closed once read: nothing after this inherits it
+            message, fds = forkserver.recv(waiting)
+        if message is None:
+            os._exit(0)
+        activated_at = time.perf_counter()
+        inherited.message, inherited.fds = message, fds
+        inherited.forked_at = activated_at - max(0.0, time.time() - float(message.get("requested_at") or 0.0))
+        _adopt(inherited)
+        code = _run(inherited)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        with contextlib.suppress(Exception):
+            traceback.print_exc()
+        code = 1
+    finally:
+        _flush()
+        os._exit(code)
+
+
+def _run(inherited: Inheritance) -> int:
+    """The container's life from `container.init` on; returns its exit code."""
+    code = 1
+    try:
         if inherited.service is None:  # a preloaded interpreter: the ordinary start, minus booting Python
             sys.argv = [arg for arg in sys.argv if arg != "--template"]  # as `python -m skylift._runtime` has it
             code = asyncio.run(entrypoint.run())  # (its profile's boot: from the worker's request to here)
@@ -77,28 +134,33 @@ def become(inherited: Inheritance) -> NoReturn:
             atexit._run_exitfuncs()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:
-        with contextlib.suppress(Exception):
-            traceback.print_exc()
-        code = 1
-    finally:
-        _flush()
-        os._exit(code)
+    return code
 
 
-def _isolate(inherited: Inheritance) -> None:
-    message = inherited.message
+def _detach(inherited: Inheritance, spare_channel: int | None = None) -> None:
+    """Leave the template: its fds closed, a session of its own, dying with it; on the container runtime
+    a container of its own (returns in its runtime process)."""
     for fd in inherited.close_fds:
         with contextlib.suppress(OSError):
             os.close(fd)
     os.setsid()
     _die_with_parent(inherited.template_pid)
-    if message.get("container"):  # the container runtime: namespaces, root filesystem, lock-down
-        fork_container.enter(message["container"], inherited.fds)
+    container = inherited.message.get("container")
+    if container:  # the container runtime: namespaces, root filesystem, lock-down
+        fork_container.enter(container, inherited.fds, spare_channel)
+
+
+def _reset_signals() -> None:
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _adopt(inherited: Inheritance) -> None:
+    """Take on the task: its stdio, cgroups (process runtime), volumes, environment, cwd; fresh randomness."""
+    message = inherited.message
+    _reset_signals()
     stdout, stderr = inherited.fds[:2]
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)

@@ -24,6 +24,9 @@ hostname, drops to the container's capabilities, sets no_new_privs and loads the
 seccomp filter. What to mask, which capabilities to keep and the filter come from the worker in the
 request, so the policy lives in one place (`worker/container/policy.py`, `seccomp.py`).
 
+A pre-forked spare (`fork_child.become_spare`) runs all of this before it has a task: the fds come
+with the template's `spare` request, and only its runtime process keeps the socket it is activated on.
+
 This code runs in an interpreter the user's imports ran in first, so it is not what keeps the host
 safe: a child that skipped all of it would still be an unprivileged host uid in namespaces of its
 own user namespace. It is what makes a forked container the same as any other container.
@@ -46,8 +49,11 @@ _NAMESPACES = (_libc.CLONE_NEWNS | _libc.CLONE_NEWIPC | _libc.CLONE_NEWUTS | _li
                | _libc.CLONE_NEWCGROUP)
 
 
-def enter(spec: dict[str, Any], fds: list[int]) -> None:
-    """Called in the forked child; returns in the container's runtime process, pid 2 (the others never do)."""
+def enter(spec: dict[str, Any], fds: list[int], spare_channel: int | None = None) -> None:
+    """Called in the forked child; returns in the container's runtime process, pid 2 (the others never do).
+
+    `spare_channel`: a pre-forked spare's socket to the template, kept by the runtime process only.
+    """
     layout = spec["fds"]
     binds = [(fds[index], path, read_only) for index, path, read_only in spec.get("binds") or []]
     views = [(fds[index], str(name)) for index, name in spec.get("cgroup_views") or []]
@@ -67,7 +73,7 @@ def enter(spec: dict[str, Any], fds: list[int]) -> None:
     del fds[2:]
     pid = os.fork()
     if pid:
-        _parent(pid)
+        _parent(pid, spare_channel)
     # (if C is killed first, G goes with it anyway: both are in the container's cgroup, and the
     # template's sandbox takes every process below it when it ends)
     _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -80,11 +86,11 @@ def enter(spec: dict[str, Any], fds: list[int]) -> None:
     # pid 1 does for other containers); the runtime goes on in its child, pid 2.
     pid = os.fork()
     if pid:
-        _parent(pid)
+        _parent(pid, spare_channel)
     _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _parent(pid: int) -> NoReturn:
+def _parent(pid: int, spare_channel: int | None = None) -> NoReturn:
     """Wait for `pid`, reaping any other child meanwhile and passing stop signals on; exit with its code.
 
     C does this for the container's init G, and G for the runtime (and for orphans, which the
@@ -94,6 +100,9 @@ def _parent(pid: int) -> NoReturn:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signum)
 
+    if spare_channel is not None:
+        with contextlib.suppress(OSError):
+            os.close(spare_channel)
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):

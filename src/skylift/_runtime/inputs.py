@@ -121,6 +121,8 @@ def _call_args(target: Target, batch: list[Input]) -> tuple[tuple[Any, ...], dic
 
 
 def _outputs(target: Target, batch: list[Input], result: Any) -> list[dict[str, Any]]:
+    if target.web:
+        return [{"status": api.STATUS_SUCCESS} for _ in batch]
     if target.batch is None:
         return [_success(result, target.fn.__qualname__)]
     if not isinstance(result, list) or len(result) != len(batch):

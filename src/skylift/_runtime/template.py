@@ -19,6 +19,10 @@ and the SDK, and each child loads the function itself after it has connected, as
 does — so a cold start skips booting Python and importing skylift, and nothing of one container's
 code is in another's.
 
+On the container runtime it also forks, on the worker's request, one *pre-forked spare* at a time:
+a child set up as a container ahead (`fork_child.become_spare`), which the worker activates directly
+on the socket handed over with `spared` (`worker/spares.py`).
+
 It never runs inputs itself. It exits once told to retire (or when the worker goes away) and its
 last child has exited, so the containers it forked keep their parent.
 """
@@ -105,6 +109,7 @@ class Template:
         self.connected = True
         self.retiring = False
         self.children: dict[int, str] = {}  # pid -> task id
+        self.spares: dict[int, str] = {}  # pre-forked spares not activated (the container runtime): pid -> spare id
         self.service: user_code.Service | None = None
         self.definition: dict[str, Any] = {}
         self.times: dict[str, float] = {}
@@ -112,11 +117,11 @@ class Template:
 
     # -- talking to the worker ----------------------------------------------------------------
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
         if not self.connected:
             return
         try:
-            forkserver.send(self.sock, message)
+            forkserver.send(self.sock, message, fds or [])
         except OSError:
             self.connected = False
             self.retiring = True
@@ -175,7 +180,9 @@ class Template:
         poller.register(self.sock.fileno(), select.POLLIN)
         while True:
             self._reap()
-            if self.retiring and not self.children:
+            # (a spare is not killed here: the worker may have activated it already; it exits once the worker
+            # closes the socket it waits on, as the worker does when it retires a template, or goes away)
+            if self.retiring and not self.children and not self.spares:
                 return
             for fd, _ in poller.poll():
                 if fd == self._wake_r:
@@ -201,6 +208,14 @@ class Template:
         op = message["op"]
         if op == "fork":
             self._fork(message, fds)
+        elif op == "spare":
+            self._spare(message, fds)
+        elif op == "activated":
+            forkserver.close_fds(fds)
+            self._activated(message)
+        elif op == "drop_spare":
+            forkserver.close_fds(fds)
+            self._drop_spare(str(message.get("spare_id") or ""))
         elif op == "retire":
             self.retiring = True
         else:
@@ -225,7 +240,7 @@ class Template:
         pid = os.fork()
         if pid == 0:
             fork_child.become(fork_child.Inheritance(
-                message=message, fds=fds, close_fds=[self.sock.fileno(), self._wake_r, self._wake_w],
+                message=message, fds=fds, close_fds=self._own_fds(),
                 service=self.service, definition=self.definition, snapshot_times=self.times, forked_at=started,
                 template_pid=me))
         forked = time.perf_counter()
@@ -233,18 +248,82 @@ class Template:
         self.children[pid] = task_id
         self.send({"op": "forked", "task_id": task_id, "pid": pid, "fork_ms": round((forked - started) * 1000, 3)})
 
+    def _own_fds(self) -> list[int]:
+        """What a child must not keep: the socket to the worker and the wakeup pipe."""
+        return [self.sock.fileno(), self._wake_r, self._wake_w]
+
+    # -- pre-forked spares (docs/cold-starts.md) --------------------------------------------------
+
+    def _spare(self, message: dict[str, Any], fds: list[int]) -> None:
+        """Fork a spare: it becomes a container as far as it can without a task, then waits for its activation.
+
+        The socket it waits on goes to the worker with the answer, and the template keeps no end of it: the
+        worker activates the spare directly (one hop less) and then says `activated`.
+        """
+        spare_id = str(message.get("spare_id") or "")
+        container = message.get("container")
+        if self.retiring or not spare_id or spare_id in self.spares.values() or not isinstance(container, dict) \
+                or not isinstance(container.get("fork_dir"), str):
+            forkserver.close_fds(fds)
+            self.send({"op": "spare_failed", "spare_id": spare_id,
+                       "error": "this template is retiring" if self.retiring else "a bad spare request"})
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        fork_container.carried_mounts(container["fork_dir"])
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        me = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            fork_child.become_spare(fork_child.Inheritance(
+                message={"container": container}, fds=fds, close_fds=[*self._own_fds(), ours.fileno()],
+                service=self.service, definition=self.definition, snapshot_times=self.times,
+                template_pid=me), theirs.fileno())
+        theirs.close()
+        forkserver.close_fds(fds)
+        self.spares[pid] = spare_id
+        self.send({"op": "spared", "spare_id": spare_id, "pid": pid}, [ours.fileno()])
+        ours.close()
+
+    def _activated(self, message: dict[str, Any]) -> None:
+        """The worker activated a spare: it is that task's container now (its exit is reported as a child's)."""
+        spare_id = str(message.get("spare_id") or "")
+        for pid, spare in list(self.spares.items()):
+            if spare == spare_id:
+                del self.spares[pid]
+                self.children[pid] = str(message.get("task_id") or "")
+
+    def _drop_spare(self, spare_id: str) -> None:
+        """The spare goes without running anything (killed; its socket is the worker's to close)."""
+        for pid, spare in self.spares.items():
+            if spare == spare_id:
+                _kill(pid)
+
     def _reap(self) -> None:
-        while self.children:
+        while self.children or self.spares:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 self.children.clear()
+                self.spares.clear()
                 return
             if pid == 0:
                 return
             code = os.waitstatus_to_exitcode(status)
+            code = code if code >= 0 else 128 - code
+            spare_id = self.spares.pop(pid, None)
+            if spare_id is not None:
+                self.send({"op": "spare_exited", "spare_id": spare_id, "pid": pid, "code": code})
+                continue
             self.children.pop(pid, None)
-            self.send({"op": "exited", "pid": pid, "code": code if code >= 0 else 128 - code})
+            self.send({"op": "exited", "pid": pid, "code": code})
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _ignore(signum: int, frame: Any) -> None:

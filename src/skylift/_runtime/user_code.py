@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import _modal_alias
 from ..exception import InvalidError
 from ..partial_function import ClassHooks, PartialFunction, collect_hooks
 
@@ -26,6 +27,9 @@ class Target:
     is_async: bool
     is_generator: bool
     batch: tuple[int, int] | None = None  # (max_batch_size, wait_ms)
+    # A web endpoint's request handler: its response went out over `container.web_send`, so its
+    # output says only how it ended (no pickled return value, no library versions).
+    web: bool = False
 
 
 @dataclass
@@ -106,7 +110,8 @@ def _target(fn: Callable[..., Any], declared_generator: bool, batch: tuple[int, 
 
 
 def find_object(definition: dict[str, Any]) -> Any:
-    """Import (or unpickle) the object a definition names."""
+    """Import (or unpickle) the object a definition names; the user's `import modal` imports skylift."""
+    _modal_alias.install()
     serialized = definition.get("serialized")
     if serialized:
         import cloudpickle

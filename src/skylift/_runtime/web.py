@@ -6,7 +6,8 @@ At start (after `@enter`), each web endpoint of the definition becomes an ASGI a
 (`wsgi.py`), and `web_server` calls the function and proxies to the port it opened
 (`web_proxy.py`). ASGI lifespan startup runs here too; a failure is a failed container start.
 
-A web input's argument is `{scope, body, more_body}` (see `skylift.server.http.web_exchange`). The app
+A web input's argument is the request as `skylift._protocol.web_request` packs it: its ASGI scope, and
+the body when it is small. The app
 runs on the container's event loop with `receive`/`send` bound to the gateway: the response goes
 out with `container.web_send` (the start waits for the first body chunk so a plain response is one
 message), and a body that did not fit in the input is pulled with `container.web_receive`.
@@ -23,7 +24,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .._context import current_input_id_var
+from .._protocol import web_request
 from ..exception import InvalidError
+from . import eager
 from .container_io import Caller
 from .user_code import Service, Target
 
@@ -115,38 +118,49 @@ class FinalSender:
 
     A response that ends in one message (the common case) rides with every other one that ended
     in the same turn of the event loop: under load the container sends one RPC for many requests.
-    Its handler goes on once the batch is written, not answered: nothing it would learn from the
-    answer matters after its last message, and the request's slot is free a round trip sooner.
-    The control plane reads one connection's requests in order, so the input's output (sent
-    after the handler returns) never overtakes its response."""
+    Its handler does not wait for that call at all: nothing it would learn from the answer matters
+    after its last message, so it ends in the same step (its task is not woken once more through
+    the app's whole await chain) and the request's slot is free at once. The batch is written by
+    a callback queued by the first response of the turn, or earlier: the input loop's outputs go
+    through `OrderedCaller`, which writes the pending batch before any `put_outputs`. The control
+    plane reads one connection's requests in order, so an output never overtakes its response."""
 
     def __init__(self, rpc: Caller) -> None:
         self.rpc = rpc
-        self._queue: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._queue: list[dict[str, Any]] = []
         self._scheduled = False
-        self._calls: set[asyncio.Task[None]] = set()
+        self._calls: set[asyncio.Task[Any]] = set()
 
-    def send(self, input_id: str, messages: list[dict[str, Any]]) -> asyncio.Future[None]:
-        """Resolves once the messages are on their way (written to the control plane's connection)."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._queue.append(({"input_id": input_id, "messages": messages}, future))
+    def send(self, input_id: str, messages: list[dict[str, Any]]) -> None:
+        """Queue the messages (the last ones of a response) for this turn's batch."""
+        self._add({"input_id": input_id, "messages": messages})
+
+    def respond(self, input_id: str, status: Any, headers: list[list[bytes]], body: bytes) -> None:
+        """Queue a whole response (start and body in one go, the common case), in the short form
+        `r: [status, headers, body]` that costs both sides less than two ASGI messages."""
+        self._add({"input_id": input_id, "r": [status, headers, body]})
+
+    def _add(self, item: dict[str, Any]) -> None:
+        self._queue.append(item)
         if not self._scheduled:
             self._scheduled = True
-            loop.call_soon(self._flush)  # after every handler that runs in this turn of the loop
-        return future
+            asyncio.get_running_loop().call_soon(self._flush)  # after every handler that runs in this turn
+
+    def flush(self) -> None:
+        """Write the pending batch now (before an output of one of its inputs goes out)."""
+        if self._queue:
+            self._flush()
 
     def _flush(self) -> None:
         self._scheduled = False
         queue, self._queue = self._queue, []
         loop = asyncio.get_running_loop()
         for n in range(0, len(queue), MAX_FINAL_BATCH):
-            batch = queue[n:n + MAX_FINAL_BATCH]
-            # The call's task writes its request in its first step; the handlers are woken after
-            # it (callbacks run in order), so each one's output is written after its response.
-            self._calls.add(task := loop.create_task(self._call([item for item, _ in batch])))
-            task.add_done_callback(self._calls.discard)
-            loop.call_soon(_resolve, [future for _, future in batch])
+            # Started here, not as a task: the call writes its request before this returns.
+            task = eager.start(loop, self._call(queue[n:n + MAX_FINAL_BATCH]))
+            if task is not None:
+                self._calls.add(task)
+                task.add_done_callback(self._calls.discard)
 
     async def _call(self, items: list[dict[str, Any]]) -> None:
         try:
@@ -157,14 +171,29 @@ class FinalSender:
 
     async def wait(self) -> None:
         """Until every batch sent so far is answered (a container stopping waits for them)."""
+        if self._scheduled:
+            self._flush()
         while self._calls:
             await asyncio.gather(*list(self._calls), return_exceptions=True)
 
 
-def _resolve(futures: list[asyncio.Future[None]]) -> None:
-    for future in futures:
-        if not future.done():
-            future.set_result(None)
+class OrderedCaller:
+    """The input loop's connection in a container that serves web endpoints: a `put_outputs`
+    first writes the web responses queued for the current batch, so that an input's output is
+    never on the wire before its response (the control plane would answer 500, "the app returned
+    without sending a response")."""
+
+    def __init__(self, rpc: Caller, finals: FinalSender) -> None:
+        self._rpc = rpc
+        self._finals = finals
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Awaitable[Any]:
+        if method == "container.put_outputs":
+            self._finals.flush()
+        return self._rpc.call(method, params)
+
+    def __getattr__(self, name: str) -> Any:  # `connected`, and anything else the loop asks of it
+        return getattr(self._rpc, name)
 
 
 class Channel:
@@ -174,21 +203,22 @@ class Channel:
     streamed body exist only once something needs them."""
 
     __slots__ = ("_gone_event", "body", "finals", "first", "gone", "inbox", "input_id", "more", "pending", "rpc",
-                 "websocket")
+                 "start", "websocket")
 
-    def __init__(self, rpc: Caller, input_id: str, request: dict[str, Any], websocket: bool,
+    def __init__(self, rpc: Caller, input_id: str, body: bytes, more: bool, websocket: bool,
                  finals: FinalSender | None = None) -> None:
         self.rpc = rpc
         self.finals = finals
         self.input_id = input_id
         self.websocket = websocket
-        self.body: bytes = request.get("body") or b""
-        self.more: bool = bool(request.get("more_body"))
+        self.body = body or b""
+        self.more = bool(more)
         self.first = True
         self.gone = False  # the client went away
         self._gone_event: asyncio.Event | None = None
         self.inbox: deque[dict[str, Any]] | None = None
         self.pending: list[dict[str, Any]] = []
+        self.start: tuple[Any, list[list[bytes]]] | None = None  # a response start, held for its body
 
     def disconnect(self) -> None:
         self.gone = True
@@ -234,14 +264,23 @@ class Channel:
         kind = message.get("type")
         if kind == "http.response.body":  # the common two first, without the general loop
             more = bool(message.get("more_body"))
-            self.pending.append({"type": kind, "body": message.get("body", b""), "more_body": more})
+            body = message.get("body", b"")
+            if not more and self.start is not None and not self.pending and self.finals is not None:
+                # A whole response in one go: it travels as [status, headers, body].
+                status, headers = self.start
+                self.start = None
+                self.finals.respond(self.input_id, status, headers, body)
+                return
+            self._take_start()
+            self.pending.append({"type": kind, "body": body, "more_body": more})
             await self.flush(final=not more)
             return
         if kind == "http.response.start":
             # It goes out with the first body chunk: a plain response is one message.
-            self.pending.append({"type": kind, "status": message.get("status"),
-                                 "headers": [[bytes(k), bytes(v)] for k, v in message.get("headers") or ()]})
+            self._take_start()
+            self.start = (message.get("status"), [[bytes(k), bytes(v)] for k, v in message.get("headers") or ()])
             return
+        self._take_start()
         wire: dict[str, Any] = {"type": kind}
         for key, value in message.items():
             if key == "headers":
@@ -251,29 +290,25 @@ class Channel:
         self.pending.append(wire)
         await self.flush()
 
+    def _take_start(self) -> None:
+        if self.start is not None:
+            status, headers = self.start
+            self.start = None
+            self.pending.append({"type": "http.response.start", "status": status, "headers": headers})
+
     async def flush(self, final: bool = False) -> None:
         """Send what is pending. ASGI's `send` is awaited before the next one, so flushes never
         overlap; the pending list is taken before the first await all the same."""
+        self._take_start()
         if not self.pending:
             return
         batch, self.pending = self.pending, []
         if final and self.finals is not None:
-            await self.finals.send(self.input_id, batch)
+            self.finals.send(self.input_id, batch)
             return
         reply = await self.rpc.call("container.web_send", {"input_id": self.input_id, "messages": batch})
         if reply.get("closed"):
             self.disconnect()
-
-
-def _scope(raw: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
-    """The ASGI scope from the input (unpickled for this request alone, so it is used in place):
-    headers arrive as (bytes, bytes) tuples; client and server become tuples as servers give them."""
-    for key in ("client", "server"):
-        value = raw.get(key)
-        if isinstance(value, list):
-            raw[key] = tuple(value)
-    raw["state"] = dict(state)
-    return raw
 
 
 class WebRuntime:
@@ -284,10 +319,11 @@ class WebRuntime:
         self.finals = FinalSender(rpc)
         self.lifespans: list[Lifespan] = []
 
-    def handler(self, app: ASGIApp, lifespan: Lifespan | None) -> Callable[[dict[str, Any]], Awaitable[None]]:
-        async def handle(request: dict[str, Any]) -> None:
-            scope = _scope(request["scope"], lifespan.state if lifespan else {})
-            channel = Channel(self.rpc, current_input_id_var.get() or "", request, scope["type"] == "websocket",
+    def handler(self, app: ASGIApp, lifespan: Lifespan | None) -> Callable[[web_request.Request], Awaitable[None]]:
+        async def handle(request: web_request.Request) -> None:
+            scope, body, more = web_request.unpack(request)
+            scope["state"] = dict(lifespan.state) if lifespan else {}
+            channel = Channel(self.rpc, current_input_id_var.get() or "", body, more, scope["type"] == "websocket",
                               self.finals)
             try:
                 await app(scope, channel.receive, channel.send)
@@ -300,10 +336,14 @@ class WebRuntime:
                     sys.stderr.flush()
                 raise
             finally:
-                if channel.pending and not channel.gone:
+                if (channel.pending or channel.start is not None) and not channel.gone:
                     await channel.flush()
 
         return handle
+
+    def ordered(self, rpc: Caller) -> OrderedCaller:
+        """`rpc` for the input loop: its outputs go out after the responses queued before them."""
+        return OrderedCaller(rpc, self.finals)
 
     async def build(self, fn: Callable[..., Any], config: dict[str, Any]) -> tuple[ASGIApp, Lifespan | None]:
         kind = config.get("type")
@@ -360,5 +400,6 @@ async def prepare(service: Service, rpc: Caller, definition: dict[str, Any]) -> 
         if fn is None:
             raise InvalidError(f"web endpoint {definition.get('tag')!r} has no function to serve")
         app, lifespan = await runtime.build(fn, config)
-        service._targets[method] = Target(runtime.handler(app, lifespan), is_async=True, is_generator=False)
+        service._targets[method] = Target(runtime.handler(app, lifespan), is_async=True, is_generator=False,
+                                          web=True)
     return runtime

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from .. import _modal_alias
 from ..app import App, LocalEntrypoint
 from ..cls import Cls
 from ..exception import InvalidError
@@ -36,6 +38,9 @@ class Runnable:
         return self.function.tag
 
 
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+
 def split_ref(ref: str) -> tuple[str, str | None]:
     if "::" in ref:
         target, _, name = ref.partition("::")
@@ -44,7 +49,16 @@ def split_ref(ref: str) -> tuple[str, str | None]:
 
 
 def import_ref(target: str, *, is_module: bool) -> ModuleType:
-    """Import a script by path (as a module named after the file, like Modal) or a module by name."""
+    """Import a script by path (as a module named after the file, like Modal) or a module by name.
+
+    The program's `import modal` imports skylift (`_modal_alias`: the rule and its opt-out)."""
+    _modal_alias.install()
+    if (not is_module and _MODULE_NAME.fullmatch(target) and not target.endswith(".py")
+            and not Path(target).exists()):
+        # `skylift run pkg.module`: what older Modal versions accepted, with this warning.
+        sys.stderr.write(f"DeprecationWarning: pass a module with -m (`-m {target}`); importing {target!r} as a "
+                         "module without -m is deprecated\n")
+        is_module = True
     if is_module:
         sys.path.insert(0, str(Path.cwd()))
         try:

@@ -73,7 +73,8 @@ def profile_cmd(container_id: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(profile, indent=2))
         return
-    how = "forked from a memory snapshot" if profile.get("how") == "fork" else "started as a new process"
+    how = {"fork": "forked from a memory snapshot", "preloaded": "forked from a preloaded interpreter"}.get(
+        profile.get("how") or "", "started as a new process")
     click.echo(f"{container_id} ({task.get('app_name') or task['app_id']} / {task['function_tag']}): {how}")
     rows = [[label, _ms(ms)] for label, ms in profile.get("phases") or []]
     rows.append(["total (to first input)" if profile.get("first_input") else "total (to ready)",

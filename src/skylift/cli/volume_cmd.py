@@ -1,4 +1,4 @@
-"""`skylift volume create | list | ls | put | get | rm | cp | delete`."""
+"""`skylift volume create | list | ls | put | get | rm | cp | rename | delete`."""
 
 from __future__ import annotations
 
@@ -145,6 +145,19 @@ def cp_cmd(name: str, paths: tuple[str, ...], recursive: bool) -> None:
         raise click.UsageError("give at least one source and a destination")
     _handle(name).copy_files(list(paths[:-1]), paths[-1], recursive=recursive)
     click.echo(f"Copied {', '.join(paths[:-1])} to {paths[-1]}")
+
+
+@volume_group.command("rename")
+@click.argument("old_name")
+@click.argument("new_name")
+@click.option("-y", "--yes", is_flag=True, help="Run without pausing for confirmation.")
+@env_option
+def rename_cmd(old_name: str, new_name: str, yes: bool) -> None:
+    """Rename a Volume (same files and id). Apps that mount it by the old name break until redeployed."""
+    if not yes:
+        click.confirm(f"Rename Volume {old_name!r} to {new_name!r}? Apps using the old name will break.", abort=True)
+    Volume.rename(old_name, new_name, environment_name=config.environment_name())
+    click.echo(f"Renamed Volume {old_name!r} to {new_name!r}")
 
 
 @volume_group.command("delete")

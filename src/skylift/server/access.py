@@ -48,10 +48,12 @@ class Principal:
     worker_id: str = ""  # workers, once registered
     app_id: str = ""  # containers: the app they run in
     strict: bool = False  # containers of an app with strict_containers
+    sandbox: bool = False  # a sandbox's container: only SANDBOX_METHODS (docs/sandboxes.md)
 
     def describe(self) -> str:
         if self.kind == CONTAINER:
-            return f"container {self.task_id} (app {self.app_id}{', strict' if self.strict else ''})"
+            kind = ", sandbox" if self.sandbox else ", strict" if self.strict else ""
+            return f"container {self.task_id} (app {self.app_id}{kind})"
         if self.kind == WORKER:
             return f"worker {self.worker_id or '(not registered)'}"
         return "the admin client"
@@ -76,6 +78,12 @@ class InputFacts:
 
 
 @dataclass(frozen=True)
+class SandboxFacts:
+    app_id: str
+    task_id: str  # its container ("" once it ended)
+
+
+@dataclass(frozen=True)
 class AppFacts:
     app_id: str
     name: str | None
@@ -95,6 +103,7 @@ class Lookup(Protocol):
     def call_app(self, call_id: str) -> str | None: ...
     def exec_worker(self, exec_id: str) -> str | None: ...
     def image_builder(self, image_id: str) -> str | None: ...
+    def sandbox(self, sandbox_id: str) -> SandboxFacts | None: ...
 
 
 # A scope check: None if the request is within the principal's scope, else why not.
@@ -303,6 +312,63 @@ def _build_sent_here(principal: Principal, params: dict[str, Any], lookup: Looku
     return f"image {_text(params, 'image_id')} is being built by another worker"
 
 
+def _sandbox_app(principal: Principal, params: dict[str, Any], lookup: Lookup) -> str | None:
+    """Sandboxes in the container's own app or in apps it created."""
+    if _own_apps(principal, lookup.app(_text(params, "app_id"))):
+        return None
+    return "a container creates and lists sandboxes only in its own app or in apps it created"
+
+
+def _sandbox_create(principal: Principal, params: dict[str, Any], lookup: Lookup) -> str | None:
+    """Like `_sandbox_app`; without an app_id the handler uses a container's own app."""
+    if not _text(params, "app_id"):
+        return None
+    return _sandbox_app(principal, params, lookup)
+
+
+def _sandbox_named_app(principal: Principal, params: dict[str, Any], lookup: Lookup) -> str | None:
+    environment = _text(params, "environment") or principal.environment or ""
+    if _own_apps(principal, lookup.running_app(_text(params, "app_name"), environment)):
+        return None
+    return "a container finds sandboxes only in its own app or in apps it created"
+
+
+def _sandbox_reachable(principal: Principal, params: dict[str, Any], lookup: Lookup) -> str | None:
+    facts = lookup.sandbox(_text(params, "sandbox_id"))
+    if facts is None:
+        return None  # the handler answers NotFound
+    if _own_apps(principal, lookup.app(facts.app_id)):
+        return None
+    return f"sandbox {_text(params, 'sandbox_id')} is not in this container's app or an app it created"
+
+
+def _strict_exec_secrets(principal: Principal, params: dict[str, Any], lookup: Lookup) -> str | None:
+    """A strict container's exec may attach only the secrets its own function has."""
+    task = lookup.task(principal.task_id)
+    secrets = params.get("secret_ids") or []
+    extra = sorted({s for s in secrets if isinstance(s, str)} - (task.secret_ids if task is not None else frozenset()))
+    return f"it attaches {', '.join(extra)}, which this container's function does not" if extra else None
+
+
+def _is_sandbox(principal: Principal, params: dict[str, Any], lookup: Lookup) -> str | None:
+    return None if principal.sandbox else "only a sandbox's own container relays its processes"
+
+
+def sandbox_rule(why: str, scope: Check, strict: Check = ALLOW) -> Rule:
+    """Admins, and containers within `scope`; strict containers too (their own app's sandboxes)."""
+    return Rule(_AC, why, scope, strict)
+
+
+# What a sandbox's own container may call: its start, its processes' stdio, and the volumes it
+# mounts (committed at exit). Its token is within reach of the sandbox's commands, so it is
+# worth nothing else: no functions, apps, objects or other sandboxes.
+SANDBOX_METHODS = frozenset({
+    "container.init", "container.ready", "container.init_failed",
+    "sandbox.container_poll", "sandbox.put_output", "sandbox.process_exit",
+    "volume.manifest", "volume.read_blocks", "volume.write_blocks", "volume.commit", "blob.get",
+})
+
+
 # ---- the table --------------------------------------------------------------------------------
 
 _A = frozenset({ADMIN})
@@ -352,11 +418,13 @@ RULES: dict[str, Rule] = {
     "app.disconnect": workload("ends only apps this container created", _owned_app_id, ALLOW),
     "app.stop": workload("stops only apps this container created", _owned_app_to_stop, ALLOW),
     "app.list": workload("reading the workspace's apps, as Modal's containers may"),
+    "app.info": workload("an app's state and functions (App.info)", strict=_strict_own_app_logs),
     "app.history": workload("reading a deployed app's versions"),
     "app.lookup": workload("looking up deployed apps of the workspace", strict=_strict_named_app),
     "app.logs": workload("logs of its own app and of apps it runs", _strict_own_app_logs, ALLOW),
     "function.create": workload("only on apps this container created", _create_function, _strict_create_function),
     "function.get": workload("Function.from_name of the workspace's deployed functions", strict=_strict_named_app),
+    "function.info": workload("Function.from_id and Function.info", strict=_strict_function),
     "function.stats": workload("a function's queue and runners", strict=_strict_function),
     "function.update_autoscaler": workload("rescales only functions of apps this container created",
                                            _function_owned_app, ALLOW),
@@ -375,6 +443,8 @@ RULES: dict[str, Rule] = {
     "object.list": workload("listing the workspace's objects"),
     "object.delete": workload("deleting the workspace's named objects, as Modal's containers may"),
     "object.info": workload("an object's metadata"),
+    "object.rename": workload("renaming the workspace's named objects, as Modal's containers may"),
+    "secret.update": workload("Secret.update of the workspace's named secrets, as Modal's containers may"),
     "secret.create": workload("Secret.from_dict for a sandbox or function it runs"),
     "dict.put": workload("Dicts of the workspace"),
     "dict.get": workload("Dicts of the workspace"),
@@ -405,6 +475,18 @@ RULES: dict[str, Rule] = {
     "image.status": workload("following an image build", strict=ALLOW),
     "schedule.list": workload("reading the workspace's schedules"),
     "web.list": workload("reading the workspace's web endpoints"),
+    # --- sandboxes (docs/sandboxes.md): of the container's own app or apps it created
+    "sandbox.create": sandbox_rule("sandboxes of its own app (the default) or of apps it created", _sandbox_create,
+                                   _strict_create_function),
+    "sandbox.list": sandbox_rule("sandboxes of its own app (the default) or of apps it created", _sandbox_create),
+    "sandbox.from_name": sandbox_rule("sandboxes of its own app or of apps it created", _sandbox_named_app),
+    **{f"sandbox.{m}": sandbox_rule("sandboxes of its own app or of apps it created", _sandbox_reachable)
+       for m in ("get", "set_tags", "wait", "read", "write_stdin", "terminate")},
+    "sandbox.exec": sandbox_rule("sandboxes of its own app or of apps it created", _sandbox_reachable,
+                                 _strict_exec_secrets),
+    "sandbox.container_poll": own_task("a sandbox's container: its stdin and execs", _is_sandbox),
+    "sandbox.put_output": own_task("a sandbox's container: its processes' output", _is_sandbox),
+    "sandbox.process_exit": own_task("a sandbox's container: its processes' ends", _is_sandbox),
     # --- a container's own task and the inputs leased to it
     "container.init": own_task("its own definition"),
     "container.ready": own_task("its own readiness"),
@@ -438,6 +520,9 @@ def authorize(principal: Principal | None, method: str, params: dict[str, Any], 
                                        f"({rule.why})")
     if principal.kind == ADMIN:
         return  # the teams issue: the admin's role and environments are checked here
+    if principal.sandbox and method not in SANDBOX_METHODS:
+        raise RpcError(ErrorCode.AUTH, f"{principal.describe()} may not call {method!r}: a sandbox's container "
+                                       "reaches only its own processes and volumes")
     reason = rule.scope(principal, params, lookup)
     if reason is None and principal.strict:
         reason = rule.strict(principal, params, lookup)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .access import AppFacts, InputFacts, TaskFacts
+from .access import AppFacts, InputFacts, SandboxFacts, TaskFacts
 from .execution.catalog import AppEntry, AppState
 
 if TYPE_CHECKING:
@@ -61,6 +61,13 @@ class PlatformFacts:
 
     def image_builder(self, image_id: str) -> str | None:
         return self._cp.images.builder(image_id)
+
+    def sandbox(self, sandbox_id: str) -> SandboxFacts | None:
+        sandbox = self._cp.sandbox_api.sandboxes.get(sandbox_id)
+        if sandbox is None:
+            return None
+        task_id = sandbox.task.task_id if sandbox.task is not None and sandbox.alive else ""
+        return SandboxFacts(sandbox.app_id, task_id)
 
 
 def _facts(app: AppEntry) -> AppFacts:

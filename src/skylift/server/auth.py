@@ -65,8 +65,10 @@ class Authenticator:
                                                "(the task is unknown or has exited)")
             session.identity = task.task_id
             app = task.pool.function.app
+            sandbox = bool(task.definition.get("sandbox"))
             session.principal = Principal(CONTAINER, environment=app.environment, task_id=task.task_id,
-                                          app_id=app.app_id, strict=app.strict_containers)
+                                          app_id=app.app_id, strict=app.strict_containers or sandbox,
+                                          sandbox=sandbox)
         elif hmac.compare_digest(token.encode(), self._admin):
             session.principal = Principal(ADMIN_KIND if role == api.ROLE_CLIENT else WORKER)
         elif self._worker is not None and hmac.compare_digest(token.encode(), self._worker):

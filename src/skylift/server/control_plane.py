@@ -32,7 +32,9 @@ from .access_facts import PlatformFacts
 from .api.app_api import AppApi
 from .api.call_api import CallApi
 from .api.container_api import ContainerApi
+from .api.introspection_api import IntrospectionApi
 from .api.logs import LogHub
+from .api.sandbox_api import SandboxApi
 from .api.task_api import TaskApi
 from .api.worker_api import WorkerApi
 from .auth import Authenticator, Routes, load_or_create_token
@@ -110,6 +112,8 @@ class ControlPlane:
         self.worker_api = WorkerApi(self)
         self.app_api = AppApi(self)
         self.task_api = TaskApi(self)
+        self.sandbox_api = SandboxApi(self)
+        self.introspection_api = IntrospectionApi(self)
         self.sweeper = Sweeper(self)
         self.storage = Storage(self.home, self.db, self.blobs)
         # Web endpoints and schedules (docs/web.md): their own small store in the same state.db.
@@ -128,7 +132,7 @@ class ControlPlane:
     def routes(self) -> Routes:
         routes: Routes = {}
         for part in (self.call_api, self.container_api, self.worker_api, self.app_api, self.task_api, self.logs,
-                     self.images, BlobApi(self.blobs), self.storage):
+                     self.images, BlobApi(self.blobs), self.storage, self.sandbox_api, self.introspection_api):
             routes.update(part.routes())
         for web_part in (WebApi(self.gateway), self.proxy_tokens, self.scheduler):
             routes.update(web_part.routes())
@@ -174,7 +178,8 @@ class ControlPlane:
         loop = asyncio.get_running_loop()
         self._loops = [loop.create_task(self.scaler.run(), name="skylift-scaler"),
                        loop.create_task(self.sweeper.run(), name="skylift-sweeper"),
-                       loop.create_task(self.scheduler.run(), name="skylift-scheduler")]
+                       loop.create_task(self.scheduler.run(), name="skylift-scheduler"),
+                       loop.create_task(self.sandbox_api.watch(), name="skylift-sandboxes")]
         self._write_info()
         log.info("skylift control plane %s listening on %s and %s", self.version, self.url, self.unix_url)
 

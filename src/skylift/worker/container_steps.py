@@ -50,6 +50,11 @@ PYTHON_PROBE = (
 RUN_FUNCTION = """\
 import asyncio, inspect, sys
 import cloudpickle
+try:  # the build function's `import modal` imports skylift, as in the function's own containers
+    from skylift._modal_alias import install
+    install()
+except ImportError:
+    pass
 with open(sys.argv[1], "rb") as f:
     fn, args, kwargs = cloudpickle.load(f)
 result = fn(*args, **kwargs)

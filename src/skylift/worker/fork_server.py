@@ -96,6 +96,10 @@ class TemplateProcess:
     _sock: socket.socket | None = None
     _ready: asyncio.Future[None] | None = None
     _forks: dict[str, asyncio.Future[ForkedChild]] = field(default_factory=dict)
+    _spares: dict[str, asyncio.Future[tuple[int, socket.socket]]] = field(default_factory=dict)  # being forked
+    _activated: dict[str, ForkedChild] = field(default_factory=dict)  # spare id -> the container it became
+    _telling: set[asyncio.Task[None]] = field(default_factory=set)  # messages waiting for room on the socket
+    spare_exits: dict[str, asyncio.Future[int]] = field(default_factory=dict)  # spares not activated: their end
     _background: list[asyncio.Task[Any]] = field(default_factory=list)
 
     async def start(self, argv: list[str], env: dict[str, str], cwd: Path, source: SnapshotSource,
@@ -176,6 +180,69 @@ class TemplateProcess:
         self.last_used = time.monotonic()
         return child
 
+    async def spare(self, spare_id: str, container: dict[str, Any], fds: list[int]) -> tuple[int, socket.socket]:
+        """Have a spare forked and set up (`container`, `fds` as for `fork`): its pid and the socket it waits on
+        for `activate`. `spare_exits[spare_id]` resolves if it ends before (dropped, failed, with the template)."""
+        if self.state is not TemplateState.READY or self._sock is None:
+            raise TemplateUnavailable(f"the snapshot template is {self.state.value}: {self.reason or 'not ready'}")
+        loop = asyncio.get_running_loop()
+        forked: asyncio.Future[tuple[int, socket.socket]] = loop.create_future()
+        self._spares[spare_id] = forked
+        self.spare_exits[spare_id] = loop.create_future()
+        try:
+            await self._send({"op": "spare", "spare_id": spare_id, "container": container}, fds)
+            return await forked
+        except BaseException:
+            # Its sandbox may go now: whatever of it is left is killed with its cgroup.
+            ended = self.spare_exits.pop(spare_id, None)
+            if ended is not None and not ended.done():
+                ended.set_result(1)
+            if forked.done() and not forked.cancelled() and forked.exception() is None:
+                forked.result()[1].close()
+            raise
+        finally:
+            self._spares.pop(spare_id, None)
+
+    def activate(self, spare_id: str, pid: int, channel: socket.socket, task_id: str, env: dict[str, str],
+                 cwd: Path, stdout_fd: int, stderr_fd: int) -> ForkedChild:
+        """Make the spare `task_id`'s container: the task's part goes to the spare itself, over `channel` (closed
+        here; the caller still closes its copies of the fds), and the template is told it is a container now."""
+        if self.state is not TemplateState.READY or self._sock is None:
+            channel.close()
+            raise TemplateUnavailable(f"the snapshot template is {self.state.value}: {self.reason or 'not ready'}")
+        try:
+            forkserver.send(channel, {"op": "activate", "task_id": task_id, "env": env, "cwd": str(cwd),
+                                      "requested_at": time.time()}, [stdout_fd, stderr_fd])
+        except OSError as exc:
+            raise TemplateUnavailable(f"the spare is gone: {exc}") from None
+        finally:
+            channel.close()
+        child = ForkedChild(task_id, pid, asyncio.get_running_loop().create_future())
+        self.children[pid] = child
+        self._activated[spare_id] = child
+        self.spare_exits.pop(spare_id, None)  # its end is the container's now (`child.exit`)
+        told = {"op": "activated", "spare_id": spare_id, "task_id": task_id}
+        try:
+            forkserver.send(self._sock, told)
+        except BlockingIOError:
+            later = asyncio.get_running_loop().create_task(self._tell(told))
+            self._telling.add(later)
+            later.add_done_callback(self._telling.discard)
+        except OSError:
+            pass  # the template is gone, and the spare with it: `_watch` reports it
+        self.last_used = time.monotonic()
+        return child
+
+    async def _tell(self, message: dict[str, Any]) -> None:
+        with contextlib.suppress(TemplateUnavailable):
+            await self._send(message)
+
+    def drop_spare(self, spare_id: str) -> None:
+        """The spare exits without running anything (`spare_exits[spare_id]` resolves)."""
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                forkserver.send(self._sock, {"op": "drop_spare", "spare_id": spare_id})
+
     def retire(self) -> None:
         """Fork no more; the template exits once its last container has."""
         if self.state in (TemplateState.STARTING, TemplateState.READY):
@@ -241,10 +308,19 @@ class TemplateProcess:
             except OSError as exc:
                 self._lost(f"its socket failed: {exc}")
                 return
-            forkserver.close_fds(fds)  # the template never sends fds
             if message is None:
+                forkserver.close_fds(fds)
                 self._lost("it closed its socket")
                 return
+            if message["op"] == "spared" and len(fds) == 1:  # the socket a spare waits on: ours now
+                made = self._spares.get(str(message.get("spare_id")))
+                channel = socket.socket(fileno=fds[0])
+                if made is not None and not made.done():
+                    made.set_result((int(message["pid"]), channel))
+                else:
+                    channel.close()
+                continue
+            forkserver.close_fds(fds)  # no other message brings fds
             self._dispatch(message)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
@@ -271,8 +347,24 @@ class TemplateProcess:
             waiter = self._forks.get(str(message.get("task_id")))
             if waiter is not None and not waiter.done():
                 waiter.set_exception(TemplateUnavailable(str(message.get("error") or "the fork failed")))
+        elif op in ("spare_failed", "spare_exited"):
+            spare_id = str(message.get("spare_id"))
+            became = self._activated.pop(spare_id, None)
+            if became is not None:  # it ended before the template heard of its activation
+                self.children.pop(became.pid, None)
+                if not became.exit.done():
+                    became.exit.set_result(int(message.get("code", 1)))
+                return
+            made = self._spares.get(spare_id)
+            if made is not None and not made.done():
+                made.set_exception(TemplateUnavailable(str(message.get("error") or "the spare exited")))
+            ended = self.spare_exits.pop(spare_id, None)
+            if ended is not None and not ended.done():
+                ended.set_result(int(message.get("code", 1)))
         elif op == "exited":
             gone = self.children.pop(int(message["pid"]), None)
+            if gone is not None and self._activated:
+                self._activated = {k: c for k, c in self._activated.items() if c is not gone}
             if gone is not None and not gone.exit.done():
                 gone.exit.set_result(int(message.get("code", 1)))
             self.last_used = time.monotonic()
@@ -283,9 +375,10 @@ class TemplateProcess:
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(TemplateUnavailable(reason))
             self._ready.exception()  # retrieved: nobody may be waiting
-        for waiter in self._forks.values():
-            if not waiter.done():
-                waiter.set_exception(TemplateUnavailable(reason))
+        for waiters in (self._forks, self._spares):
+            for waiter in waiters.values():
+                if not waiter.done():
+                    waiter.set_exception(TemplateUnavailable(reason))
 
     def _lost(self, why: str) -> None:
         if self.state is not TemplateState.RETIRED:
@@ -320,6 +413,10 @@ class TemplateProcess:
             if not child.exit.done():
                 child.exit.set_result(KILLED_WITH_TEMPLATE)
         self.children.clear()
+        for ended in self.spare_exits.values():  # its sandbox's pid namespace took its spare too
+            if not ended.done():
+                ended.set_result(KILLED_WITH_TEMPLATE)
+        self.spare_exits.clear()
         await asyncio.to_thread(shutil.rmtree, self.directory, True)
 
 

@@ -25,7 +25,8 @@ each child becomes a container of its own: its cgroups, network namespace and wr
 prepared here (`container/forked.py`), its namespaces, root filesystem and lock-down are made by
 the child itself (`_runtime/fork_container.py`). A stop signals every process of its cgroups; exec
 enters the namespaces of its pid 1. Its volumes and bucket mounts are idmapped detached bind
-mounts the child attaches in its mount namespace.
+mounts the child attaches in its mount namespace. After each fork (and when a template is ready) the
+next container is prepared ahead as a pre-forked spare (`spares.py`) and activated on the next request.
 """
 
 from __future__ import annotations
@@ -47,10 +48,11 @@ import msgpack
 
 from .._protocol import api
 from .._runtime.profile import ENV_SPAWNED_AT
-from . import criu, process_binds
+from . import criu, fork_request, process_binds
 from .fork_server import ForkedChild, Launch, Launched, TemplateProcess, TemplateState, TemplateUnavailable
 from .process_runtime import exec_in, pump_lines, session_stats
 from .runtime import ContainerRuntime, ContainerSpec, ContainerStats, ExecResult, OutputSink, SnapshotSource
+from .spares import Spares
 
 if TYPE_CHECKING:
     from .container.forked import ForkedSandbox
@@ -61,8 +63,9 @@ KEY_VERSION = 1
 TEMPLATE_IDLE_SECONDS = 600.0
 # A preloaded interpreter with no container for this long exits (a new one costs one ordinary start).
 PRELOAD_IDLE_SECONDS = 120.0
-# Which runtimes fork containers from preloaded interpreters: "process" (the default), "all" (the container
-# runtime too: each fork becomes a container as a snapshot's do, in the forks' user namespace), "0" (none).
+# Which runtimes fork containers from preloaded interpreters: "all" (the default: the container runtime too,
+# where each fork becomes a container as a snapshot's do, in the forks' user namespace), "process" (the process
+# runtime only: the container runtime's containers are bubblewrap sandboxes), "0" (none).
 ENV_PRELOAD = "SKYLIFT_PRELOAD"
 TEMPLATE_TASK_ID = "ta-snapshot-template"
 # Per container, so not part of what a snapshot is of.
@@ -124,6 +127,7 @@ class SnapshotRuntime:
         self.criu: criu.CriuStatus | None = None  # probed once, when the first template starts
         self._criu_probe: asyncio.Task[None] | None = None
         self._preload_starts: set[asyncio.Task[None]] = set()  # preloaded interpreters being started
+        self.spares = Spares(self._prepare_sandbox)  # the container runtime's pre-forked spares (spares.py)
 
     def __getattr__(self, name: str) -> Any:
         # Whatever else the wrapped runtime offers (e.g. exit_reason) is reached through us.
@@ -257,9 +261,11 @@ class SnapshotRuntime:
         for task in list(self._preload_starts):
             task.cancel()
         for template in list(self.templates.values()):
+            self.spares.drop(template)
             await template.close()
         if self._sandboxed():  # a template's sandbox holds mounts and cgroups: see them released
             await asyncio.gather(*(t.closed(10.0) for t in self.templates.values()))
+            await self.spares.close()  # (their spares went with them; their cgroups and disks go now)
         else:  # one with no container left exits at once (a preloaded interpreter, usually): see it gone
             await asyncio.gather(*(t.closed(5.0) for t in self.templates.values() if not t.children))
         self.templates.clear()
@@ -282,26 +288,42 @@ class SnapshotRuntime:
 
     async def _fork_into(self, spec: ContainerSpec, template: TemplateProcess, on_output: OutputSink, begun: float,
                          *, created: bool, how: str = "fork") -> None:
-        sandbox = await self._prepare_sandbox(spec, template) if self._sandboxed() else None
-        binds = [] if sandbox is not None else _volume_binds(spec, on_output)
-        container, extra_fds = sandbox.request() if sandbox is not None else (None, [])
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        try:
-            child = await template.fork(spec.task_id, spec.env, spec.cwd, out_w, err_w, binds=binds,
-                                        container=container, extra_fds=extra_fds)
-        except BaseException:
-            for fd in (out_r, err_r):
-                os.close(fd)
-            process_binds.release(spec.task_id)
-            if sandbox is not None:
-                await asyncio.to_thread(sandbox.cleanup)
-            raise
-        finally:
-            os.close(out_w)
-            os.close(err_w)
-            if sandbox is not None:
-                sandbox.close_fds()
+        spare = self.spares.take(template, spec) if self._sandboxed() else None
+        if spare is not None:  # set up ahead: it only needs its task
+            channel, spare.channel = spare.channel, None
+            try:
+                if channel is None:
+                    raise TemplateUnavailable("the spare has no socket")
+                spare.sandbox.activate()  # its own CPU share before it runs anything of the task's
+                child = template.activate(spare.spare_id, spare.pid, channel, spec.task_id, spec.env, spec.cwd,
+                                          out_w, err_w)
+            except TemplateUnavailable as exc:
+                log.info("spare %s not used: %s", spare.spare_id, exc)
+                self.spares.failed(spare)
+                spare = None
+            except BaseException:
+                self.spares.failed(spare)
+                for fd in (out_r, err_r, out_w, err_w):
+                    os.close(fd)
+                raise
+            else:
+                self.spares.activated(spare)
+                spare.sandbox.task_id = spec.task_id
+                os.close(out_w)
+                os.close(err_w)
+                sandbox: ForkedSandbox | None = spare.sandbox
+        if spare is None:
+            prepare = self._prepare_sandbox if self._sandboxed() else None
+            try:
+                child, sandbox = await fork_request.fork_now(spec, template, on_output, out_w, err_w, prepare=prepare)
+            except BaseException:
+                for fd in (out_r, err_r):
+                    os.close(fd)
+                raise
+        if self._sandboxed():
+            self.spares.refill(template, spec)  # the next one, while this one starts
         forked = _Forked(spec, child, template, sandbox=sandbox)
         self._forked[spec.task_id] = forked
         loop = asyncio.get_running_loop()
@@ -314,18 +336,22 @@ class SnapshotRuntime:
                                 "pid": child.pid, "template_pid": template.pid}
         if created:
             info["template_ms"] = round(template.started_ms, 3)
+        if spare is not None:
+            info["note"] = "from a pre-forked spare"
         self._starts[spec.task_id] = info
 
     # -- preloaded interpreters -------------------------------------------------------------------
 
     def _preloads(self, spec: ContainerSpec) -> bool:
-        """Whether `spec`'s container may be forked from a preloaded interpreter: on the process runtime
-        (a container is a process of its own session either way) unless SKYLIFT_PRELOAD=0. The container
-        runtime starts each container in a bubblewrap sandbox of its own unless SKYLIFT_PRELOAD=all."""
-        setting = os.environ.get(ENV_PRELOAD, "process").lower()
-        if setting == "all":
-            return self.snapshot_support() is None
-        return setting not in ("0", "off", "none") and self.inner.name == "process" and hasattr(os, "fork")
+        """Whether `spec`'s container may be forked from a preloaded interpreter: on either runtime unless
+        SKYLIFT_PRELOAD=0; SKYLIFT_PRELOAD=process keeps the container runtime's containers in bubblewrap
+        sandboxes of their own (docs/cold-starts.md, "Preloaded interpreters", for the difference)."""
+        setting = os.environ.get(ENV_PRELOAD, "all").lower()
+        if setting in ("0", "off", "none"):
+            return False
+        if setting == "process":
+            return self.inner.name == "process" and hasattr(os, "fork")
+        return self.snapshot_support() is None
 
     async def _start_preloaded(self, spec: ContainerSpec, on_output: OutputSink, begun: float) -> bool:
         """Fork `spec`'s container from its preloaded interpreter; False when there is none ready yet.
@@ -368,27 +394,17 @@ class SnapshotRuntime:
                     del self.templates[key]
                 return
             self._schedule_idle_check(template)
+            if self._sandboxed():
+                self.spares.refill(template, spec)  # so the pool's next container needn't wait for a fork
 
         task = asyncio.get_running_loop().create_task(start())
         self._preload_starts.add(task)
         task.add_done_callback(self._preload_starts.discard)
 
-    async def _prepare_sandbox(self, spec: ContainerSpec, template: TemplateProcess) -> ForkedSandbox:
-        from .container.forked import ForkedSandbox
-        from .container_runtime import container_binds
-        cpu, memory = spec.resources.get("cpu_limit"), spec.resources.get("memory_limit")
-        cpu_request, disk = spec.resources.get("cpu_request"), spec.resources.get("ephemeral_disk_mb")
-        binds = [(str(h), c, ro) for h, c, ro in container_binds(spec)]
-        try:
-            return await asyncio.to_thread(
-                ForkedSandbox.prepare, spec.task_id, template.directory / "forks" / spec.task_id,
-                cpu=float(cpu) if cpu else None, memory_mb=int(memory) if memory else None,
-                block_network=spec.block_network, binds=binds,
-                cpu_request=float(cpu_request) if cpu_request else None, disk_mb=int(disk) if disk else None,
-                state_dir=spec.scratch / "sandbox" if spec.scratch is not None else None,
-                cgroup_group=getattr(self.inner, "cgroup_group", ""))  # the worker's own tree (reap.py)
-        except Exception as exc:
-            raise TemplateUnavailable(f"the forked container's cgroups or network could not be set up: {exc}") from None
+    async def _prepare_sandbox(self, spec: ContainerSpec, template: TemplateProcess,
+                               spare_id: str | None = None) -> ForkedSandbox:
+        return await fork_request.prepare_sandbox(spec, template, spare_id,
+                                                  cgroup_group=getattr(self.inner, "cgroup_group", ""))
 
     def _launcher(self, spec: ContainerSpec, directory: Path) -> Launch | None:
         if not self._sandboxed():
@@ -410,6 +426,7 @@ class SnapshotRuntime:
         # A new version of the function (or image) supersedes the old one's template.
         for other_key, other in list(self.templates.items()):
             if other.function_id == source.function_id and other.params == source.params and other_key != key:
+                self.spares.drop(other)
                 other.retire()
                 del self.templates[other_key]
         # A directory per template process: a retired one removes its own on exit, never its successor's.
@@ -457,20 +474,8 @@ class SnapshotRuntime:
             return
         if self.templates.get(template.key) is template:
             del self.templates[template.key]
+        self.spares.drop(template)
         template.retire()
-
-
-def _volume_binds(spec: ContainerSpec, on_output: OutputSink) -> list[tuple[str, str, bool]]:
-    """The binds the forked child makes itself (root), else none: process_binds symlinks them here."""
-    needed = [(str(h), c, ro) for h, c, ro in spec.binds if os.path.realpath(h) != os.path.realpath(c)]
-    if not needed:
-        return []
-    if process_binds.namespace_available():
-        return needed
-    _, warnings = process_binds.wrap(spec)
-    for warning in warnings:
-        on_output(spec.task_id, "stderr", f"skylift: {warning}")
-    return []
 
 
 def _signal(pid: int, signum: int, group: bool) -> None:

@@ -105,8 +105,10 @@ class StorageMounts:
             host_dir = scratch / "volumes" / str(i)
             base_file = meta / f"{i}.base"
             count = await materialize(self.rpc, self.cache, volume["volume_id"], host_dir, base_file)
-            spec.binds.append((host_dir, volume["mount_path"], False))
+            read_only = bool(volume.get("read_only"))
+            spec.binds.append((host_dir, volume["mount_path"], read_only))
             described.append({"mount_path": volume["mount_path"], "volume_id": volume["volume_id"],
+                              "read_only": read_only,
                               "host_dir": "" if in_container else str(host_dir),
                               "base": f"{META_IN_CONTAINER}/{i}.base" if in_container else str(base_file)})
             self._note(task_id, f"volume {volume['volume_id']} mounted at {volume['mount_path']} ({count} entries)")

@@ -82,7 +82,7 @@ class CallApi:
         retired = app.function_ids and function.function_id not in app.function_ids.values()
         if app.state is AppState.DEPLOYED and retired:
             raise not_found(f"function {function.tag!r} is no longer part of {app.label} (removed by a redeploy)")
-        if function.request.gpus:
+        if function.request.gpus or function.request.labels:
             reason = self.cp.scaler.unplaceable(function)
             if reason is not None:
                 raise RpcError(ErrorCode.RESOURCE_EXHAUSTED, f"can't run {function.tag!r}: {reason}")

@@ -99,6 +99,19 @@ def validate_definition(method: str, definition: Any) -> dict[str, Any]:
     return definition
 
 
+def placement_labels(raw: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Worker labels a function's `scheduler_placement` requires: regions, zone and instance types."""
+    spec = (raw or {}).get("scheduler_placement") if isinstance(raw, dict) else None
+    if not isinstance(spec, dict):
+        return ()
+    out = []
+    for key, field_name in (("region", "regions"), ("zone", "zones"), ("instance_type", "instance_types")):
+        values = spec.get(field_name) or []
+        if isinstance(values, list) and values:
+            out.append((key, tuple(str(v) for v in values)))
+    return tuple(out)
+
+
 @dataclass(eq=False)
 class FunctionEntry:
     function_id: str
@@ -132,6 +145,7 @@ class FunctionEntry:
             cpu=float(resources.get("cpu") or placement.DEFAULT_CPU),
             memory_mb=int(resources.get("memory") or placement.DEFAULT_MEMORY_MB),
             gpus=placement.parse_gpu(resources.get("gpu")),
+            labels=placement_labels(d.get("placement")),
         )
         self.image_id = str(d.get("image_id") or "")
         self.is_generator = bool(d.get("is_generator"))

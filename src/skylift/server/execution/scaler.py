@@ -179,8 +179,9 @@ class Scaler:
         idle: dict[str, Task] = {}
         for task in self.cp.tasks.all():
             other = task.pool
+            # A sandbox has no inputs but is never idle: its command runs (docs/sandboxes.md).
             if (other is pool or not task.ever_ready or task.stop_requested or task.leased
-                    or live[other] <= other.function.policy().min_containers):
+                    or task.definition.get("sandbox") or live[other] <= other.function.policy().min_containers):
                 continue
             idle[task.task_id] = task
         choice = placement.choose_evictions(

@@ -60,7 +60,7 @@ class Worker:
 
     def view(self) -> WorkerView:
         return WorkerView(self.worker_id, self.cpu, self.memory_mb, dict(self.gpus), self.used_cpu,
-                          self.used_memory_mb, dict(self.used_gpus), self.n_tasks)
+                          self.used_memory_mb, dict(self.used_gpus), self.n_tasks, dict(self.labels))
 
     def info(self) -> dict[str, Any]:
         return {"worker_id": self.worker_id, "hostname": self.hostname,

@@ -25,12 +25,12 @@ from urllib.parse import unquote
 
 import httptools
 
-from ..._protocol import ids
+from ..._protocol import ids, web_request
 from ..execution.calls import Call
 from ..longpoll import Signal
 from .http_connection import HttpConnection, Request
 from .web_exchange import Exchange, ResponseWriter
-from .web_routes import Route, Routes, endpoint_label, web_endpoints
+from .web_routes import Routes, endpoint_label, web_endpoints
 
 if TYPE_CHECKING:
     from ..control_plane import ControlPlane
@@ -121,15 +121,19 @@ class Gateway:
         self._sweeper: asyncio.TimerHandle | None = None
         self._server_address = (self.config.host, self.config.port)  # the scope's "server"
         self._ids = RandomIds()
+        self._running: asyncio.AbstractEventLoop | None = None
+        self._delivering: list[Exchange] = []  # exchanges whose output came in this turn of the loop
 
     @property
     def _loop(self) -> asyncio.AbstractEventLoop:
-        return asyncio.get_running_loop()
+        # The loop `start` ran in: asking for the running loop is a system call (getpid) on
+        # Python 3.11, and the gateway needs it a few times per request.
+        return self._running or asyncio.get_running_loop()
 
     async def start(self, remember: Path | None = None) -> str:
         """Listen. With port 0, reuse the port remembered in `remember` if it is free, so URLs
         survive a restart of the control plane, and remember the one chosen."""
-        loop = asyncio.get_running_loop()
+        loop = self._running = asyncio.get_running_loop()
         ports = [self.config.port]
         if self.config.port == 0 and remember is not None:
             with contextlib.suppress(OSError, ValueError):
@@ -230,8 +234,8 @@ class Gateway:
             if reason is not None:
                 writer.error(503, f"{route.label} can't start a container: {reason}")
                 return
-        scope = self._scope(conn, request, route, root_path, path, url.query or b"")
-        exchange = Exchange(self, conn, route, scope, writer)
+        exchange = Exchange(self, conn, route, self._request(conn, request, root_path, path, url.query or b""),
+                            request.headers, writer)
         request.exchange = exchange
         if request.upgrade or request.complete or request.bodiless:
             self.submit(exchange, bytes(request.body), more=False, function=function)
@@ -252,30 +256,21 @@ class Gateway:
         label = segment.decode("latin-1").lower()
         return label, "/" + label, b"/" + segment + b"/" + rest
 
-    def _scope(self, conn: HttpConnection, request: Request, route: Route, root_path: str, raw_path: bytes,
-               query: bytes) -> dict[str, Any]:
+    def _request(self, conn: HttpConnection, request: Request, root_path: str, raw_path: bytes,
+                 query: bytes) -> web_request.Request:
+        """The input's argument (`_protocol/web_request.py`), its body still to come."""
         path = raw_path.decode("latin-1")
         if "%" in path:
             path = unquote(path)
-        scope: dict[str, Any] = {
-            "type": "websocket" if request.upgrade else "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": "1.1" if request.http11 else "1.0",
-            "scheme": "ws" if request.upgrade else "http",
-            "path": path,
-            "raw_path": raw_path,
-            "query_string": query,
-            "root_path": root_path,
-            "headers": request.headers,
-            "client": conn.peer,
-            "server": self._server_address,
-        }
+        subprotocols: list[str] = []
         if request.upgrade:
             protocols = request.header(b"sec-websocket-protocol")
-            scope["subprotocols"] = [p.strip() for p in protocols.decode().split(",")] if protocols else []
-        else:
-            scope["method"] = request.method.decode("latin-1")
-        return scope
+            subprotocols = [p.strip() for p in protocols.decode().split(",")] if protocols else []
+        return web_request.pack(websocket=request.upgrade, method=request.method.decode("latin-1"), path=path,
+                                raw_path=raw_path, query_string=query, root_path=root_path, headers=request.headers,
+                                client=conn.peer, server=self._server_address,
+                                http_version="1.1" if request.http11 else "1.0", subprotocols=subprotocols,
+                                body=b"", more_body=False)
 
     def submit(self, exchange: Exchange, body: bytes, *, more: bool, function: FunctionEntry | None = None) -> None:
         """Make the request an input of the endpoint's pool (`function`: when the caller just looked it up)."""
@@ -290,7 +285,7 @@ class Gateway:
                     invocation="sync", created_at=time.time())
         # No task waits for the answer: the call's signal hands its output over when delivered.
         call.signal = _Delivery(self, exchange)
-        request = {"scope": exchange.scope, "body": body, "more_body": more}
+        request = (*exchange.request[:-2], body, more)
         item: dict[str, Any] = {"args": pickle.dumps(((request,), {}), protocol=4)}
         if route.method is not None:
             item["method"] = route.method
@@ -305,6 +300,21 @@ class Gateway:
             self._sweeper = self._loop.call_later(self._sweep_interval(), self._sweep)
         self.cp.calls.add(call)
         self.cp.dispatcher.enqueue(call, inputs)
+
+    def deliver_soon(self, exchange: Exchange) -> None:
+        """Finish `exchange` after the current step: one callback for every output that arrives
+        in this turn of the loop (a container's batch), not one each."""
+        self._delivering.append(exchange)
+        if len(self._delivering) == 1:
+            self._loop.call_soon(self._deliver_all)
+
+    def _deliver_all(self) -> None:
+        exchanges, self._delivering = self._delivering, []
+        for exchange in exchanges:
+            try:
+                self.delivered(exchange)
+            except Exception:  # one broken response must not keep the others of the batch waiting
+                log.exception("web gateway: could not finish the response of input %s", exchange.input_id)
 
     def delivered(self, exchange: Exchange) -> None:
         """The call of `exchange` has its output (or vanished): finish the response."""
@@ -411,7 +421,7 @@ class _Delivery(Signal):
         if self._gateway is not None and self._exchange is not None:
             # Not from inside the dispatcher's delivery loop: finishing a response may start the
             # connection's next (pipelined) request, which enqueues another input.
-            asyncio.get_running_loop().call_soon(self._gateway.delivered, self._exchange)
+            self._gateway.deliver_soon(self._exchange)
 
     def release(self) -> None:
         """The output was handed over: drop the references that make a cycle (exchange -> call ->

@@ -93,6 +93,9 @@ class HttpConnection(asyncio.Protocol):
         # One deadline at a time (head, idle, small body), kept as a number: arming it per request
         # is an assignment, and the one timer below only wakes to compare (see `_arm`).
         self._deadline = 0.0  # loop time; 0: none
+        # Made by the server in its loop; kept, since asking for the running loop is a system
+        # call (getpid) on Python 3.11, and arming happens per request.
+        self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
         self.admitted = False  # counted in the gateway's connections (under the cap)
@@ -360,7 +363,7 @@ class HttpConnection(asyncio.Protocol):
         most the shorter of the two timeouts — so no later arming can need an earlier wake-up."""
         if self.closed:
             return
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         deadline = loop.time() + seconds
         self._deadline = deadline
         timer = self._timer
@@ -380,7 +383,7 @@ class HttpConnection(asyncio.Protocol):
         self._timer = None
         if self.closed or not self._deadline:
             return
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         now = loop.time()
         if now >= self._deadline:
             self._deadline = 0.0

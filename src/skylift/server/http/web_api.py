@@ -3,6 +3,8 @@
 `container.web_send` carries ASGI messages (response start and body chunks, WebSocket accept,
 send and close) to the gateway, which writes them to the client at once; it answers only once
 the client's socket has taken them (backpressure), and says `closed` when the client is gone.
+Complete responses of many requests come batched (`items`), a response that ends in one go as
+`{input_id, r: [status, headers, body]}`, and are answered at once.
 `container.web_receive` long-polls for request-body chunks and WebSocket messages that did not
 fit in the input. Both address the request by its input id; only the container that first
 answered may continue (a redelivered input is told the client is gone).
@@ -58,7 +60,7 @@ class WebApi:
             if not isinstance(item, dict):
                 raise invalid("container.web_send", f"items[{n}] must be a map {{input_id, messages}}")
             try:
-                exchange = self._apply(session, item, n)
+                exchange = self._respond(session, item, n) if "r" in item else self._apply(session, item, n)
             except (TypeError, ValueError) as exc:
                 # One app's malformed response (say, str headers) fails that request alone, not
                 # the others that share the batch.
@@ -87,6 +89,24 @@ class WebApi:
             if not isinstance(message, dict) or message.get("type") not in _TYPES:
                 raise invalid(_where(item), f"messages[{n}] is not an ASGI response message "
                                             f"(type one of {', '.join(sorted(_TYPES))})")
+        exchange = self._answering(session, input_id)
+        if exchange is not None:
+            exchange.apply(messages)
+        return exchange
+
+    def _respond(self, session: Session, raw: dict[str, Any], item: int) -> Exchange | None:
+        """A whole response in the short form of a batch item: `{input_id, r: [status, headers, body]}`."""
+        input_id = raw.get("input_id")
+        response = raw.get("r")
+        if not isinstance(input_id, str) or not isinstance(response, list) or len(response) != 3:
+            raise invalid(_where(item), "needs 'input_id' (str) and 'r' ([status, headers, body])")
+        exchange = self._answering(session, input_id)
+        if exchange is not None:
+            exchange.respond(*response)
+        return exchange
+
+    def _answering(self, session: Session, input_id: str) -> Exchange | None:
+        """The exchange this container may answer, if its client is still there."""
         exchange = self.gateway.exchanges.get(input_id)
         if exchange is None or exchange.client_gone:
             return None
@@ -94,7 +114,6 @@ class WebApi:
             if exchange.sender:
                 return None  # another container answers it (this one had a lapsed lease)
             exchange.sender = session.identity
-        exchange.apply(messages)
         return exchange
 
     async def receive(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:

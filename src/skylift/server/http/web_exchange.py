@@ -1,7 +1,8 @@
 """One web request on its way through the control plane: an input in, ASGI messages out.
 
 The gateway turns a request into an input of the endpoint's pool whose argument is the ASGI
-scope plus the request body when it is small (the common case: one input, nothing else to fetch).
+scope plus the request body when it is small (the common case: one input, nothing else to fetch),
+packed as `_protocol/web_request.py` says.
 The container runs the ASGI app and sends the response as ASGI messages with
 `container.web_send`; a large or streamed body is pulled with `container.web_receive`. The input's
 output only says how the app ended: a failure before any response becomes a 500, a container
@@ -22,7 +23,7 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..._protocol import api
+from ..._protocol import api, web_request
 from ..longpoll import Signal
 from . import websocket_frames as wsf
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("skylift.server")
 
 _REASONS = {s.value: s.phrase.encode() for s in http.HTTPStatus}
+_STATUS_LINES = {code: b"HTTP/1.1 %d %b\r\n" % (code, reason) for code, reason in _REASONS.items()}
 # How much request body may wait in the control plane for the container before reading pauses.
 BODY_BUFFER = 4 * 1024 * 1024
 MAX_RECEIVE_BYTES = 4 * 1024 * 1024
@@ -68,14 +70,23 @@ class ResponseWriter:
         self.keep_alive = keep_alive
         self.http11 = http11
         self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.header_lines = b""  # the app's header fields, formatted
+        self.framed = False  # the app set Content-Length or Transfer-Encoding itself
         self.started = False  # head written
         self.finished = False
         self.chunked = False
 
     def start(self, status: int, headers: list[Any]) -> None:
+        """Take the status and header fields (formatted now: anything but bytes-like raises here)."""
+        lines = []
+        framed = False
+        for name, value in headers:
+            lines.append(b"%b: %b\r\n" % (name, value))
+            if not framed and len(name) in (14, 17):
+                framed = bytes(name).lower() in (b"content-length", b"transfer-encoding")
         self.status = status
-        self.headers = [(bytes(k), bytes(v)) for k, v in headers]  # raises on anything but bytes-like
+        self.header_lines = b"".join(lines)
+        self.framed = framed
 
     def body(self, data: bytes, more: bool) -> None:
         if self.finished:
@@ -97,14 +108,9 @@ class ResponseWriter:
     def _head(self, first: bytes, more: bool) -> bytes:
         self.started = True
         status = self.status or 500
-        head = [b"HTTP/1.1 %d %b\r\n" % (status, _REASONS.get(status, b""))]
-        framed = False  # the app set Content-Length or Transfer-Encoding itself
-        for name, value in self.headers:
-            head.append(name + b": " + value + b"\r\n")
-            if not framed and len(name) in (14, 17):
-                framed = name.lower() in (b"content-length", b"transfer-encoding")
+        head = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status, self.header_lines]
         bodiless = status < 200 or status in (204, 304)
-        if not framed and not bodiless:
+        if not self.framed and not bodiless:
             if not more:
                 head.append(b"content-length: %d\r\n" % len(first))
             elif self.http11:
@@ -145,17 +151,18 @@ class Exchange:
     """Request state shared by the connection, the call and the container RPCs."""
 
     __slots__ = ("_done", "body_bytes", "body_done", "buffer", "call", "client_gone", "conn", "deadline", "detached",
-                 "finished", "gateway", "inbound", "inbound_bytes", "input_id", "output", "route", "scope", "sender",
-                 "signal", "websocket", "writer", "ws_accepted", "ws_closed")
+                 "finished", "gateway", "headers", "inbound", "inbound_bytes", "input_id", "output", "request", "route",
+                 "sender", "signal", "websocket", "writer", "ws_accepted", "ws_closed")
 
-    def __init__(self, gateway: Gateway, conn: Connection | None, route: Route, scope: dict[str, Any],
-                 writer: ResponseWriter | None) -> None:
+    def __init__(self, gateway: Gateway, conn: Connection | None, route: Route, request: web_request.Request,
+                 headers: list[tuple[bytes, bytes]], writer: ResponseWriter | None) -> None:
         self.gateway = gateway
         self.conn = conn
         self.route = route
-        self.scope = scope
+        self.request = request  # the input's argument, less its body (web_request.pack)
+        self.headers = headers
         self.writer = writer
-        self.websocket = scope["type"] == "websocket"
+        self.websocket: bool = request[0]
         self.call: Call | None = None
         self.input_id = ""
         self.sender = ""  # the task that answers; another one (a redelivery) is told to stop
@@ -221,6 +228,16 @@ class Exchange:
 
     # ---- response side ---------------------------------------------------------------------
 
+    def respond(self, status: Any, headers: Any, body: Any) -> None:
+        """A whole response (start and final body) in one go: the common case."""
+        writer = self.writer
+        if writer is not None and not writer.started and not self.websocket and not self.detached:
+            writer.start(int(status), headers or [])
+            writer.body(bytes(body or b""), False)
+            return
+        self.apply([{"type": "http.response.start", "status": status, "headers": headers},
+                    {"type": "http.response.body", "body": body, "more_body": False}])
+
     def apply(self, messages: list[dict[str, Any]]) -> None:
         if self.detached:
             self.buffer.extend(messages)
@@ -253,7 +270,7 @@ class Exchange:
             if self.ws_accepted:
                 return
             self.ws_accepted = True
-            key = dict(self.scope["headers"]).get(b"sec-websocket-key", b"")
+            key = dict(self.headers).get(b"sec-websocket-key", b"")
             head = [b"HTTP/1.1 101 Switching Protocols\r\n", b"upgrade: websocket\r\n", b"connection: Upgrade\r\n",
                     b"sec-websocket-accept: %b\r\n" % wsf.accept_key(key)]
             if message.get("subprotocol"):

@@ -77,6 +77,8 @@ class Request:
     cpu: float = DEFAULT_CPU
     memory_mb: int = DEFAULT_MEMORY_MB
     gpus: tuple[GpuOption, ...] = ()
+    # modal.SchedulerPlacement: (worker label, accepted values), e.g. ("region", ("us-east", "us-west")).
+    labels: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class WorkerView:
     used_memory_mb: int = 0
     used_gpus: Mapping[str, int] = field(default_factory=dict)
     n_tasks: int = 0
+    labels: Mapping[str, str] = field(default_factory=dict)  # `skylift worker --label KEY=VALUE`
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,11 @@ def _describe(spec: tuple[GpuOption, ...]) -> str:
 def place(request: Request, workers: list[WorkerView]) -> Placed | Unplaceable:
     if not workers:
         return Unplaceable("no worker is connected yet", permanent=False)
+    if request.labels:
+        matching = [w for w in workers if all(w.labels.get(key) in values for key, values in request.labels)]
+        if not matching:
+            return Unplaceable(_label_mismatch(request, workers), permanent=True)
+        workers = matching
     if request.gpus:
         offered = sorted({t for w in workers for t, n in w.gpus.items() if n > 0})
         capable = [w for w in workers if any(
@@ -142,6 +150,14 @@ def place(request: Request, workers: list[WorkerView]) -> Placed | Unplaceable:
     if best is None:
         return Unplaceable("every worker that fits is busy; the container starts when one frees up", permanent=False)
     return best[1]
+
+
+def _label_mismatch(request: Request, workers: list[WorkerView]) -> str:
+    want = ", ".join(f"{key} in {list(values)}" for key, values in request.labels)
+    have = "; ".join(f"{w.worker_id}: " + (", ".join(f"{k}={v}" for k, v in sorted(w.labels.items())) or "no labels")
+                     for w in workers)
+    return (f"no worker matches scheduler_placement ({want}); connected workers have {have}. Start a worker "
+            "with those labels (`skylift worker --label region=...`), or change scheduler_placement=")
 
 
 def _grant_gpu(options: tuple[GpuOption, ...], worker: WorkerView) -> tuple[str, int] | None:
@@ -176,7 +192,8 @@ def choose_evictions(request: Request, workers: list[WorkerView], idle: list[Idl
             if c.gpu_type:
                 used_gpus[c.gpu_type] = used_gpus.get(c.gpu_type, 0) - c.gpu_count
             chosen.append(c.task_id)
-            freed = WorkerView(w.worker_id, w.cpu, w.memory_mb, w.gpus, used_cpu, used_mem, used_gpus, w.n_tasks)
+            freed = WorkerView(w.worker_id, w.cpu, w.memory_mb, w.gpus, used_cpu, used_mem, used_gpus, w.n_tasks,
+                               w.labels)
             if isinstance(place(request, [freed]), Placed):
                 if best is None or len(chosen) < len(best):
                     best = tuple(chosen)

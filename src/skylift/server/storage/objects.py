@@ -71,6 +71,7 @@ class Objects:
             "object.list": self.list_objects,
             "object.delete": self.delete,
             "object.info": self.info,
+            "object.rename": self.rename,
         }
 
     def startup(self) -> None:
@@ -166,6 +167,23 @@ class Objects:
         if owned is not None:
             owned.discard(record.object_id)
         return {}
+
+    async def rename(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
+        """`Volume.rename` / `skylift volume rename`: the same object (id, contents) under a new name."""
+        p = Params("object.rename", raw)
+        kind = self._kind(p)
+        environment = p.environment()
+        name = check_name("object.rename", kind, p.text("name"))
+        new_name = check_name("object.rename", kind, p.text("new_name"))
+        record = await self.run(self.store.find_object, kind, environment, name)
+        if record is None:
+            raise RpcError(ErrorCode.NOT_FOUND, missing_message(kind, name, environment))
+        if await self.run(self.store.find_object, kind, environment, new_name) is not None:
+            raise RpcError(ErrorCode.CONFLICT, f"{TITLE[kind]} {new_name!r} already exists in environment "
+                                               f"{environment!r}; delete it or choose another name")
+        await self.run(self.store.rename_object, record.object_id, new_name)
+        self._known.pop(record.object_id, None)
+        return {"object_id": record.object_id}
 
     async def drop(self, record: ObjectRecord) -> None:
         hook = self.on_delete.get(record.kind)

@@ -53,23 +53,37 @@ class SecretApi:
 
     @staticmethod
     def _values(raw: dict[str, Any]) -> dict[str, str]:
-        values = Params("secret.create", raw).mapping("values")
+        return SecretApi.values_param("secret.create", raw)
+
+    @staticmethod
+    def values_param(method: str, raw: dict[str, Any]) -> dict[str, str]:
+        """The checked `values` of a request: env-var names to strings, at most MAX_SECRET_BYTES."""
+        values = Params(method, raw).mapping("values")
         size = 0
         for key, value in values.items():
             if not isinstance(key, str) or not ENV_NAME_RE.match(key):
-                raise invalid("secret.create", f"secret key {key!r} is not a valid environment variable name "
+                raise invalid(method, f"secret key {key!r} is not a valid environment variable name "
                                                "(letters, digits and '_', not starting with a digit)")
             if not isinstance(value, str):
-                raise invalid("secret.create", f"the value of {key!r} must be a string, got {type(value).__name__}")
+                raise invalid(method, f"the value of {key!r} must be a string, got {type(value).__name__}")
             size += len(key) + len(value.encode())
         if size > MAX_SECRET_BYTES:
-            raise invalid("secret.create", f"a secret holds at most {MAX_SECRET_BYTES // 1024} KiB of keys and values")
+            raise invalid(method, f"a secret holds at most {MAX_SECRET_BYTES // 1024} KiB of keys and values")
         return dict(values)
 
     async def _seal(self, record: ObjectRecord, values: dict[str, str]) -> None:
         sealed = SecretRecord(record.object_id, sorted(values), self.box.seal(record.object_id, values), time.time())
         await self.objects.run(self.objects.store.put_secret, sealed)
         self._sealed[record.object_id] = sealed
+
+    async def merge(self, record: ObjectRecord, values: dict[str, str]) -> None:
+        """`Secret.update`: these keys set or replaced, the others kept (containers started later see them)."""
+        sealed = self._sealed.get(record.object_id)
+        current = self.box.open(record.object_id, sealed.sealed) if sealed is not None else {}
+        merged = {**current, **values}
+        if sum(len(k) + len(v.encode()) for k, v in merged.items()) > MAX_SECRET_BYTES:
+            raise invalid("secret.update", f"a secret holds at most {MAX_SECRET_BYTES // 1024} KiB of keys and values")
+        await self._seal(record, merged)
 
     async def create(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
         p = Params("secret.create", raw)

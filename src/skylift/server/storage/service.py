@@ -64,8 +64,10 @@ class Storage:
         secret_ids = [s for s in definition.get("secret_ids") or [] if isinstance(s, str)]
         env, missing = self.secrets.env_for(secret_ids)
         out = Attachments(env=env, missing_secrets=missing)
+        read_only = set(definition.get("volume_read_only") or [])
         for path, volume_id in sorted((definition.get("volume_ids") or {}).items()):
-            out.volumes.append({"mount_path": path, "volume_id": volume_id})
+            mount = {"mount_path": path, "volume_id": volume_id}
+            out.volumes.append({**mount, "read_only": True} if path in read_only else mount)
         for mount in definition.get("cloud_bucket_mounts") or []:
             spec = {k: v for k, v in mount.items() if k != "secret_id"}
             secret_id = mount.get("secret_id")

@@ -93,6 +93,10 @@ class SqliteObjects:
                                 "ORDER BY created_at", (kind, environment)).fetchall()
         return [_object(row) for row in rows]
 
+    def rename_object(self, object_id: str, name: str) -> None:
+        with self._tx() as cur:
+            cur.execute("UPDATE objects SET name = ? WHERE id = ?", (name, object_id))
+
     _CONTENTS = (
         ("DELETE FROM secret_values WHERE secret_id = ?"),
         ("DELETE FROM dict_entries WHERE dict_id = ?"),

@@ -243,6 +243,13 @@ class Cgroup:
         if limits.pids_max is not None:
             _write(d / "pids.max", str(limits.pids_max))
 
+    def set_cpu_request(self, cores: float | None) -> None:
+        """Change the share of contended CPUs (None: the kernel's default, as for no request)."""
+        if self.version == "v2":
+            _write(self._dirs[""] / "cpu.weight", str(cpu_weight(cores)) if cores is not None else "100")
+        else:
+            _write(self._dir("cpu") / "cpu.shares", str(cpu_shares(cores)) if cores is not None else "1024")
+
     def pids(self) -> list[int]:
         try:
             text = (self._dir("memory") / "cgroup.procs").read_text()

@@ -36,6 +36,7 @@ from .sandbox import DEFAULT_PIDS_MAX, SandboxStats, cgroup_name, describe_exit,
 from .userns import fork_userns
 
 _FORK_DIR = str(Path(FORK_ROOT).parent)
+SPARE_CPU_REQUEST = 1e-6  # cores: the least CPU share (cpu.shares 2, cpu.weight 1) while a spare is made
 
 
 class ForkedSandbox:
@@ -52,26 +53,32 @@ class ForkedSandbox:
         self._netns = netns
         self._fds: list[int] = []
         self._final: SandboxStats | None = None
+        self.own_dir: Path | None = None  # a spare's state directory (its disk's), removed with it
+        self._cpu_request: float | None = SPARE_CPU_REQUEST  # a spare's own, given at `activate`
 
     @classmethod
     def prepare(cls, task_id: str, layers_dir: Path, *, cpu: float | None, memory_mb: int | None,
                 block_network: bool, binds: list[tuple[str, str, bool]] | None = None,
                 cpu_request: float | None = None, disk_mb: int | None = None,
-                state_dir: Path | None = None, cgroup_group: str = "") -> ForkedSandbox:
+                state_dir: Path | None = None, cgroup_group: str = "", spare: bool = False) -> ForkedSandbox:
         """`state_dir`: where its ephemeral disk of `disk_mb` MiB is made (as a `Sandbox`'s: the worker's
         crash cleanup unmounts what is left there); without it, only /tmp is bounded. `cgroup_group`:
-        the worker's own cgroup tree, reaped at its start (reap.py)."""
+        the worker's own cgroup tree, reaped at its start (reap.py). `spare`: for a pre-forked spare, whose
+        set-up gets the least share of contended CPUs until `activate` gives it its request."""
         cgroup = Cgroup(cgroup_name(task_id), group=cgroup_group)
         netns: network.Netns | None = None
         disk: EphemeralDisk | None = None
         try:
             if disk_mb is not None and state_dir is not None:
                 disk = ephemeral_disk(state_dir, disk_mb)
-            cgroup.create(CgroupLimits(cpu, memory_mb, DEFAULT_PIDS_MAX, cpu_request=cpu_request))
+            # (a spare is made while the container forked before it connects: it mustn't slow that one down)
+            cgroup.create(CgroupLimits(cpu, memory_mb, DEFAULT_PIDS_MAX,
+                                       cpu_request=SPARE_CPU_REQUEST if spare else cpu_request))
             if not block_network:
                 pool = network.fork_pool()
                 netns = pool.try_acquire() or pool.acquire()
             forked = cls(task_id, layers_dir, cgroup, netns, memory_mb, binds, disk_mb, disk)
+            forked._cpu_request = cpu_request if spare else SPARE_CPU_REQUEST
             forked._open_fds()
         except BaseException:
             if disk is not None:
@@ -122,6 +129,13 @@ class ForkedSandbox:
             "masked_proc_files": list(policy.MASKED_PROC_FILES), "masked_proc_dirs": list(policy.MASKED_PROC_DIRS),
         }
         return message, list(self._fds)
+
+    def activate(self) -> None:
+        """A spare's container is starting: its CPU share is its request's from now on."""
+        if self._cpu_request != SPARE_CPU_REQUEST:
+            with contextlib.suppress(OSError):
+                self._cgroup.set_cpu_request(self._cpu_request)
+            self._cpu_request = SPARE_CPU_REQUEST
 
     def close_fds(self) -> None:
         for fd in self._fds:
@@ -180,3 +194,6 @@ class ForkedSandbox:
         shutil.rmtree(self.layers_dir, ignore_errors=True)
         if self._disk is not None:  # the child's mount of it died with its mount namespace
             self._disk.remove()
+            self._disk = None
+        if self.own_dir is not None:
+            shutil.rmtree(self.own_dir, ignore_errors=True)

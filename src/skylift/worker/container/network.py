@@ -235,7 +235,7 @@ class NetnsPool:
                         return
                 try:
                     netns = self._create()
-                except NetworkError:
+                except (NetworkError, OSError):  # (OSError: `ip` can't start, e.g. while the interpreter exits)
                     return
                 with self._lock:
                     self._ready.append(netns)
