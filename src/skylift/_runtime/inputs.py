@@ -227,6 +227,7 @@ class InputLoop:
         self._direct = DirectLink(url, hello, POLL_SECONDS) if direct else None  # type: ignore[arg-type]
         self._unreleased = 0  # inputs the worker thread finished that the loop hasn't released yet
         self._handed = 0  # inputs the worker thread handed to the loop that it hasn't accepted yet
+        self._stop_requested = False  # `request_stop` from another thread (the loop stops soon)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -251,6 +252,13 @@ class InputLoop:
             if self._direct is not None:
                 self._direct.interrupt()
         await self.sender.flush()
+
+    def request_stop(self) -> None:
+        """`stop`, from any thread (`modal.experimental.stop_fetching_inputs` in the user's code):
+        the worker thread's direct link takes no input from here on either."""
+        with self._lock:
+            self._stop_requested = True
+        self.loop.call_soon_threadsafe(self.stop)
 
     def stop(self) -> None:
         """Lease no more inputs; `run` returns once those held are done."""
@@ -480,9 +488,9 @@ class InputLoop:
         with self._lock:
             held = len(self.held) - self._unreleased  # (the loop may not have released the last one yet)
             # Only when nothing else is here or on its way (a long-poll would hold the only thread).
-            claim = (not link.closed and not self.stopping and not self._polling and not inp.cancelled
-                     and not inp.done and held == 1 and not self._handed and self._pool is not None
-                     and self._pool.idle)
+            claim = (not link.closed and not self.stopping and not self._stop_requested and not self._polling
+                     and not inp.cancelled and not inp.done and held == 1 and not self._handed
+                     and self._pool is not None and self._pool.idle)
             if claim:
                 self._polling = True
         if not claim:
@@ -506,7 +514,7 @@ class InputLoop:
             mine = not inp.done  # (else a cancellation completed it meanwhile)
             inp.done = True
             try:
-                if raws and not self.stopping and raws[0]["input_id"] not in self.held:
+                if raws and not (self.stopping or self._stop_requested) and raws[0]["input_id"] not in self.held:
                     # The first input runs here; a burst's others go to the loop (and this thread
                     # takes them from its queue next, the loop's way, as a burst should go).
                     nxt = Input(raws[0])
