@@ -112,8 +112,11 @@ class OutputSender:
         self.polling = poll is not None
         self._send_id += 1
         send = _Send(self._send_id, len(batch), poll, params)
-        current = getattr(self._rpc, "current", None)
-        client = current() if current is not None else None
+        # Only a connection that is itself a ReconnectingClient-like caller: a wrapper that
+        # delegates attributes (web.OrderedCaller writes the web responses first) must see
+        # every put_outputs through its `call`.
+        current = getattr(type(self._rpc), "current", None)
+        client = current(self._rpc) if current is not None else None
         if client is not None and not client.congested:
             try:
                 client.send("container.put_outputs", params,
