@@ -3,7 +3,8 @@
     .venv/bin/python bench/run.py [--quick]
 
 Prints a table and writes bench/results/latest.json. Uses its own SKYLIFT_HOME (a temp dir)
-unless SKYLIFT_HOME is set, so caches are warm only within a run.
+unless SKYLIFT_HOME is set, so caches are warm only within a run. To compare two checkouts on a
+shared machine, interleave them instead: `bench/ab.py BEFORE_TREE AFTER_TREE` (docs/performance.md).
 """
 
 from __future__ import annotations

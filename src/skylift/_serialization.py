@@ -5,6 +5,7 @@ The control plane never unpickles: everything here runs in the SDK or in the con
 
 from __future__ import annotations
 
+import functools
 import pickle
 import platform
 import sys
@@ -29,8 +30,10 @@ from .exception import (
 PICKLE_PROTOCOL = 4
 
 
+@functools.cache
 def library_versions() -> dict[str, str]:
-    """What a pickle's meaning depends on: the interpreter and the pickler."""
+    """What a pickle's meaning depends on: the interpreter and the pickler (every output carries
+    them: computed once; callers must not change the dict)."""
     return {"python": platform.python_version(), "cloudpickle": cloudpickle.__version__}
 
 

@@ -61,8 +61,8 @@ def stop_fetching_inputs() -> None:
     current = getattr(entrypoint, "current_inputs", None)
     if current is None:
         raise InvalidError("stop_fetching_inputs() works inside a skylift container that runs a function")
-    inputs, loop = current
-    loop.call_soon_threadsafe(inputs.stop)
+    inputs, _ = current
+    inputs.request_stop()
 
 
 async def _list_deployed_apps(environment_name: str) -> list[AppInfo]:

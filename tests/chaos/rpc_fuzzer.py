@@ -19,7 +19,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from skylift._protocol import api
-from skylift._protocol.rpc import Address, ConnectionLost, ErrorCode, RpcClient, RpcError, open_stream
+from skylift._protocol.rpc import Address, ConnectionLost, ErrorCode, RpcClient, RpcError
 from skylift.server import ControlPlane
 
 ROLES = ("admin", "container", "worker", "bad")
@@ -129,8 +129,7 @@ class Fuzzer:
 
     async def _connect(self, hello: dict[str, Any]) -> RpcClient:
         """RpcClient.connect, with a deadline on the hello (a peer must not wait forever on one)."""
-        reader, writer = await open_stream(Address.parse(self.url))
-        rpc = RpcClient(reader, writer)
+        rpc = await RpcClient.open(Address.parse(self.url))
         try:
             rpc.hello = await asyncio.wait_for(rpc.call("hello", hello), CALL_TIMEOUT)
         except BaseException:

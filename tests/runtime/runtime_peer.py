@@ -21,7 +21,8 @@ import cloudpickle
 
 import skylift._runtime
 from skylift._protocol import api
-from skylift._protocol.rpc import Address, RpcError, RpcServer, Session
+from skylift._protocol.rpc import Address, RpcError
+from skylift._protocol.rpc_server import RpcServer, Session
 
 SRC = str(Path(skylift._runtime.__file__).resolve().parents[2])
 TOKEN = "task-token"

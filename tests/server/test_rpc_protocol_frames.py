@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from skylift._protocol import framing
-from skylift._protocol.rpc import Address, ErrorCode, RpcError, RpcServer, Session
+from skylift._protocol.rpc import Address, ErrorCode, RpcError
+from skylift._protocol.rpc_server import RpcServer, Session
 
 HEADER = struct.Struct(">I")
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from skylift._protocol import framing
-from skylift._protocol.rpc import Address, ErrorCode, Ready, RpcError, RpcServer, Session
+from skylift._protocol.rpc import Address, ErrorCode, RpcError
+from skylift._protocol.rpc_server import Ready, RpcServer, Session
 
 
 async def _authenticate(session: Session, params: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,8 @@ from typing import Any
 import cloudpickle
 
 from skylift._protocol import api
-from skylift._protocol.rpc import Address, RpcError, RpcServer, Session
+from skylift._protocol.rpc import Address, RpcError
+from skylift._protocol.rpc_server import RpcServer, Session
 
 ADMIN_TOKEN = "admin-token"
 WORKER = frozenset({api.ROLE_WORKER})

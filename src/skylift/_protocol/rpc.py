@@ -11,8 +11,8 @@ Messages (see `framing`):
     error     {"i": id, "e": {"code": code, "message": text}}
 
 The first request on a connection must be `hello` (see `api.HELLO`), which authenticates the peer
-and fixes its role. Long waits (outputs, inputs, logs) are long-polls: the request simply stays
-open until there is something to answer.
+and fixes its role (the server half, `RpcServer`, is in `rpc_server.py`). Long waits (outputs,
+inputs, logs) are long-polls: the request simply stays open until there is something to answer.
 """
 
 from __future__ import annotations
@@ -20,23 +20,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import os
 import socket
-from collections.abc import Awaitable, Callable, Coroutine, Generator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
 from . import framing
 
 log = logging.getLogger("skylift.rpc")
-
-# Before `hello` succeeds a peer is unknown: it may send one small frame (a hello is a few hundred
-# bytes), within a deadline, and only so many such peers may be waiting at once.
-PRE_AUTH_FRAME_BYTES = 64 * 1024
-HELLO_TIMEOUT = 10.0
-MAX_CONNECTIONS = 4096
-MAX_UNAUTHENTICATED = 256
 
 
 class ErrorCode:
@@ -97,36 +89,50 @@ class Address:
         return f"tcp://{self.host}:{self.port}"
 
 
-async def open_stream(address: Address) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    limit = framing.MAX_FRAME_BYTES + 1024
-    if address.scheme == "unix":
-        return await asyncio.open_unix_connection(address.path, limit=limit)
-    reader, writer = await asyncio.open_connection(address.host, address.port, limit=limit)
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return reader, writer
+Answer = Callable[[Any, BaseException | None], None]  # (result, error): one of them is set
 
 
-class RpcClient:
-    """One connection, many concurrent requests. Create with `await RpcClient.connect(...)`."""
+class RpcClient(asyncio.Protocol):
+    """One connection, many concurrent requests. Create with `await RpcClient.connect(...)`.
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
+    An `asyncio.Protocol`: answers are parsed and matched to their requests in `data_received`,
+    so an awaiting `call` resumes one event-loop pass after the bytes arrive (a stream-reader
+    task would wake first and then wake the caller: two passes). `send` takes a callback that runs
+    right there, with no pass at all (the container's outputs and next input ride on that).
+    """
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
         self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._pending: dict[int, asyncio.Future[Any] | Answer] = {}
         self._closed: BaseException | None = None
-        self._read_task = asyncio.get_running_loop().create_task(self._read_loop())
+        self._lost: asyncio.Future[None] = self._loop.create_future()
+        self._writable = asyncio.Event()
+        self._writable.set()
         self.hello: dict[str, Any] = {}
+
+    @classmethod
+    async def open(cls, address: Address | str) -> RpcClient:
+        """Connect without saying `hello` (the caller sends it: `connect` does)."""
+        if isinstance(address, str):
+            address = Address.parse(address)
+        loop = asyncio.get_running_loop()
+        client: RpcClient
+        if address.scheme == "unix":
+            _, client = await loop.create_unix_connection(cls, address.path)
+        else:
+            transport, client = await loop.create_connection(cls, address.host, address.port)
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return client
 
     @classmethod
     async def connect(cls, address: Address | str, hello: dict[str, Any]) -> RpcClient:
         """Connect and authenticate; `hello` holds token, role and version (see `api.HELLO`)."""
-        if isinstance(address, str):
-            address = Address.parse(address)
-        reader, writer = await open_stream(address)
-        client = cls(reader, writer)
+        client = await cls.open(address)
         try:
             client.hello = await client.call("hello", hello)
         except BaseException:
@@ -138,270 +144,43 @@ class RpcClient:
     def closed(self) -> bool:
         return self._closed is not None
 
-    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        if self._closed is not None:
+    # -- requests ---------------------------------------------------------------------------------
+
+    def _write(self, method: str, params: dict[str, Any] | None, pending: asyncio.Future[Any] | Answer) -> int:
+        if self._closed is not None or self._transport is None:
             raise ConnectionLost(f"connection closed: {self._closed}")
         request_id = next(self._ids)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
+        data = framing.encode({"i": request_id, "m": method, "p": params or {}})
+        self._pending[request_id] = pending
+        self._transport.write(data)
+        return request_id
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        future: asyncio.Future[Any] = self._loop.create_future()
+        request_id = self._write(method, params, future)
         try:
-            self._writer.write(framing.encode({"i": request_id, "m": method, "p": params or {}}))
-            if self._writer.transport.get_write_buffer_size() > 1 << 20:
-                await self._writer.drain()
+            if not self._writable.is_set():
+                await self._writable.wait()  # the peer reads slowly: don't pile up requests in memory
             return await future
         finally:
             self._pending.pop(request_id, None)
 
-    async def _read_loop(self) -> None:
-        reason: BaseException = ConnectionLost("server closed the connection")
-        try:
-            while True:
-                message = await framing.read_frame(self._reader)
-                if message is None:
-                    break
-                future = self._pending.get(message.get("i", -1))
-                if future is None or future.done():
-                    continue
-                if "e" in message:
-                    err = message["e"]
-                    future.set_exception(RpcError(err.get("code", ErrorCode.INTERNAL), err.get("message", "")))
-                else:
-                    future.set_result(message.get("r"))
-        except (OSError, framing.FrameError) as exc:
-            reason = ConnectionLost(str(exc))
-        except asyncio.CancelledError:
-            reason = ConnectionLost("connection closed by this side")
-        finally:
-            self._closed = reason
-            for future in self._pending.values():
-                if not future.done():
-                    future.set_exception(ConnectionLost(str(reason)))
-            self._writer.close()
-
-    async def close(self) -> None:
-        self._read_task.cancel()
-        try:
-            await self._read_task
-        except (asyncio.CancelledError, Exception):
-            pass
-        try:
-            await self._writer.wait_closed()
-        except Exception:
-            pass
-
-
-# --------------------------------------------------------------------------------------------
-# Server side
-
-
-@dataclass
-class Session:
-    """One authenticated connection, as the server sees it."""
-
-    role: str = ""
-    identity: str = ""  # task id for containers, worker id for workers, "" for clients
-    principal: Any = None  # who this is and what it may reach (the server's access module fills it in)
-    info: dict[str, Any] = field(default_factory=dict)
-    peer: str = ""
-    closed: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-Handler = Callable[[Session, dict[str, Any]], Awaitable[Any]]
-
-
-class Ready:
-    """What a handler returns when it has its answer without waiting: the server sends it in the
-    same step, with no task for the request (a batch of a container's web responses, many per second)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        return self.value
-        yield  # a generator that never suspends: awaiting it gives the value
-Authenticate = Callable[[Session, dict[str, Any]], Awaitable[dict[str, Any]]]
-# Called before every handler; raises RpcError(AUTH) to refuse the request.
-Authorize = Callable[[Session, str, dict[str, Any]], None]
-
-
-class RpcServer:
-    """Accepts connections and dispatches requests to handlers by method name.
-
-    `authenticate(session, hello_params)` must fill in `session.role` (or raise `RpcError(AUTH)`).
-    `authorize(session, method, params)`, when given, is the one check before every handler (the
-    control plane's access table); without it, `handlers[method] = (handler, roles)` lists which
-    roles may call each method.
-
-    Until `hello` succeeds a connection may send one frame of at most `PRE_AUTH_FRAME_BYTES`
-    (checked from its header, before anything is read), within `hello_timeout` seconds; at most
-    `max_unauthenticated` connections may be in that state and `max_connections` open in all.
-    Connections beyond either cap are closed at once, with one log line each time a cap is hit.
-
-    Each connection is an `asyncio.Protocol` (`_Connection`): frames are parsed as their bytes
-    arrive and each request's handler task is created in the same step, without a stream-reader
-    task in between (one event-loop pass less per request, which is most of a request's cost to
-    the control plane besides the handler itself).
-    """
-
-    def __init__(
-        self,
-        authenticate: Authenticate,
-        handlers: dict[str, tuple[Handler, frozenset[str]]],
-        on_disconnect: Callable[[Session], Awaitable[None]] | None = None,
-        *,
-        authorize: Authorize | None = None,
-        hello_timeout: float = HELLO_TIMEOUT,
-        max_connections: int = MAX_CONNECTIONS,
-        max_unauthenticated: int = MAX_UNAUTHENTICATED,
-    ) -> None:
-        self._authenticate = authenticate
-        self._authorize = authorize
-        self._handlers = handlers
-        self._on_disconnect = on_disconnect
-        self._hello_timeout = hello_timeout
-        self._max_connections = max_connections
-        self._max_unauthenticated = max_unauthenticated
-        self._servers: list[asyncio.base_events.Server] = []
-        self._connections: set[_Connection] = set()
-        self._disconnects: set[asyncio.Task[None]] = set()
-        self._unauthenticated = 0
-        self._at_cap = False  # logged once per episode of refusals, not once per refused peer
-        self.refused = 0  # connections closed because a cap was reached
+    def send(self, method: str, params: dict[str, Any] | None, answer: Answer) -> None:
+        """Write a request now; `answer(result, error)` runs as soon as its answer is parsed (or
+        with `ConnectionLost` when the connection goes first). Raises `ConnectionLost` if it is down."""
+        self._write(method, params, answer)
 
     @property
-    def n_connections(self) -> int:
-        return len(self._connections)
+    def congested(self) -> bool:
+        """The peer reads slowly (over 1 MiB waits to be written): callers of `send` should hold back."""
+        return not self._writable.is_set()
 
-    def _admit(self) -> bool:
-        """Whether a new connection fits under the caps (logging when one is first hit)."""
-        if len(self._connections) >= self._max_connections:
-            reason = (f"{len(self._connections)} connections are open (the limit is {self._max_connections}; "
-                      "raise Settings.rpc_max_connections if this load is expected)")
-        elif self._unauthenticated >= self._max_unauthenticated:
-            reason = (f"{self._unauthenticated} connections have not sent hello yet (the limit is "
-                      f"{self._max_unauthenticated}; each gets {self._hello_timeout:g} s)")
-        else:
-            if self._at_cap:
-                log.warning("RPC connections are accepted again (%d refused meanwhile)", self.refused)
-            self._at_cap = False
-            return True
-        self.refused += 1
-        if not self._at_cap:
-            self._at_cap = True
-            log.warning("refusing new RPC connections: %s", reason)
-        return False
-
-    async def listen(self, address: Address) -> Address:
-        """Start listening; returns the bound address (port 0 picks a free port)."""
-        loop = asyncio.get_running_loop()
-        if address.scheme == "unix":
-            if os.path.exists(address.path):
-                os.unlink(address.path)
-            server = await loop.create_unix_server(lambda: _Connection(self), address.path)
-            os.chmod(address.path, 0o600)
-            bound = address
-        else:
-            server = await loop.create_server(lambda: _Connection(self), address.host, address.port)
-            port = server.sockets[0].getsockname()[1]
-            bound = Address("tcp", host=address.host, port=port)
-        self._servers.append(server)
-        return bound
-
-    async def close(self) -> None:
-        for server in self._servers:
-            server.close()
-        for connection in list(self._connections):
-            connection.abort()
-        await asyncio.sleep(0)  # connection_lost runs: handlers cancelled, disconnects started
-        if self._disconnects:
-            await asyncio.wait(list(self._disconnects), timeout=2)
-        for server in self._servers:
-            try:
-                await asyncio.wait_for(server.wait_closed(), 2)
-            except (asyncio.TimeoutError, Exception):
-                pass
-
-    def _disconnected(self, session: Session) -> None:
-        if self._on_disconnect is None or not session.role:
-            return
-        task = asyncio.get_running_loop().create_task(self._run_on_disconnect(session))
-        self._disconnects.add(task)
-        task.add_done_callback(self._disconnects.discard)
-
-    async def _run_on_disconnect(self, session: Session) -> None:
-        assert self._on_disconnect is not None
-        try:
-            await self._on_disconnect(session)
-        except Exception:
-            import traceback
-
-            traceback.print_exc()
-
-    def _refusal(self, session: Session, method: str, params: dict[str, Any],
-                 roles: frozenset[str]) -> dict[str, str] | None:
-        """The error answer if `session` may not make this request, else None."""
-        if self._authorize is None:
-            if session.role in roles:
-                return None
-            return {"code": ErrorCode.AUTH, "message": f"role {session.role!r} may not call {method!r}"}
-        try:
-            self._authorize(session, method, params)
-        except RpcError as exc:
-            return {"code": exc.code, "message": exc.message}
-        except Exception as exc:  # a rule's bug refuses the request; it must not take the connection down
-            log.exception("authorizing %s failed", method)
-            return {"code": ErrorCode.INTERNAL, "message": f"authorizing {method!r}: {type(exc).__name__}: {exc}"}
-        return None
-
-
-def _error(request_id: Any, code: str, message: str) -> dict[str, Any]:
-    return {"i": request_id, "e": {"code": code, "message": message}}
-
-
-class _Connection(asyncio.Protocol):
-    """One peer's connection, as the server sees it: bytes in, frames parsed, handlers started."""
-
-    def __init__(self, server: RpcServer) -> None:
-        self._server = server
-        self._loop = asyncio.get_running_loop()
-        self._transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
-        self.session = Session()
-        self._inflight: set[asyncio.Task[None]] = set()
-        self._hello_timer: asyncio.TimerHandle | None = None
-        self._admitted = False
-        self._unauthenticated = False  # counted in the server's pre-hello connections
-        self._authenticating = False  # a hello is being checked: later frames wait for it
-        self._closed = False
-        self._writable = asyncio.Event()
-        self._writable.set()
-        self._outgoing: list[bytes] | None = None  # answers of this loop turn, written together
-
-    # -- transport callbacks ------------------------------------------------------------------
+    # -- transport callbacks ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        server = self._server
-        if not server._admit():
-            self._closed = True
-            transport.abort()
-            return
-        self._admitted = True
-        server._connections.add(self)
-        server._unauthenticated += 1
-        self._unauthenticated = True
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.session.peer = str(transport.get_extra_info("peername") or "unix")
-        self._hello_timer = self._loop.call_later(server._hello_timeout, self._hello_expired)
-
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        self._process()
+        transport.set_write_buffer_limits(high=1 << 20)
 
     def pause_writing(self) -> None:
         self._writable.clear()
@@ -409,188 +188,85 @@ class _Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._writable.set()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self._admitted:
-            return
-        self._admitted = False
-        self._closed = True
-        server = self._server
-        if self._hello_timer is not None:
-            self._hello_timer.cancel()
-        if self._unauthenticated:
-            self._unauthenticated = False
-            server._unauthenticated -= 1
-        self.session.closed.set()
-        self._writable.set()
-        for task in list(self._inflight):
-            task.cancel()
-        server._connections.discard(self)
-        server._disconnected(self.session)
-
-    def abort(self) -> None:
-        if self._transport is not None:
-            self._transport.abort()
-
-    # -- frames ---------------------------------------------------------------------------------
-
-    def _process(self) -> None:
-        """Handle every whole frame in the buffer (until a hello is being checked)."""
+    def data_received(self, data: bytes) -> None:
         buffer = self._buffer
+        buffer += data
         header = framing._HEADER.size
         pos = 0
         try:
-            while not self._closed and not self._authenticating and len(buffer) - pos >= header:
+            while len(buffer) - pos >= header:
                 (length,) = framing._HEADER.unpack_from(buffer, pos)
-                limit = framing.MAX_FRAME_BYTES if self.session.role else PRE_AUTH_FRAME_BYTES
-                if length > limit:
-                    self._send(_error(None, ErrorCode.INVALID, f"malformed request: peer announced a {length}-byte "
-                                                               f"frame; the limit is {limit}"))
-                    self._close()
-                    return
+                if length > framing.MAX_FRAME_BYTES:
+                    raise framing.FrameError(f"peer announced a {length}-byte frame; "
+                                             f"the limit is {framing.MAX_FRAME_BYTES}")
                 end = pos + header + length
                 if len(buffer) < end:
-                    return
-                body = bytes(buffer[pos + header:end])
+                    break
+                message = framing.decode(bytes(buffer[pos + header:end]))
                 pos = end
-                try:
-                    message = framing.decode(body)
-                except framing.FrameError as exc:
-                    self._send(_error(None, ErrorCode.INVALID, f"malformed request: {exc}"))
-                    self._close()
-                    return
-                self._request(message)
+                self._answer(message)
+        except framing.FrameError as exc:
+            self._fail(ConnectionLost(str(exc)))
         finally:
             if pos:
                 del buffer[:pos]
 
-    def _request(self, message: dict[str, Any]) -> None:
-        request_id = message.get("i")
-        method = message.get("m")
-        params = message.get("p", {})
-        if not isinstance(method, str) or not isinstance(params, dict):
-            self._send(_error(request_id, ErrorCode.INVALID,
-                              "malformed request: needs a method name and a params map"))
+    def _answer(self, message: dict[str, Any]) -> None:
+        pending = self._pending.pop(message.get("i", -1), None)
+        if pending is None:
             return
-        session = self.session
-        if not session.role:
-            if method != "hello":
-                self._send(_error(request_id, ErrorCode.AUTH, "the first request must be 'hello' with a token"))
-                self._close()
+        error: BaseException | None = None
+        if "e" in message:
+            err = message["e"]
+            error = RpcError(err.get("code", ErrorCode.INTERNAL), err.get("message", ""))
+        if isinstance(pending, asyncio.Future):
+            if pending.done():
                 return
-            self._authenticating = True
-            if self._transport is not None:
-                self._transport.pause_reading()
-            self._spawn(self._hello(request_id, params))
-            return
-        entry = self._server._handlers.get(method)
-        if entry is None:
-            self._send(_error(request_id, ErrorCode.INVALID, f"unknown method {method!r}"))
-            return
-        handler, roles = entry
-        refusal = self._server._refusal(session, method, params, roles)
-        if refusal is not None:
-            self._send({"i": request_id, "e": refusal})
+            if error is not None:
+                pending.set_exception(error)
+            else:
+                pending.set_result(message.get("r"))
             return
         try:
-            answer = handler(session, params)
-        except Exception as exc:  # a plain handler's (or a bad call's) error, answered as _run does
-            self._send_error(request_id, exc)
-            return
-        if isinstance(answer, Ready):
-            self._send({"i": request_id, "r": answer.value})
-            return
-        self._spawn(self._run(request_id, answer))
+            pending(message.get("r"), error)
+        except Exception:  # a callback's bug must not take the connection down
+            log.exception("handling the answer to an RPC failed")
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = self._loop.create_task(coro)
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+    def eof_received(self) -> bool | None:
+        return None  # close the transport: connection_lost follows
 
-    async def _hello(self, request_id: Any, params: dict[str, Any]) -> None:
-        try:
-            result = await self._server._authenticate(self.session, params)
-        except RpcError as exc:
-            self._send(_error(request_id, exc.code, exc.message))
-            self._close()
-            return
-        except Exception:
-            log.exception("authenticating a peer failed")
-            self._close()
-            return
-        if self._closed:
-            return
-        if self._hello_timer is not None:
-            self._hello_timer.cancel()
-            self._hello_timer = None
-        if self._unauthenticated:
-            self._unauthenticated = False
-            self._server._unauthenticated -= 1
-        self._send({"i": request_id, "r": result})
-        self._authenticating = False
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.resume_reading()
-        self._process()  # requests that arrived behind the hello
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._closed is None:
+            self._closed = ConnectionLost(str(exc) if exc is not None else "server closed the connection")
+        self._writable.set()
+        pending, self._pending = self._pending, {}
+        for entry in pending.values():
+            if isinstance(entry, asyncio.Future):
+                if not entry.done():
+                    entry.set_exception(ConnectionLost(str(self._closed)))
+            else:
+                try:
+                    entry(None, ConnectionLost(str(self._closed)))
+                except Exception:
+                    log.exception("handling a lost RPC failed")
+        if not self._lost.done():
+            self._lost.set_result(None)
 
-    def _hello_expired(self) -> None:
-        self._hello_timer = None
-        if self.session.role or self._authenticating or self._closed:
-            return
-        self._send(_error(None, ErrorCode.AUTH, f"no hello within {self._server._hello_timeout:g} s; closing"))
-        self._close()
+    def _fail(self, reason: BaseException) -> None:
+        if self._closed is None:
+            self._closed = reason
+        if self._transport is not None:
+            self._transport.abort()
 
-    async def _run(self, request_id: Any, answer: Awaitable[Any]) -> None:
-        try:
-            result = await answer
-            self._send({"i": request_id, "r": result})
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._send_error(request_id, exc)
-        transport = self._transport
-        if transport is not None and transport.get_write_buffer_size() > 1 << 20:
-            await self._writable.wait()  # a slow reader: don't pile up its answers in memory
-
-    def _send_error(self, request_id: Any, exc: Exception) -> None:
-        if isinstance(exc, RpcError):
-            self._send(_error(request_id, exc.code, exc.message))
-        elif isinstance(exc, TypeError):
-            self._send(_error(request_id, ErrorCode.INVALID, f"bad parameters: {exc}"))
-        else:  # a handler bug must not take the connection down
-            import traceback
-
-            traceback.print_exception(exc)
-            self._send(_error(request_id, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"))
-
-    # -- output ---------------------------------------------------------------------------------
-
-    def _send(self, message: dict[str, Any]) -> None:
-        transport = self._transport
-        if transport is None or transport.is_closing():
-            return
-        try:
-            data = framing.encode(message)
-        except framing.FrameError as exc:
-            data = framing.encode(_error(message.get("i"), ErrorCode.INTERNAL, str(exc)))
-        # The answers a connection gets in one turn of the loop (a container's web responses,
-        # outputs and next inputs) go out in one write: a send syscall per answer was a tenth of
-        # the control plane's time under web load.
-        if self._outgoing is None:
-            self._outgoing = [data]
-            self._loop.call_soon(self._flush)
-        else:
-            self._outgoing.append(data)
-
-    def _flush(self) -> None:
-        outgoing, self._outgoing = self._outgoing, None
-        transport = self._transport
-        if outgoing and transport is not None and not transport.is_closing():
-            transport.write(outgoing[0] if len(outgoing) == 1 else b"".join(outgoing))
-
-    def _close(self) -> None:
-        self._flush()
-        self._closed = True
-        if self._transport is not None and not self._transport.is_closing():
+    async def close(self) -> None:
+        if self._closed is None:
+            self._closed = ConnectionLost("connection closed by this side")
+        if self._transport is not None:
             self._transport.close()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._lost), 5)
+            except (asyncio.TimeoutError, Exception):
+                pass
 
 
 # --------------------------------------------------------------------------------------------
@@ -664,6 +340,14 @@ class BlockingRpcClient:
         body = bytes(self._buffer[header:header + length])
         del self._buffer[:header + length]
         return framing.decode(body)
+
+    def shutdown(self) -> None:
+        """From another thread: end a call blocked on this connection (it raises ConnectionLost)."""
+        self.closed = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def close(self) -> None:
         self.closed = True

@@ -52,6 +52,11 @@ class ReconnectingClient:
     def connected(self) -> bool:
         return self._client is not None and not self._client.closed
 
+    def current(self) -> RpcClient | None:
+        """The connection if it is up now (for `RpcClient.send`), else None."""
+        client = self._client
+        return client if client is not None and not client.closed else None
+
     async def connect(self) -> RpcClient:
         """The current connection, (re)connecting first if there is none."""
         client = self._client

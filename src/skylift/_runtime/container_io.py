@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .._protocol.rpc import ConnectionLost
+
 # One put_outputs carries at most this many outputs or (about) this many payload bytes, so a
-# burst of large results never builds a frame near the framing limit.
-MAX_OUTPUTS_PER_BATCH = 100
+# burst of large results never builds a frame near the framing limit. (The count matches the
+# deepest prefetch: a burst of quick inputs goes back in one message.)
+MAX_OUTPUTS_PER_BATCH = 1000
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 
 
@@ -45,46 +50,107 @@ class OutputSender:
 
     With a `poller`, each send asks it for the container's next poll to carry (`next`), and hands
     it the answer; the sender stays the only writer of outputs either way.
+
+    When the connection is up, a send is written at once (`RpcClient.send`) and its answer is
+    handled as soon as it is parsed: no task and no loop pass on either side of the call. A direct
+    send cut by a lost connection goes again through the reconnecting client (outputs are
+    idempotent), as does every send while the connection is down.
     """
 
     def __init__(self, rpc: Caller, poller: Poller | None = None) -> None:
         self._rpc = rpc
         self._poller = poller
         self._queue: list[dict[str, Any]] = []
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # a send going through the reconnecting client
+        self._busy = False  # a send is in flight (written directly, or as `_task`)
+        self._send_id = 0  # which send an answer belongs to (an abandoned send's answer is ignored)
+        self._held = 0  # inside `holding()`: outputs queue up and go in one send at its end
+        self._idle: asyncio.Event | None = None
         self.sent = 0
         self.polling = False  # the send in flight carries a poll
 
     def put(self, output: dict[str, Any]) -> None:
         self._queue.append(output)
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._drain())
+        if not self._busy and not self._held:
+            self._next()
 
-    async def _drain(self) -> None:
-        while self._queue:
-            batch: list[dict[str, Any]] = []
-            size = 0
-            while self._queue and len(batch) < MAX_OUTPUTS_PER_BATCH:
-                item_size = _size(self._queue[0])
-                if batch and size + item_size > MAX_BATCH_BYTES:
-                    break
-                batch.append(self._queue.pop(0))
-                size += item_size
-            params: dict[str, Any] = {"outputs": batch}
-            poll = self._poller.next_poll() if self._poller is not None else None
-            if poll is not None:
-                params["next"] = poll
-            answer: Any = None
+    @contextmanager
+    def holding(self) -> Iterator[None]:
+        """Outputs put inside go together in one send (a burst handed over by worker threads)."""
+        self._held += 1
+        try:
+            yield
+        finally:
+            self._held -= 1
+            if not self._held and not self._busy:
+                self._next()
+
+    def _batch(self) -> list[dict[str, Any]]:
+        batch: list[dict[str, Any]] = []
+        size = 0
+        queue = self._queue
+        while queue and len(batch) < MAX_OUTPUTS_PER_BATCH:
+            item_size = _size(queue[0])
+            if batch and size + item_size > MAX_BATCH_BYTES:
+                break
+            batch.append(queue.pop(0))
+            size += item_size
+        return batch
+
+    def _next(self) -> None:
+        """Send what is queued (the wire is free)."""
+        if not self._queue:
+            if self._idle is not None:
+                self._idle.set()
+            return
+        batch = self._batch()
+        params: dict[str, Any] = {"outputs": batch}
+        poll = self._poller.next_poll() if self._poller is not None else None
+        if poll is not None:
+            params["next"] = poll
+        self._busy = True
+        self.polling = poll is not None
+        self._send_id += 1
+        send = _Send(self._send_id, len(batch), poll, params)
+        # Only a connection that is itself a ReconnectingClient-like caller: a wrapper that
+        # delegates attributes (web.OrderedCaller writes the web responses first) must see
+        # every put_outputs through its `call`.
+        current = getattr(type(self._rpc), "current", None)
+        client = current(self._rpc) if current is not None else None
+        if client is not None and not client.congested:
             try:
-                self.polling = poll is not None
-                answer = await self._rpc.call("container.put_outputs", params)
-                self.sent += len(batch)
-            except Exception as exc:  # the control plane refused them: nothing better to do than say so
-                _log(f"could not deliver {len(batch)} output(s): {exc!r}")
-            finally:
-                self.polling = False
-                if poll is not None and self._poller is not None:
-                    self._poller.polled(answer)
+                client.send("container.put_outputs", params,
+                            lambda result, error: self._answered(send, result, error, direct=True))
+                return
+            except ConnectionLost:
+                pass
+        self._task = asyncio.get_running_loop().create_task(self._resend(send))
+
+    async def _resend(self, send: _Send) -> None:
+        try:
+            result = await self._rpc.call("container.put_outputs", send.params)
+        except Exception as exc:
+            self._answered(send, None, exc, direct=False)
+            return
+        self._answered(send, result, None, direct=False)
+
+    def _answered(self, send: _Send, result: Any, error: BaseException | None, *, direct: bool) -> None:
+        if send.send_id != self._send_id or not self._busy:
+            return  # the answer to an abandoned send
+        if direct and isinstance(error, ConnectionLost):
+            # Cut before its answer: send it again through the reconnecting client.
+            self._task = asyncio.get_running_loop().create_task(self._resend(send))
+            return
+        self._busy = False
+        self.polling = False
+        if error is None:
+            self.sent += send.n
+        else:  # the control plane refused them: nothing better to do than say so
+            _log(f"could not deliver {send.n} output(s): {error!r}")
+        if send.poll is not None and self._poller is not None:
+            self._poller.polled(result if error is None else None)
+        if not self._busy and not self._held:
+            self._next()
 
     def abandon_poll(self) -> bool:
         """Stop waiting for the answer of a send that carries a long-poll (its outputs went out).
@@ -92,21 +158,33 @@ class OutputSender:
         Used when the container stops: the control plane has settled the outputs already, and
         whatever it leases on the poll comes back to the queue when this container exits.
         """
-        if self.polling and self._task is not None and not self._task.done():
+        if not (self.polling and self._busy):
+            return False
+        if self._task is not None and not self._task.done():
             self._task.cancel()
-            if self._queue:  # (none is expected: a long-poll rides only when nothing else runs)
-                self._task = asyncio.get_running_loop().create_task(self._drain())
-            return True
-        return False
+        self._send_id += 1  # the abandoned send's answer, if it comes, is ignored
+        self._busy = False
+        self.polling = False
+        if self._poller is not None:
+            self._poller.polled(None)
+        if not self._busy and not self._held:
+            self._next()  # (nothing is expected: a long-poll rides only when nothing else runs)
+        return True
 
     async def flush(self) -> None:
-        while self._task is not None and not self._task.done():
-            task = self._task
-            try:
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                if not task.cancelled():
-                    raise  # flush itself was cancelled, not an abandoned poll
+        """Wait until every queued output is sent and answered."""
+        while self._busy or self._queue:
+            if self._idle is None or self._idle.is_set():
+                self._idle = asyncio.Event()
+            await self._idle.wait()
+
+
+@dataclass(frozen=True, slots=True)
+class _Send:
+    send_id: int
+    n: int
+    poll: dict[str, Any] | None
+    params: dict[str, Any]
 
 
 class GenStream:

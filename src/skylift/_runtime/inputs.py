@@ -26,6 +26,7 @@ from .._protocol import api
 from .._serialization import deserialize, failure_output, serialize, success_output
 from ..exception import InputCancellation, InvalidError
 from .container_io import Caller, GenStream, OutputSender
+from .direct import DirectLink
 from .disk_full import annotate
 from .user_code import Service, Target
 
@@ -36,8 +37,10 @@ POLL_SECONDS = api.MAX_POLL_SECONDS - 5
 # that an idle container could run now.
 # The quicker the inputs, the deeper the prefetch: for a no-op function the round trip and the
 # per-input overhead dominate, so leasing many at once is what gets .map to tens of thousands of
-# inputs a second; each step keeps the prefetched work to at most ~50 ms.
-PREFETCH_BY_SPEED = ((0.0005, 64), (0.002, 16), (0.05, 4))
+# inputs a second; each step keeps the prefetched work to at most ~50 ms. Below 100 µs an input
+# the per-round-trip cost (a socket write wakes a process: tens of µs on a small VM, on each side)
+# is the cost, so a round trip carries up to 256 (25 ms of work at most).
+PREFETCH_BY_SPEED = ((0.0001, 256), (0.0005, 64), (0.002, 16), (0.05, 4))
 FAST_INPUT_SECONDS = 0.05
 CANCEL_GRACE_SECONDS = 1.0
 
@@ -51,7 +54,7 @@ class Input:
     """One leased input and its progress."""
 
     __slots__ = ("args", "attempt", "call_id", "cancelled", "done", "injected", "input_id", "job_size",
-                 "method", "started", "stream", "task", "thread_ident")
+                 "method", "ran", "started", "stream", "task", "thread_ident")
 
     def __init__(self, raw: dict[str, Any]) -> None:
         self.input_id: str = raw["input_id"]
@@ -63,6 +66,7 @@ class Input:
         self.thread_ident: int | None = None
         self.stream: GenStream | None = None
         self.started = 0.0
+        self.ran = 0.0  # how long a sync input ran, measured in its thread
         self.job_size = 1
         self.cancelled = False
         self.injected = False
@@ -149,6 +153,11 @@ class SyncPool:
         self._queued = 0  # jobs no thread has taken yet
         self._lock = threading.Lock()
 
+    @property
+    def idle(self) -> bool:
+        """No job waits for a thread (the caller's thread is the only one busy)."""
+        return self._queued == 0
+
     def submit(self, target: Target, batch: list[Input]) -> None:
         self.submit_run([(target, batch)])
 
@@ -210,6 +219,15 @@ class InputLoop:
         self._accepted = 0
         self._polling = False  # a get_inputs, or a put_outputs carrying the next poll, is in flight
         self._finished: list[tuple[list[Input], list[dict[str, Any]]]] = []  # from worker threads
+        # A single-slot container of sync functions sends a lone input's output from the worker
+        # thread, and runs the next input there (direct.py); web containers and tests' fakes don't.
+        url, hello = getattr(rpc, "url", None), getattr(rpc, "hello_params", None)
+        direct = (self.max_inputs == 1 and self.batch_size == 1 and not self.single_use
+                  and not _serves_web(definition) and isinstance(url, str) and isinstance(hello, dict))
+        self._direct = DirectLink(url, hello, POLL_SECONDS) if direct else None  # type: ignore[arg-type]
+        self._unreleased = 0  # inputs the worker thread finished that the loop hasn't released yet
+        self._handed = 0  # inputs the worker thread handed to the loop that it hasn't accepted yet
+        self._stop_requested = False  # `request_stop` from another thread (the loop stops soon)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -231,7 +249,16 @@ class InputLoop:
             fatal.cancel()
         finally:
             heartbeat.cancel()
+            if self._direct is not None:
+                self._direct.interrupt()
         await self.sender.flush()
+
+    def request_stop(self) -> None:
+        """`stop`, from any thread (`modal.experimental.stop_fetching_inputs` in the user's code):
+        the worker thread's direct link takes no input from here on either."""
+        with self._lock:
+            self._stop_requested = True
+        self.loop.call_soon_threadsafe(self.stop)
 
     def stop(self) -> None:
         """Lease no more inputs; `run` returns once those held are done."""
@@ -242,6 +269,8 @@ class InputLoop:
             self._fetch_task.cancel()
         if getattr(self.rpc, "connected", True):  # else the outputs may not have gone out yet
             self.sender.abandon_poll()
+        if self._direct is not None:
+            self._direct.interrupt()  # a direct long-poll ends; its output goes the loop's way
         self._room.set()
 
     def _capacity(self) -> int:
@@ -260,16 +289,21 @@ class InputLoop:
     async def _fetch_loop(self) -> None:
         while not self.stopping:
             room = self._capacity() - len(self.held)
-            if room <= 0 or self._polling or self._rides():
+            with self._lock:  # the worker thread may claim the poll too (`_direct_step`)
+                wait = room <= 0 or self._polling or self._rides()
+                self._polling = True if not wait else self._polling
+            if wait:
                 self._room.clear()
                 await self._room.wait()
                 continue
-            self._polling = True
             try:
                 response = await self.rpc.call("container.get_inputs", {"max": room, "timeout": POLL_SECONDS})
-            finally:
+            except BaseException:
                 self._polling = False
-            if self._take(response):
+                raise
+            stop = self._take(response)
+            self._polling = False  # after its inputs are held and queued (the worker thread looks)
+            if stop:
                 self.stopping = True
 
     def _take(self, response: dict[str, Any]) -> bool:
@@ -285,16 +319,21 @@ class InputLoop:
         room = self._capacity() - len(self.held)
         if room <= 0:
             return None
-        self._polling = True
+        with self._lock:
+            if self._polling:
+                return None
+            self._polling = True
         # Nothing left to run here: wait for the next input as get_inputs would. Otherwise take
         # only what is queued now, so the outputs' acknowledgement isn't held back.
         return {"max": room, "timeout": 0 if self.held else POLL_SECONDS}
 
     def polled(self, answer: Any) -> None:
-        self._polling = False
         # A container told to stop (or stopping on SIGTERM) takes no new input: what was leased
         # on this answer is requeued when it exits.
-        if isinstance(answer, dict) and "inputs" in answer and not self.stopping and self._take(answer):
+        stop = isinstance(answer, dict) and "inputs" in answer and not self.stopping and self._take(answer)
+        # Cleared once its inputs are held and queued: the worker thread's direct poll looks at both.
+        self._polling = False
+        if stop:
             self.stop()
         # Wake the fetch loop only if it may poll now: with every slot busy it would only wait again,
         # and that loop pass would come before the worker thread gets the GIL to run the new input.
@@ -399,14 +438,19 @@ class InputLoop:
                 stream.add(serialize(item, what="generator item"))
 
     def _run_sync(self, target: Target, batch: list[Input]) -> None:
-        """Runs in a worker thread."""
+        """Runs in a worker thread: the job, then any the direct link hands this thread."""
+        job: Job | None = (target, batch)
+        while job is not None:
+            job = self._run_job(*job)
+
+    def _run_job(self, target: Target, batch: list[Input]) -> Job | None:
         with self._lock:
             batch = [inp for inp in batch if not inp.cancelled and not inp.done]
             ident = threading.get_ident()
             for inp in batch:
                 inp.thread_ident = ident
         if not batch:
-            return
+            return None
         first = batch[0]
         first.started = time.monotonic()
         current_input_id_var.set(first.input_id)
@@ -414,6 +458,7 @@ class InputLoop:
         outputs: list[dict[str, Any]]
         try:
             outputs = self._call_sync(target, batch)
+            first.ran = time.monotonic() - first.started
         except BaseException as exc:  # a cancellation that landed in this function's own code
             outputs = [_failure(exc) for _ in batch]
         finally:
@@ -425,7 +470,87 @@ class InputLoop:
                     break
                 except InputCancellation:
                     continue  # delivered just before _detach cleared it; it was for this input
+        if target.is_generator:
+            # In order behind its stream and items (call_soon_threadsafe keeps order), never in a
+            # burst whose wake-up was scheduled before them.
+            self.loop.call_soon_threadsafe(self._complete_all, batch, outputs)
+            return None
+        if self._direct is not None and len(batch) == 1:
+            return self._direct_step(batch[0], outputs[0])
         self._post(batch, outputs)
+        return None
+
+    def _direct_step(self, inp: Input, output: dict[str, Any]) -> Job | None:
+        """Worker thread: if `inp` is all this container holds, send its output with the next poll
+        over the direct link and return the next input's job to run here (see direct.py)."""
+        link = self._direct
+        assert link is not None
+        with self._lock:
+            held = len(self.held) - self._unreleased  # (the loop may not have released the last one yet)
+            # Only when nothing else is here or on its way (a long-poll would hold the only thread).
+            claim = (not link.closed and not self.stopping and not self._stop_requested and not self._polling
+                     and not inp.cancelled and not inp.done and held == 1 and not self._handed
+                     and self._pool is not None and self._pool.idle)
+            if claim:
+                self._polling = True
+        if not claim:
+            self._post([inp], [output])
+            return None
+        output["input_id"] = inp.input_id
+        output["attempt"] = inp.attempt
+        room = max(1, self._capacity() - held + 1)  # `inp` is about to leave
+        try:
+            answer = link.call("container.put_outputs", {"outputs": [output],
+                                                         "next": {"max": room, "timeout": POLL_SECONDS}})
+        except Exception:
+            with self._lock:
+                self._polling = False
+            self._post([inp], [output])  # the loop's sender re-sends it (idempotent) and polls
+            return None
+        raws = answer.get("inputs") or [] if isinstance(answer, dict) else []
+        job: Job | None = None
+        with self._lock:
+            self._polling = False
+            mine = not inp.done  # (else a cancellation completed it meanwhile)
+            inp.done = True
+            try:
+                if raws and not (self.stopping or self._stop_requested) and raws[0]["input_id"] not in self.held:
+                    # The first input runs here; a burst's others go to the loop (and this thread
+                    # takes them from its queue next, the loop's way, as a burst should go).
+                    nxt = Input(raws[0])
+                    target = self.service.target(nxt.method) if _known(self.service, nxt.method) else None
+                    if target is not None and not (target.is_async or target.is_generator or target.batch):
+                        self.held[nxt.input_id] = nxt  # before `inp` is released: held never looks empty
+                        self._accepted += 1
+                        job = (target, [nxt])
+                        raws = raws[1:]
+            except Exception:  # a malformed answer: the loop's `_accept` takes (and reports) it
+                job = None
+            if mine:
+                self._unreleased += 1
+            self._handed += len(raws)
+        stop = isinstance(answer, dict) and bool(answer.get("stop"))
+        self.loop.call_soon_threadsafe(self._directly_done, inp if mine else None, raws, stop)
+        return job
+
+    def _directly_done(self, inp: Input | None, raws: list[dict[str, Any]], stop: bool) -> None:
+        """Loop: the bookkeeping of an output the worker thread sent itself, and what it left."""
+        if inp is not None:
+            if inp.ran:
+                self._ewma = inp.ran if self._ewma is None else 0.8 * self._ewma + 0.2 * inp.ran
+            with self._lock:
+                self._release(inp)
+                self._unreleased -= 1
+        try:
+            if raws and not self.stopping:
+                self._accept(raws)
+        finally:
+            with self._lock:
+                self._handed -= len(raws)
+        if stop:
+            self.stop()
+        elif not self._rides():
+            self._room.set()
 
     def _call_sync(self, target: Target, batch: list[Input]) -> list[dict[str, Any]]:
         try:
@@ -469,12 +594,17 @@ class InputLoop:
                 return  # the loop is already due to take them
         self.loop.call_soon_threadsafe(self._complete_finished)
 
+    def _complete_all(self, batch: list[Input], outputs: list[dict[str, Any]]) -> None:
+        for inp, output in zip(batch, outputs, strict=True):
+            self._complete(inp, output)
+
     def _complete_finished(self) -> None:
         with self._lock:
             finished, self._finished = self._finished, []
-        for batch, outputs in finished:
-            for inp, output in zip(batch, outputs, strict=True):
-                self._complete(inp, output)
+        with self.sender.holding():  # one put_outputs for the burst
+            for batch, outputs in finished:
+                for inp, output in zip(batch, outputs, strict=True):
+                    self._complete(inp, output)
 
     def _complete(self, inp: Input, output: dict[str, Any]) -> None:
         if inp.done:
@@ -485,7 +615,9 @@ class InputLoop:
         output["input_id"] = inp.input_id
         output["attempt"] = inp.attempt
         if inp.started and inp.job_size == 1:
-            took = time.monotonic() - inp.started
+            # A sync input's own run time: measured here it would include its wait for this loop
+            # (behind the rest of its burst), and a no-op would look slow enough to prefetch less.
+            took = inp.ran or time.monotonic() - inp.started
             self._ewma = took if self._ewma is None else 0.8 * self._ewma + 0.2 * took
         if inp.stream is not None:
             task = self.loop.create_task(self._after_stream(inp, inp.stream, output))
@@ -539,6 +671,20 @@ class InputLoop:
         self.exit_code = 1
         self.stopping = True
         self._fatal.set()
+
+
+def _known(service: Service, method: str | None) -> bool:
+    try:
+        service.target(method)
+    except Exception:
+        return False  # the loop's `_accept` reports it
+    return True
+
+
+def _serves_web(definition: dict[str, Any]) -> bool:
+    methods = definition.get("methods") or {}
+    return bool(definition.get("web")) or (isinstance(methods, dict) and any(
+        isinstance(m, dict) and m.get("web") for m in methods.values()))
 
 
 async def _await(awaitable: Any) -> Any:

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from .._protocol import api
-from .._protocol.rpc import ErrorCode, Handler, RpcError, Session
+from .._protocol.rpc import ErrorCode, RpcError
+from .._protocol.rpc_server import Handler, Session
 from .access import ADMIN as ADMIN_KIND
 from .access import CONTAINER, WORKER, Principal
 from .execution.tasks import Tasks

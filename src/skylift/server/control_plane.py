@@ -25,7 +25,8 @@ from typing import Any
 
 from .. import _private_home
 from .._protocol import api
-from .._protocol.rpc import Address, RpcServer, Session
+from .._protocol.rpc import Address
+from .._protocol.rpc_server import RpcServer, Session
 from .access import WORKER, Principal, authorize
 from .access_facts import PlatformFacts
 from .api.app_api import AppApi

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from .._protocol import ids
-from .._protocol.rpc import Session
+from .._protocol.rpc_server import Session
 from ..schedule import next_fire_time
 from .auth import Routes
 from .execution.calls import Call

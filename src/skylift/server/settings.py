@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .._protocol import api, rpc
+from .._protocol import api, rpc_server
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,6 @@ class Settings:
     finished_call_memory: float = 120.0
     # RPC connections before and after hello (docs/security.md): a peer gets this long to say hello;
     # at most this many may be waiting for theirs, and this many may be open in all.
-    hello_timeout: float = rpc.HELLO_TIMEOUT
-    rpc_max_unauthenticated: int = rpc.MAX_UNAUTHENTICATED
-    rpc_max_connections: int = rpc.MAX_CONNECTIONS
+    hello_timeout: float = rpc_server.HELLO_TIMEOUT
+    rpc_max_unauthenticated: int = rpc_server.MAX_UNAUTHENTICATED
+    rpc_max_connections: int = rpc_server.MAX_CONNECTIONS

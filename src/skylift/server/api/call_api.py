@@ -20,7 +20,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..._protocol import api, ids
-from ..._protocol.rpc import ErrorCode, RpcError, Session
+from ..._protocol.rpc import ErrorCode, RpcError
+from ..._protocol.rpc_server import Session, eager
 from ..auth import Routes
 from ..execution.calls import INVOCATIONS, KINDS, Call
 from ..execution.catalog import AppState, FunctionEntry
@@ -199,6 +200,7 @@ class CallApi:
             input_ids = await self.cp.db.run(store.input_ids, call_id, 0, n_inputs)
         return {"call_id": call_id, "input_ids": input_ids}
 
+    @eager  # hot: started in data_received (rpc_server.eager)
     async def run(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
         p = Params("call.run", raw)
         function_id = p.text("function_id")
@@ -243,6 +245,7 @@ class CallApi:
             entry.output, entry.call = call.final_output, None
         return {"call_id": call.call_id, "output": call.final_output}
 
+    @eager  # hot: started in data_received (rpc_server.eager)
     async def put_inputs(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
         p = Params("call.put_inputs", raw)
         call = self._call(p.text("call_id"))
@@ -337,6 +340,7 @@ class CallApi:
 
     # ---- collecting ---------------------------------------------------------------------------
 
+    @eager  # hot: started in data_received (rpc_server.eager)
     async def get_outputs(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
         p = Params("call.get_outputs", raw)
         call_id = p.text("call_id")

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from ..._protocol.rpc import ErrorCode, RpcError, Session
+from ..._protocol.rpc import ErrorCode, RpcError
+from ..._protocol.rpc_server import Session, eager
 from ..auth import Routes
 from ..execution.dispatch import STATUSES
 from ..execution.queues import Input, InputState
@@ -96,6 +97,7 @@ class ContainerApi:
         self.cp.dispatcher.init_failed(self._task(session), error or "the container failed to start", traceback)
         return {}
 
+    @eager  # hot: started in data_received (rpc_server.eager)
     async def get_inputs(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
         p = Params("container.get_inputs", raw)
         max_inputs = min(p.integer("max", 1, minimum=1), MAX_BATCH)
@@ -134,6 +136,7 @@ class ContainerApi:
             handle.cancel()
             pool.unpark(future)
 
+    @eager  # hot: started in data_received (rpc_server.eager)
     async def put_outputs(self, session: Session, raw: dict[str, Any]) -> dict[str, Any]:
         p = Params("container.put_outputs", raw)
         outputs = p.items("outputs")

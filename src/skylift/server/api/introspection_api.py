@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..._protocol.rpc import Session
+from ..._protocol.rpc_server import Session
 from ..auth import Routes
 from ..params import Params, invalid
 

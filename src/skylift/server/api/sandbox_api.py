@@ -22,7 +22,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..._protocol import ids
-from ..._protocol.rpc import ErrorCode, RpcError, Session
+from ..._protocol.rpc import ErrorCode, RpcError
+from ..._protocol.rpc_server import Session
 from ..auth import Routes
 from ..execution.catalog import AppEntry, FunctionEntry, validate_definition
 from ..execution.images import FAILED

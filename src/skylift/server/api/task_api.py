@@ -16,7 +16,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from ..._protocol import ids
-from ..._protocol.rpc import Session
+from ..._protocol.rpc_server import Session
 from ..auth import Routes
 from ..execution.tasks import Task
 from ..longpoll import Deadline

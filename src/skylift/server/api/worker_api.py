@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ..._protocol.rpc import ErrorCode, RpcError, Session
+from ..._protocol.rpc import ErrorCode, RpcError
+from ..._protocol.rpc_server import Session
 from ..auth import Routes
 from ..execution.tasks import TaskState
 from ..execution.workers import Worker

@@ -43,7 +43,18 @@ STATUSES = frozenset({api.STATUS_SUCCESS, api.STATUS_FAILURE, api.STATUS_TIMEOUT
 SystemLog = Callable[[str, str, str, str], None]  # (app_id, task_id, function_tag, text)
 
 
+_OWN_FIELDS = frozenset(OUTPUT_FIELDS) | {"input_id", "attempt"}
+
+
 def make_output(inp: Input, fields: dict[str, Any]) -> dict[str, Any]:
+    """The output a caller gets, from a container's (or the platform's) `fields`, which it takes
+    over: a `.map` settles one per input, so the common case (nothing unknown, nothing None)
+    reuses the dict instead of copying it."""
+    if fields.keys() <= _OWN_FIELDS and None not in fields.values():
+        fields.pop("attempt", None)
+        fields["index"] = inp.index
+        fields["input_id"] = inp.input_id
+        return fields
     output = {"index": inp.index, "input_id": inp.input_id}
     for name in OUTPUT_FIELDS:
         value = fields.get(name)
@@ -149,7 +160,7 @@ class Dispatcher:
         requeue: list[Input] = []
         for fields in outputs:
             inp = self.calls.inputs.get(fields["input_id"])
-            if (inp is None or fields["attempt"] != inp.attempt or inp.state is InputState.DONE
+            if (inp is None or fields.get("attempt") != inp.attempt or inp.state is InputState.DONE
                     or inp.state is InputState.RETRY_WAIT):
                 continue  # a duplicate, or an attempt already decided: never changes a result
             status = fields["status"]

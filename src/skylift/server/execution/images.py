@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..._hashing import layer_chain_ids, sha256_bytes
-from ..._protocol.rpc import Session
+from ..._protocol.rpc_server import Session
 from ..auth import Routes
 from ..longpoll import Deadline, Signal
 from ..params import Params, invalid, not_found

@@ -13,7 +13,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..._protocol.rpc import Session
+from ..._protocol.rpc_server import Session
 from ..auth import Routes
 from ..params import Params, not_found
 from .web_store import ProxyTokenRecord

@@ -17,7 +17,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from ..._protocol import api
-from ..._protocol.rpc import Ready, Session
+from ..._protocol.rpc_server import Ready, Session
 from ..auth import Routes
 from ..longpoll import Deadline
 from ..params import Params, invalid

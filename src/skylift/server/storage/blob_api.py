@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ..._protocol.rpc import Session
+from ..._protocol.rpc_server import Session
 from ..auth import Routes
 from ..params import Params, invalid, not_found
 from .blobs import BlobHashMismatch, BlobStore, is_sha256

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from ..._protocol import api
-from ..._protocol.rpc import Session
+from ..._protocol.rpc_server import Session
 from ..auth import Routes
 from ..params import Params, invalid
 from .objects import Objects

@@ -22,7 +22,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..._protocol import ids
-from ..._protocol.rpc import ErrorCode, RpcError, Session
+from ..._protocol.rpc import ErrorCode, RpcError
+from ..._protocol.rpc_server import Session
 from ..auth import Routes
 from ..params import Params, invalid, not_found
 from .object_store import KINDS, ObjectRecord, ObjectStore

@@ -19,7 +19,8 @@ import re
 import time
 from typing import Any
 
-from ..._protocol.rpc import ErrorCode, RpcError, Session
+from ..._protocol.rpc import ErrorCode, RpcError
+from ..._protocol.rpc_server import Session
 from ..auth import Routes
 from ..params import Params, invalid, not_found
 from .object_store import ObjectRecord, SecretRecord

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..._protocol.rpc import Session
+from ..._protocol.rpc_server import Session
 from ..auth import Routes
 from ..store import Database
 from .blobs import BlobStore

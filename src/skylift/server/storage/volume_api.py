@@ -25,7 +25,8 @@ import posixpath
 import time
 from typing import Any
 
-from ..._protocol.rpc import ErrorCode, RpcError, Session
+from ..._protocol.rpc import ErrorCode, RpcError
+from ..._protocol.rpc_server import Session
 from ..._volume_manifest import (
     DIRECTORY,
     FILE,
