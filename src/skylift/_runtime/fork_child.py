@@ -39,6 +39,7 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -67,11 +68,19 @@ class Inheritance:
 
 
 def become(inherited: Inheritance) -> NoReturn:
-    code = 1
-    try:
+    def start() -> int:
         _detach(inherited)
         _adopt(inherited)
-        code = _run(inherited)
+        return _run(inherited)
+    _exit_with(start)
+
+
+def _exit_with(body: Callable[[], int]) -> NoReturn:
+    """Run a forked child's `body` and leave with its exit code (1 for what it didn't catch);
+    never returns into the template's code."""
+    code = 1
+    try:
+        code = body()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
@@ -92,8 +101,7 @@ def become_spare(inherited: Inheritance, channel: int) -> NoReturn:
     stderr. Until then nothing of the user's runs here (no hook, no input); EOF on `channel` means
     the spare was dropped, and it exits.
     """
-    code = 1
-    try:
+    def start() -> int:
         inherited.fds = [-1, -1, *inherited.fds]  # (fork_container numbers a request's fds from 2)
         _detach(inherited, spare_channel=channel)
         _reset_signals()
@@ -105,16 +113,8 @@ def become_spare(inherited: Inheritance, channel: int) -> NoReturn:
         inherited.message, inherited.fds = message, fds
         inherited.forked_at = activated_at - max(0.0, time.time() - float(message.get("requested_at") or 0.0))
         _adopt(inherited)
-        code = _run(inherited)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:
-        with contextlib.suppress(Exception):
-            traceback.print_exc()
-        code = 1
-    finally:
-        _flush()
-        os._exit(code)
+        return _run(inherited)
+    _exit_with(start)
 
 
 def _run(inherited: Inheritance) -> int:
