@@ -14,7 +14,7 @@ Each figure is printed beside a baseline measured in the same run:
   * mount             (the worker materialising N files from its blob cache) vs `shutil.copytree`
 
 The commit, reload and mount rows run the exact code containers and workers use
-(`_volume_mount.commit/reload`, `worker.volumes.materialize`) against the real control plane,
+(`_volumes.mount.commit/reload`, `worker.volumes.materialize`) against the real control plane,
 from this process. Uses its own SKYLIFT_HOME (a temp dir) unless SKYLIFT_HOME is set.
 Writes bench/results/storage.json.
 """
@@ -149,10 +149,10 @@ def make_files(root: Path, n: int) -> None:
 
 def bench_volumes(n: int) -> None:
     import skylift as modal
-    from skylift import _volume_files
     from skylift._client import Client, run_sync
-    from skylift._volume_manifest import RACY_SECONDS
-    from skylift._volume_mount import MountedVolume, commit, reload
+    from skylift._volumes import files as _volume_files
+    from skylift._volumes.manifest import RACY_SECONDS
+    from skylift._volumes.mount import MountedVolume, commit, reload
     from skylift.worker.blobs import BlobCache, DictBlobSource
     from skylift.worker.volumes import materialize
 

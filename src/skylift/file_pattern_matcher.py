@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._image_files import PatternMatcher
+from ._images.files import PatternMatcher
 
 
 @dataclass

@@ -19,8 +19,8 @@ local files are not there: the hashing is then deferred until someone asks for t
 `add_local_*(copy=False)` layers are not built at all: they become mounts attached when a container
 starts (`_start_mounts()`), so no build step may follow them.
 
-The Python-package steps live in `_image_packages.py` (a base class of `Image`), the checks of what
-steps are given and the `Layer` in `_image_args.py`.
+The Python-package steps live in `_images/packages.py` (a base class of `Image`), the checks of what
+steps are given and the `Layer` in `_images/args.py`.
 """
 
 from __future__ import annotations
@@ -33,11 +33,12 @@ from copy import deepcopy
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from . import _hashing, _image_files
-from . import _image_args as _args
-from ._image_args import SUPPORTED_PYTHON_SERIES, Layer, Resolved
-from ._image_files import AUTO_DOCKERIGNORE, NON_PYTHON_FILES, FileList, Ignore
-from ._image_packages import PythonPackages
+from . import _hashing
+from ._images import args as _args
+from ._images import files as _image_files
+from ._images.args import SUPPORTED_PYTHON_SERIES, Layer, Resolved
+from ._images.files import AUTO_DOCKERIGNORE, NON_PYTHON_FILES, FileList, Ignore
+from ._images.packages import PythonPackages
 from ._resources import parse_cpu, parse_gpu, parse_memory, validate_timeout
 from .exception import DeprecationError, InvalidError
 

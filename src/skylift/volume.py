@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, BinaryIO, ClassVar
 
-from . import _volume_files as files
-from . import _volume_mount
 from ._aio import blocking, blocking_classmethod, context_classmethod, context_method, iterating
 from ._client import Client, run_async, run_sync
 from ._object import ObjectManager, _Ephemeral, _Object
-from ._volume_manifest import BLOCK_SIZE, DIRECTORY, FILE, Entry, PathError, normalize_path
-from ._volume_transfer import BlockSource, download_blocks, upload_blocks
+from ._volumes import files
+from ._volumes import mount as _volume_mount
+from ._volumes.manifest import BLOCK_SIZE, DIRECTORY, FILE, Entry, PathError, normalize_path
+from ._volumes.transfer import BlockSource, download_blocks, upload_blocks
 from .exception import InvalidError
 
 

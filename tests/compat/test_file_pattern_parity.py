@@ -43,7 +43,7 @@ def test_an_ignore_file_is_read_when_first_used(tmp_path: Path) -> None:
 
 def test_an_image_takes_it_as_ignore(tmp_path: Path) -> None:
     import skylift
-    from skylift._image_files import walk_dir
+    from skylift._images.files import walk_dir
 
     (tmp_path / "pkg").mkdir()
     for name in ("pkg/a.py", "pkg/b.txt", "c.py"):

@@ -251,9 +251,9 @@ def test_aio_variants() -> None:
 
 def test_two_mounts_last_write_wins_and_reload(tmp_path: Path) -> None:
     """The container-side commit and reload, run from here on two directories of one volume."""
-    from skylift import _volume_files
     from skylift._client import Client, run_sync
-    from skylift._volume_mount import MountedVolume, commit, reload
+    from skylift._volumes import files as _volume_files
+    from skylift._volumes.mount import MountedVolume, commit, reload
 
     vol = modal.Volume.from_name("e2e-two-mounts", create_if_missing=True)
     client = Client.from_env()

@@ -8,11 +8,11 @@ import cloudpickle
 import msgpack
 import pytest
 
-import skylift._image_files
-import skylift._image_packages
+import skylift._images.files
+import skylift._images.packages
 import skylift.image
 from skylift import _hashing
-from skylift._image_files import PatternMatcher, copy_sources
+from skylift._images.files import PatternMatcher, copy_sources
 from skylift._protocol import api
 from skylift.exception import DeprecationError, InvalidError
 from skylift.image import Image
@@ -632,8 +632,8 @@ def test_docstring_examples():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert doctest.testmod(skylift.image).failed == 0
-        assert doctest.testmod(skylift._image_packages, extraglobs={"Image": Image}).failed == 0
-    assert doctest.testmod(skylift._image_files).failed == 0
+        assert doctest.testmod(skylift._images.packages, extraglobs={"Image": Image}).failed == 0
+    assert doctest.testmod(skylift._images.files).failed == 0
 
 
 def test_auto_dockerignore_is_for_dockerfiles_only(tmp_path):

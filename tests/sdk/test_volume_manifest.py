@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from skylift import _volume_files as files
-from skylift._volume_manifest import (
+from skylift._volumes import files
+from skylift._volumes.manifest import (
     DIRECTORY,
     FILE,
     UNKNOWN_MTIME,

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 THREAD_GRACE_SECONDS = 30.0
 # A container waits this long for a restarted control plane before giving up.
 RECONNECT_SECONDS = 120.0
-# Set by the worker when the container has volumes (`_volume_mount.ENV_VOLUMES`): only then is that module loaded.
+# Set by the worker when the container has volumes (`_volumes.mount.ENV_VOLUMES`): only then is that module loaded.
 ENV_VOLUMES = "SKYLIFT_VOLUMES"
 # The running input loop and its event loop: `modal.experimental.stop_fetching_inputs()` stops it.
 current_inputs: tuple[InputLoop, asyncio.AbstractEventLoop] | None = None
@@ -135,7 +135,7 @@ async def _serve(rpc: ReconnectingClient, preloaded: Preloaded | None = None) ->
         _log(f"an @exit hook failed:\n{traceback.format_exc()}")
     await inputs.sender.flush()
     if os.environ.get(ENV_VOLUMES):
-        from .. import _volume_mount
+        from .._volumes import mount as _volume_mount
 
         await _volume_mount.commit_all_at_exit(rpc)  # a normal exit commits mounted volumes, as in Modal
     return inputs.exit_code

@@ -14,20 +14,21 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-import queue
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from .._context import current_call_id_var, current_input_id_var
 from .._protocol import api
 from .._serialization import deserialize, failure_output, serialize, success_output
 from ..exception import InputCancellation, InvalidError
+from .batcher import _Batcher
 from .container_io import Caller, GenStream, OutputSender
 from .direct import DirectLink
 from .disk_full import annotate
+from .input_state import Input, Job
+from .sync_pool import SyncPool, _clear_async_exc, _inject
 from .user_code import Service, Target
 
 # How long a `get_inputs` long-poll may stay open; below the control plane's ceiling.
@@ -48,29 +49,6 @@ CANCEL_GRACE_SECONDS = 1.0
 def heartbeat_interval() -> float:
     # Overridable so tests of cancellation don't wait 5 s for each heartbeat.
     return float(os.environ.get("SKYLIFT_HEARTBEAT_INTERVAL") or api.HEARTBEAT_INTERVAL)
-
-
-class Input:
-    """One leased input and its progress."""
-
-    __slots__ = ("args", "attempt", "call_id", "cancelled", "done", "injected", "input_id", "job_size",
-                 "method", "ran", "started", "stream", "task", "thread_ident")
-
-    def __init__(self, raw: dict[str, Any]) -> None:
-        self.input_id: str = raw["input_id"]
-        self.call_id: str | None = raw.get("call_id")
-        self.attempt: int = raw.get("attempt", 0)
-        self.args: bytes = raw["args"]
-        self.method: str | None = raw.get("method")
-        self.task: asyncio.Task[None] | None = None
-        self.thread_ident: int | None = None
-        self.stream: GenStream | None = None
-        self.started = 0.0
-        self.ran = 0.0  # how long a sync input ran, measured in its thread
-        self.job_size = 1
-        self.cancelled = False
-        self.injected = False
-        self.done = False
 
 
 def _terminated(inp: Input) -> dict[str, Any]:
@@ -132,61 +110,6 @@ def _outputs(target: Target, batch: list[Input], result: Any) -> list[dict[str, 
             "it must return a list with one output per input, in order")
         return [failure_output(error) for _ in batch]
     return [_success(value, target.fn.__qualname__) for value in result]
-
-
-Job = tuple[Target, list[Input]]
-
-
-class SyncPool:
-    """Worker threads for sync functions, started as needed up to `size`.
-
-    A queued item is a run of jobs one thread does one after another: a single-slot container
-    hands a whole prefetched burst over at once (one queue hand-off, not one per input).
-    """
-
-    def __init__(self, size: int, run: Callable[[Target, list[Input]], None]) -> None:
-        self._size = size
-        self._run = run
-        self._queue: queue.SimpleQueue[list[Job]] = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        self._idle = 0  # threads waiting for a job
-        self._queued = 0  # jobs no thread has taken yet
-        self._lock = threading.Lock()
-
-    @property
-    def idle(self) -> bool:
-        """No job waits for a thread (the caller's thread is the only one busy)."""
-        return self._queued == 0
-
-    def submit(self, target: Target, batch: list[Input]) -> None:
-        self.submit_run([(target, batch)])
-
-    def submit_run(self, jobs: list[Job]) -> None:
-        with self._lock:
-            self._queued += 1
-            if self._queued > self._idle and len(self._threads) < self._size:
-                thread = threading.Thread(target=self._main, name=f"skylift-input-{len(self._threads)}",
-                                          daemon=True)
-                self._threads.append(thread)
-                self._idle += 1
-                thread.start()
-        self._queue.put(jobs)
-
-    def _main(self) -> None:
-        while True:
-            jobs = self._queue.get()
-            with self._lock:
-                self._idle -= 1
-                self._queued -= 1
-            try:
-                for target, batch in jobs:
-                    try:
-                        self._run(target, batch)
-                    except InputCancellation:
-                        pass  # a cancellation that landed after its input had finished; nothing to do
-            finally:
-                with self._lock:
-                    self._idle += 1
 
 
 class InputLoop:
@@ -700,43 +623,3 @@ def _batch_size(service: Service, definition: dict[str, Any]) -> int:
         if sizes:
             return max(sizes)
     return 1
-
-
-def _inject(thread_ident: int, exc_type: type[BaseException]) -> None:
-    import ctypes
-
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_ident), ctypes.py_object(exc_type))
-
-
-def _clear_async_exc(thread_ident: int) -> None:
-    import ctypes
-
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_ident), None)
-
-
-class _Batcher:
-    """Forms batches of one method's inputs: full, or `wait_ms` after the first one arrived."""
-
-    def __init__(self, owner: InputLoop, target: Target) -> None:
-        assert target.batch is not None
-        self.owner = owner
-        self.target = target
-        self.max_size, self.wait_ms = target.batch
-        self.pending: list[Input] = []
-        self.timer: asyncio.TimerHandle | None = None
-
-    def add(self, inp: Input) -> None:
-        self.pending.append(inp)
-        if len(self.pending) >= self.max_size:
-            self.flush()
-        elif self.timer is None:
-            self.timer = self.owner.loop.call_later(self.wait_ms / 1000, self.flush)
-
-    def flush(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        batch = [inp for inp in self.pending if not inp.done]
-        self.pending = []
-        if batch:
-            self.owner._dispatch(self.target, batch)

@@ -237,7 +237,7 @@ async def serve(rpc: ReconnectingClient, definition: dict[str, Any]) -> int:
     await rpc.call("container.ready", {})
     code = await SandboxRunner(rpc, definition["sandbox"]).run()
     if os.environ.get("SKYLIFT_VOLUMES"):
-        from .. import _volume_mount
+        from .._volumes import mount as _volume_mount
 
         await _volume_mount.commit_all_at_exit(rpc)  # as a function's container does at a normal exit
     return code

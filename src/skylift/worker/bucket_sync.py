@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._volume_files import scan
-from .._volume_manifest import FILE
+from .._volumes.files import scan
+from .._volumes.manifest import FILE
 from .s3 import Credentials, S3Client, S3Error, credentials_from_env, region_for
 
 log = logging.getLogger("skylift.worker")

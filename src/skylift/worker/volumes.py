@@ -21,9 +21,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .._volume_files import clone_file, finish_file, make_directory, write_base
-from .._volume_manifest import DIRECTORY, Base, Entry
-from .._volume_transfer import download_blocks
+from .._volumes.files import clone_file, finish_file, make_directory, write_base
+from .._volumes.manifest import DIRECTORY, Base, Entry
+from .._volumes.transfer import download_blocks
 from .blobs import BlobCache
 from .bucket_sync import BucketMounts, BucketSync
 from .runtime import ContainerSpec

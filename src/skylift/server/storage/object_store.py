@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..._volume_manifest import Entry
+from ..._volumes.manifest import Entry
 
 KINDS = ("secret", "volume", "dict", "queue")
 

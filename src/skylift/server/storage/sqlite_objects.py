@@ -11,7 +11,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from ..._volume_manifest import Entry
+from ..._volumes.manifest import Entry
 from .object_store import ObjectRecord, QueueFull, SecretRecord
 
 SCHEMA = """

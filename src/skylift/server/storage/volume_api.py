@@ -12,7 +12,7 @@
 File contents are uploaded first (`blob.missing` + `blob.put`, one blob per 8 MiB block); a
 commit names the blocks and is refused if any is missing, so a committed manifest never points at
 nothing. Commits to one volume are applied one at a time, last write wins per path
-(`_volume_manifest.apply_commit`); `force=False` (batch_upload) refuses to overwrite. Each
+(`_volumes.manifest.apply_commit`); `force=False` (batch_upload) refuses to overwrite. Each
 commit bumps the version and is one SQLite transaction. Manifests are cached in memory after the
 first read.
 """
@@ -27,7 +27,7 @@ from typing import Any
 
 from ..._protocol.rpc import ErrorCode, RpcError
 from ..._protocol.rpc_server import Session
-from ..._volume_manifest import (
+from ..._volumes.manifest import (
     DIRECTORY,
     FILE,
     Entry,

@@ -8,14 +8,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from . import _image_args as _args
-from . import _image_files
-from ._image_args import Resolved
-from ._image_files import FileList
-from .exception import InvalidError
+from ..exception import InvalidError
+from . import args as _args
+from . import files as _image_files
+from .args import Resolved
+from .files import FileList
 
 if TYPE_CHECKING:
-    from .image import Image
+    from ..image import Image
 
 
 class _Extends(Protocol):

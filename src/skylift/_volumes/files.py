@@ -1,7 +1,7 @@
 """Volume files on a local disk: scanning, hashing, writing, and the base a container started from.
 
 Shared by the worker (which materialises a volume into a container's directory) and the
-container runtime (which commits and reloads it). The decisions are in `_volume_manifest`; this
+container runtime (which commits and reloads it). The decisions are in `manifest`; this
 module is the I/O around them.
 
 The base file (`<task>/volume-meta/<n>.base`, msgpack) records what the worker wrote: the
@@ -25,7 +25,7 @@ from typing import Any
 
 import msgpack
 
-from ._volume_manifest import BLOCK_SIZE, DIRECTORY, FILE, Base, Entry, Stat
+from .manifest import BLOCK_SIZE, DIRECTORY, FILE, Base, Entry, Stat
 
 FICLONE = 0x40049409  # ioctl: share the source's extents (btrfs, xfs, bcachefs); EOPNOTSUPP elsewhere
 _clone_works: bool | None = None

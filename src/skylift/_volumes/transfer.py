@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from .exception import ExecutionError
+from ..exception import ExecutionError
 
 # A block source: its bytes, or a function reading them (large files are not held in memory).
 BlockSource = bytes | Callable[[], bytes]

@@ -12,10 +12,10 @@ from collections.abc import Callable, Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
-from ._context import is_local
-from ._image_files import FileList
-from ._resources import parse_gpu
-from .exception import InvalidError
+from .._context import is_local
+from .._resources import parse_gpu
+from ..exception import InvalidError
+from .files import FileList
 
 SUPPORTED_PYTHON_SERIES = ("3.10", "3.11", "3.12", "3.13", "3.14")
 _PYTHON_VERSION = re.compile(r"^3\.\d{1,2}(\.\d{1,2})?$")

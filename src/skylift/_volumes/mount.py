@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import _volume_files as files
-from ._volume_manifest import (
+from ..exception import InvalidError
+from . import files
+from .manifest import (
     BLOCK_SIZE,
     DIRECTORY,
     FILE,
@@ -36,8 +37,7 @@ from ._volume_manifest import (
     plan_reload,
     trusted_mtime,
 )
-from ._volume_transfer import BlockSource, download_blocks, upload_blocks
-from .exception import InvalidError
+from .transfer import BlockSource, download_blocks, upload_blocks
 
 ENV_VOLUMES = "SKYLIFT_VOLUMES"
 KEEP_FOR_UPLOAD = 1024 * 1024  # files this small are read once, for hashing and upload

@@ -25,9 +25,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from . import _hashing
-from ._protocol import api
-from .exception import InvalidError
+from .. import _hashing
+from .._protocol import api
+from ..exception import InvalidError
 
 Ignore = Sequence[str] | Callable[[Path], bool]
 
